@@ -1,0 +1,59 @@
+"""faceledger: self-hosted face detection, comparison and search, with accountability built in.
+
+The public surface::
+
+    import faceledger
+    with faceledger.open() as faces:                      # embedded store in the data dir
+        faces.create_collection(collection_id="family")
+        faces.index_faces(collection_id="family", image=open("a.jpg", "rb").read())
+        faces.search_faces_by_image(collection_id="family", image=open("selfie.jpg", "rb").read())
+
+Every operation is a method of :class:`FaceService`, named after Amazon Rekognition's face API
+and returning the same dicts boto3 returns. Errors are :class:`FaceledgerError` subclasses
+named after Rekognition's errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faceledger.config import ImageLimits, Settings
+from faceledger.errors import (
+    ConflictException,
+    FaceledgerError,
+    ImageTooLargeException,
+    InternalServerError,
+    InvalidImageFormatException,
+    InvalidPaginationTokenException,
+    InvalidParameterException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+)
+from faceledger.service import FaceService
+
+__version__ = "0.1.0"
+
+
+def open(data_dir: str | Path | None = None, *, image_limits: ImageLimits | None = None) -> FaceService:  # noqa: A001
+    """Open the face service on a data directory (default: see :func:`config.default_data_dir`)."""
+    settings = Settings() if data_dir is None else Settings(data_dir=Path(data_dir))
+    if image_limits is not None:
+        settings = Settings(data_dir=settings.data_dir, image_limits=image_limits)
+    return FaceService(settings)
+
+
+__all__ = [
+    "ConflictException",
+    "FaceService",
+    "FaceledgerError",
+    "ImageLimits",
+    "ImageTooLargeException",
+    "InternalServerError",
+    "InvalidImageFormatException",
+    "InvalidPaginationTokenException",
+    "InvalidParameterException",
+    "ResourceAlreadyExistsException",
+    "ResourceNotFoundException",
+    "Settings",
+    "open",
+]

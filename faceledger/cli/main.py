@@ -1,0 +1,439 @@
+"""The ``faceledger`` command: every face operation, tables for people and ``--json`` for scripts.
+
+Errors are printed as one line ``error: <RekognitionErrorName>: <message>`` on stderr with the
+error's exit code (see faceledger.errors); never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from faceledger.cli import render
+from faceledger.config import DATA_DIR_ENV, Settings, default_data_dir
+from faceledger.errors import FaceledgerError, InvalidImageFormatException
+from faceledger.service import FaceService, Outcome, find_image_files, index_files
+
+app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
+collection_app = typer.Typer(help="Create, describe, list and delete collections.", no_args_is_help=True)
+faces_app = typer.Typer(help="List and delete indexed faces.", no_args_is_help=True)
+users_app = typer.Typer(help="Users: identities that group faces of one person.", no_args_is_help=True)
+app.add_typer(collection_app, name="collection")
+app.add_typer(faces_app, name="faces")
+app.add_typer(users_app, name="users")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the response as JSON (Rekognition's shape).")]
+CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="Collection id.")]
+ImageArgument = Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, BMP, TIFF).")]
+ThresholdOption = Annotated[
+    float, typer.Option("--threshold", help="Least similarity (0-100) to report; 80 = dlib's distance 0.6.")
+]
+
+
+class _State:
+    data_dir: Path | None = None
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help=f"Data directory (default ${DATA_DIR_ENV} or ~/.local/share/faceledger)."),
+    ] = None,
+) -> None:
+    _State.data_dir = data_dir
+
+
+def _service() -> FaceService:
+    return FaceService(Settings(data_dir=_State.data_dir or default_data_dir()))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
+
+
+def reports_errors(command: F) -> F:
+    """Turn FaceledgerError into a one-line message and the error's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FaceledgerError as exc:
+            render.errors.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- collections ---------------------------------------------------------------------------
+
+
+@collection_app.command("create")
+@reports_errors
+def collection_create(collection_id: str, as_json: JsonOption = False) -> None:
+    """Create an empty collection."""
+    with _service() as service:
+        response = service.create_collection(collection_id=collection_id)
+    render.emit(response, as_json, lambda r: render.console.print(f"Created collection {r['CollectionArn']}"))
+
+
+@collection_app.command("describe")
+@reports_errors
+def collection_describe(collection_id: str, as_json: JsonOption = False) -> None:
+    """Face and user counts of a collection."""
+    with _service() as service:
+        response = service.describe_collection(collection_id=collection_id)
+    render.emit(
+        response,
+        as_json,
+        lambda r: render.table(
+            collection_id,
+            ("Faces", "Users", "Model", "Created"),
+            [[r["FaceCount"], r["UserCount"], r["FaceModelVersion"], r["CreationTimestamp"].isoformat()]],
+        ),
+    )
+
+
+@collection_app.command("list")
+@reports_errors
+def collection_list(as_json: JsonOption = False) -> None:
+    """All collections."""
+    with _service() as service:
+        ids: list[str] = []
+        token = None
+        while True:
+            page = service.list_collections(next_token=token)
+            ids.extend(page["CollectionIds"])
+            token = page.get("NextToken")
+            if token is None:
+                break
+    render.emit({"CollectionIds": ids}, as_json, lambda r: render.table(None, ("Collection",), [[i] for i in ids]))
+
+
+@collection_app.command("delete")
+@reports_errors
+def collection_delete(
+    collection_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a collection with all its faces and users."""
+    if not yes and not typer.confirm(f"Delete collection {collection_id} and every face in it?"):
+        raise typer.Exit(1)
+    with _service() as service:
+        response = service.delete_collection(collection_id=collection_id)
+    render.emit(response, as_json, lambda r: render.console.print(f"Deleted collection {collection_id}"))
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+@app.command("detect")
+@reports_errors
+def detect(image: ImageArgument, as_json: JsonOption = False) -> None:
+    """Find faces: box, confidence, landmarks, pose and quality (never age, gender or emotion)."""
+    with _service() as service:
+        response = service.detect_faces(image=_read(image))
+
+    def human(r: dict[str, Any]) -> None:
+        render.table(
+            f"{len(r['FaceDetails'])} face(s) in {image.name}",
+            ("#", "Box (% of image)", "Confidence", "Yaw", "Pitch", "Roll", "Sharpness", "Brightness"),
+            [
+                [n + 1, render.box_text(f["BoundingBox"]), f["Confidence"], f["Pose"]["Yaw"], f["Pose"]["Pitch"],
+                 f["Pose"]["Roll"], f["Quality"]["Sharpness"], f["Quality"]["Brightness"]]
+                for n, f in enumerate(r["FaceDetails"])
+            ],
+        )
+
+    render.emit(response, as_json, human)
+
+
+@app.command("compare")
+@reports_errors
+def compare(
+    source: ImageArgument,
+    target: ImageArgument,
+    threshold: ThresholdOption = 80.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the largest face of SOURCE with every face in TARGET."""
+    with _service() as service:
+        response = service.compare_faces(
+            source_image=_read(source), target_image=_read(target), similarity_threshold=threshold
+        )
+
+    def human(r: dict[str, Any]) -> None:
+        rows = [["match", m["Similarity"], render.box_text(m["Face"]["BoundingBox"])] for m in r["FaceMatches"]]
+        rows += [["no match", None, render.box_text(f["BoundingBox"])] for f in r["UnmatchedFaces"]]
+        render.table(f"{source.name} vs {target.name}", ("Result", "Similarity", "Face in target"), rows)
+
+    render.emit(response, as_json, human)
+
+
+@app.command("index")
+@reports_errors
+def index(
+    path: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
+    collection: CollectionOption,
+    quality_filter: Annotated[str, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH.")] = "AUTO",
+    max_faces: Annotated[int | None, typer.Option(help="Index at most this many faces per image.")] = None,
+    keep_images: Annotated[bool, typer.Option(help="Also store the image bytes (off: only faces).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Index every image under PATH; files already indexed (same SHA-256) are skipped, so an
+    interrupted run resumes when started again."""
+    if not path.exists():
+        raise InvalidImageFormatException(f"{path} does not exist.")
+    root = path if path.is_dir() else path.parent
+    counts = {outcome: 0 for outcome in Outcome}
+    faces_indexed = 0
+    unreadable: list[dict[str, str]] = []
+    interrupted = False
+    started = time.monotonic()
+    with _service() as service:
+        files = find_image_files(path)
+        progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _FacesPerSecond(),
+            TimeRemainingColumn(),
+            console=render.errors,
+            disable=as_json,
+        )
+        try:
+            with progress:
+                task = progress.add_task("indexing", total=len(files), faces=0)
+                for result in index_files(
+                    service, collection, root, files,
+                    quality_filter=quality_filter, max_faces=max_faces, store_images=keep_images,
+                ):
+                    counts[result.outcome] += 1
+                    faces_indexed += result.faces_indexed
+                    if result.outcome is Outcome.UNREADABLE:
+                        unreadable.append({"path": str(result.path), "error": result.error or ""})
+                    progress.update(task, advance=1, faces=faces_indexed)
+        except KeyboardInterrupt:
+            interrupted = True
+    elapsed = time.monotonic() - started
+    summary = {
+        "Images": len(files),
+        "ImagesIndexed": counts[Outcome.INDEXED],
+        "ImagesWithoutFaces": counts[Outcome.NO_FACE],
+        "ImagesSkipped": counts[Outcome.SKIPPED],
+        "UnreadableFiles": unreadable,
+        "FacesIndexed": faces_indexed,
+        "Seconds": round(elapsed, 2),
+        "Interrupted": interrupted,
+    }
+
+    def human(s: dict[str, Any]) -> None:
+        render.table(
+            f"Indexed into {collection}",
+            ("Images", "With faces", "Without faces", "Already indexed", "Unreadable", "Faces", "Faces/s"),
+            [[s["Images"], s["ImagesIndexed"], s["ImagesWithoutFaces"], s["ImagesSkipped"], len(unreadable),
+              faces_indexed, f"{faces_indexed / elapsed:.2f}" if elapsed else "-"]],
+        )
+        for item in unreadable:
+            render.errors.print(f"unreadable: {item['path']}: {item['error']}", markup=False, highlight=False)
+        if interrupted:
+            render.errors.print("Interrupted: what was indexed is kept; run the same command to resume.")
+
+    render.emit(summary, as_json, human)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+class _FacesPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        faces = task.fields.get("faces", 0)
+        rate = faces / elapsed if elapsed > 0 else 0.0
+        return Text(f"{faces} faces, {rate:.1f} faces/s", style="progress.data.speed")
+
+
+@app.command("search")
+@reports_errors
+def search(
+    image: ImageArgument,
+    collection: CollectionOption,
+    threshold: ThresholdOption = 80.0,
+    max_faces: Annotated[int, typer.Option(help="Report at most this many matches.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Search a collection with the largest face of IMAGE (SearchFacesByImage)."""
+    with _service() as service:
+        response = service.search_faces_by_image(
+            collection_id=collection, image=_read(image), face_match_threshold=threshold, max_faces=max_faces
+        )
+    render.emit(response, as_json, render.matches)
+
+
+@app.command("search-face")
+@reports_errors
+def search_face(
+    face_id: str,
+    collection: CollectionOption,
+    threshold: ThresholdOption = 80.0,
+    max_faces: Annotated[int, typer.Option(help="Report at most this many matches.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Search a collection with one of its own faces (SearchFaces)."""
+    with _service() as service:
+        response = service.search_faces(
+            collection_id=collection, face_id=face_id, face_match_threshold=threshold, max_faces=max_faces
+        )
+    render.emit(response, as_json, render.matches)
+
+
+# -- faces ---------------------------------------------------------------------------------
+
+
+@faces_app.command("list")
+@reports_errors
+def faces_list(
+    collection: CollectionOption,
+    user_id: Annotated[str | None, typer.Option(help="Only faces of this user.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every face of a collection."""
+    faces: list[dict[str, Any]] = []
+    with _service() as service:
+        token = None
+        while True:
+            page = service.list_faces(collection_id=collection, next_token=token, user_id=user_id)
+            faces.extend(page["Faces"])
+            token = page.get("NextToken")
+            if token is None:
+                break
+    render.emit(
+        {"Faces": faces}, as_json,
+        lambda r: render.table(f"{len(faces)} face(s) in {collection}", render.FACE_COLUMNS, render.face_rows(faces)),
+    )
+
+
+@faces_app.command("delete")
+@reports_errors
+def faces_delete(face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False) -> None:
+    """Delete faces from a collection (store and index)."""
+    with _service() as service:
+        response = service.delete_faces(collection_id=collection, face_ids=face_ids)
+
+    def human(r: dict[str, Any]) -> None:
+        render.console.print(f"Deleted {len(r['DeletedFaces'])} face(s).")
+        for failure in r["UnsuccessfulFaceDeletions"]:
+            render.errors.print(f"not deleted: {failure['FaceId']}: {', '.join(failure['Reasons'])}")
+
+    render.emit(response, as_json, human)
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@users_app.command("create")
+@reports_errors
+def users_create(user_id: str, collection: CollectionOption, as_json: JsonOption = False) -> None:
+    """Create a user in a collection."""
+    with _service() as service:
+        response = service.create_user(collection_id=collection, user_id=user_id)
+    render.emit(response, as_json, lambda r: render.console.print(f"Created user {user_id}"))
+
+
+@users_app.command("delete")
+@reports_errors
+def users_delete(user_id: str, collection: CollectionOption, as_json: JsonOption = False) -> None:
+    """Delete a user (its faces stay indexed, unassociated)."""
+    with _service() as service:
+        response = service.delete_user(collection_id=collection, user_id=user_id)
+    render.emit(response, as_json, lambda r: render.console.print(f"Deleted user {user_id}"))
+
+
+@users_app.command("list")
+@reports_errors
+def users_list(collection: CollectionOption, as_json: JsonOption = False) -> None:
+    """Every user of a collection."""
+    users: list[dict[str, Any]] = []
+    with _service() as service:
+        token = None
+        while True:
+            page = service.list_users(collection_id=collection, next_token=token)
+            users.extend(page["Users"])
+            token = page.get("NextToken")
+            if token is None:
+                break
+    render.emit(
+        {"Users": users}, as_json,
+        lambda r: render.table(None, ("UserId", "Status"), [[u["UserId"], u["UserStatus"]] for u in users]),
+    )
+
+
+@users_app.command("associate")
+@reports_errors
+def users_associate(
+    user_id: str,
+    face_ids: list[str],
+    collection: CollectionOption,
+    threshold: Annotated[float, typer.Option(help="Least similarity to the user's faces (0-100).")] = 75.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Associate faces with a user."""
+    with _service() as service:
+        response = service.associate_faces(
+            collection_id=collection, user_id=user_id, face_ids=face_ids, user_match_threshold=threshold
+        )
+    render.emit(response, as_json, lambda r: _association_report(r, "AssociatedFaces", "UnsuccessfulFaceAssociations"))
+
+
+@users_app.command("disassociate")
+@reports_errors
+def users_disassociate(user_id: str, face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False) -> None:
+    """Remove faces from a user."""
+    with _service() as service:
+        response = service.disassociate_faces(collection_id=collection, user_id=user_id, face_ids=face_ids)
+    render.emit(response, as_json, lambda r: _association_report(r, "DisassociatedFaces", "UnsuccessfulFaceDisassociations"))
+
+
+def _association_report(response: dict[str, Any], done_key: str, failed_key: str) -> None:
+    render.console.print(f"{len(response[done_key])} face(s) done; user is {response['UserStatus']}.")
+    for failure in response[failed_key]:
+        render.errors.print(f"not done: {failure['FaceId']}: {', '.join(failure['Reasons'])}")
+
+
+@users_app.command("search")
+@reports_errors
+def users_search(
+    collection: CollectionOption,
+    image: Annotated[Path | None, typer.Option(help="Search with the largest face of this image.")] = None,
+    user_id: Annotated[str | None, typer.Option(help="Search with the faces of this user.")] = None,
+    face_id: Annotated[str | None, typer.Option(help="Search with this indexed face.")] = None,
+    threshold: ThresholdOption = 80.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Users matching an image (SearchUsersByImage), a user or a face (SearchUsers)."""
+    with _service() as service:
+        if image is not None:
+            response = service.search_users_by_image(
+                collection_id=collection, image=_read(image), user_match_threshold=threshold
+            )
+        else:
+            response = service.search_users(
+                collection_id=collection, user_id=user_id, face_id=face_id, user_match_threshold=threshold
+            )
+    render.emit(
+        response, as_json,
+        lambda r: render.table(None, ("Similarity", "UserId"), [[m["Similarity"], m["User"]["UserId"]] for m in r["UserMatches"]]),
+    )

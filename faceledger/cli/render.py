@@ -1,0 +1,78 @@
+"""Turning service responses into rich tables (default) or JSON (``--json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def emit(response: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(response, default=_json_default, indent=2) + "\n")
+    else:
+        human(response)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    grid = Table(title=title, show_lines=False)
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*[_cell(value) for value in row])
+    console.print(grid)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def box_text(box: dict[str, float]) -> str:
+    """A relative bounding box as 'left,top widthxheight' percentages of the image."""
+    return (
+        f"{box['Left'] * 100:.0f}%,{box['Top'] * 100:.0f}% "
+        f"{box['Width'] * 100:.0f}%x{box['Height'] * 100:.0f}%"
+    )
+
+
+def face_rows(faces: Sequence[dict[str, Any]]) -> list[list[object]]:
+    return [
+        [face["FaceId"], face.get("ExternalImageId"), face.get("UserId"), box_text(face["BoundingBox"]), face["Confidence"]]
+        for face in faces
+    ]
+
+
+FACE_COLUMNS = ("FaceId", "ExternalImageId", "UserId", "Box (% of image)", "Confidence")
+
+
+def matches(response: dict[str, Any]) -> None:
+    rows = [
+        [match["Similarity"], match["Face"]["FaceId"], match["Face"].get("ExternalImageId"), match["Face"].get("UserId")]
+        for match in response["FaceMatches"]
+    ]
+    if not rows:
+        console.print("No face in the collection reaches the threshold.")
+        return
+    table(None, ("Similarity", "FaceId", "ExternalImageId", "UserId"), rows)
+    console.print(
+        "[dim]Similarity is 0-100 (80 = dlib's published decision distance 0.6); it is not a "
+        "probability of identity. A match is a lead for a person to check, not a verdict.[/dim]"
+    )

@@ -1,0 +1,50 @@
+"""Settings that say where faceledger keeps its data and which limits it enforces."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA_DIR_ENV = "FACELEDGER_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$FACELEDGER_DATA_DIR``, else ``$XDG_DATA_HOME/faceledger``, else ``~/.local/share/faceledger``."""
+    explicit = os.environ.get(DATA_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "faceledger"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits checked before an image is decoded, so a decompression bomb is never expanded.
+
+    ``max_bytes``: size of the encoded file in bytes (default 15 MB, Rekognition's limit for
+    images read from S3). ``max_pixels``: width x height as declared in the file header
+    (default 40 megapixels).
+    """
+
+    max_bytes: int = 15 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a :class:`~faceledger.service.FaceService` needs to open.
+
+    ``region`` and ``account_id`` only shape the ARNs reported for collections, so that clients
+    written for Rekognition find the fields they expect.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    region: str = "local"
+    account_id: str = "000000000000"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "faceledger.sqlite3"

@@ -1,0 +1,69 @@
+"""Parameter checks with Rekognition's constraints, each failing as InvalidParameterException."""
+
+from __future__ import annotations
+
+import re
+
+from faceledger.errors import InvalidParameterException
+from faceledger.vision.quality import QualityFilter
+
+_COLLECTION_ID = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
+_EXTERNAL_IMAGE_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,255}")
+_USER_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,128}")
+_FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _check(pattern: re.Pattern[str], value: object, name: str, rule: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidParameterException(f"{name} {value!r} is invalid: {rule}.")
+    return value
+
+
+def collection_id(value: object) -> str:
+    return _check(_COLLECTION_ID, value, "CollectionId", "1-255 characters of a-z, A-Z, 0-9, _ . -")
+
+
+def external_image_id(value: object) -> str | None:
+    if value is None:
+        return None
+    return _check(_EXTERNAL_IMAGE_ID, value, "ExternalImageId", "1-255 characters of a-z, A-Z, 0-9, _ . - :")
+
+
+def user_id(value: object) -> str:
+    return _check(_USER_ID, value, "UserId", "1-128 characters of a-z, A-Z, 0-9, _ . - :")
+
+
+def face_id(value: object) -> str:
+    return _check(_FACE_ID, value, "FaceId", "a lower-case UUID")
+
+
+def face_ids(values: object, *, maximum: int) -> list[str]:
+    if not isinstance(values, (list, tuple)) or not 1 <= len(values) <= maximum:
+        raise InvalidParameterException(f"FaceIds must be a list of 1 to {maximum} face ids.")
+    return [face_id(value) for value in values]
+
+
+def percent(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
+        raise InvalidParameterException(f"{name} must be a number from 0 to 100, not {value!r}.")
+    return float(value)
+
+
+def integer(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise InvalidParameterException(f"{name} must be a whole number {bound}, not {value!r}.")
+    return value
+
+
+def quality_filter(value: object) -> QualityFilter:
+    try:
+        return QualityFilter(value)
+    except ValueError:
+        choices = ", ".join(level.value for level in QualityFilter)
+        raise InvalidParameterException(f"QualityFilter must be one of {choices}, not {value!r}.") from None

@@ -1,0 +1,75 @@
+"""Schema migrations, applied in order at open; ``PRAGMA user_version`` records the last one.
+
+Never edit a migration that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: collections, users, indexed images and faces.
+    """
+    CREATE TABLE collections (
+        collection_id      TEXT PRIMARY KEY,
+        created_at         REAL NOT NULL,
+        face_model_version TEXT NOT NULL,
+        -- bumped in the same transaction as every face add/delete, so an in-memory index can
+        -- tell cheaply whether it is still in step with the store
+        generation         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE users (
+        collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        user_id       TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (collection_id, user_id)
+    );
+    CREATE TABLE images (
+        image_id          TEXT PRIMARY KEY,
+        collection_id     TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        image_sha256      TEXT NOT NULL,
+        external_image_id TEXT,
+        width             INTEGER NOT NULL,
+        height            INTEGER NOT NULL,
+        face_count        INTEGER NOT NULL,
+        indexed_at        REAL NOT NULL,
+        source_path       TEXT,
+        content           BLOB
+    );
+    CREATE INDEX images_by_sha ON images (collection_id, image_sha256);
+    CREATE TABLE faces (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,  -- the vector index's id
+        face_id           TEXT NOT NULL UNIQUE,
+        collection_id     TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        image_id          TEXT NOT NULL REFERENCES images(image_id) ON DELETE CASCADE,
+        external_image_id TEXT,
+        image_sha256      TEXT NOT NULL,
+        bounding_box      TEXT NOT NULL,
+        confidence        REAL NOT NULL,
+        landmarks         TEXT NOT NULL,
+        quality           TEXT NOT NULL,
+        embedding         BLOB NOT NULL,
+        created_at        REAL NOT NULL,
+        user_id           TEXT,
+        FOREIGN KEY (collection_id, user_id) REFERENCES users (collection_id, user_id)
+    );
+    CREATE INDEX faces_by_collection ON faces (collection_id, seq);
+    CREATE INDEX faces_by_user ON faces (collection_id, user_id);
+    """,
+)
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the schema version now in force."""
+    current = connection.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"The database has schema version {current}, newer than this faceledger "
+            f"({len(MIGRATIONS)}); upgrade faceledger."
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        # executescript commits first, so each migration runs in its own explicit transaction.
+        connection.executescript(
+            "BEGIN IMMEDIATE;\n" + MIGRATIONS[version - 1] + f"\nPRAGMA user_version = {version};\nCOMMIT;"
+        )
+    return len(MIGRATIONS)

@@ -1,0 +1,364 @@
+"""The source of truth: one SQLite file in WAL mode.
+
+Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash in the middle of
+indexing an image leaves either all of its faces or none. Each thread gets its own connection;
+SQLite's WAL lets readers go on while one writer commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from faceledger.errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from faceledger.store.migrations import migrate
+from faceledger.store.records import CollectionRecord, FaceRecord, ImageRecord, UserRecord
+
+_FACE_COLUMNS = (
+    "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
+    " landmarks, quality, embedding, created_at, user_id"
+)
+
+
+class SQLiteStore:
+    """Collections, images, faces and users of one data directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        connection = self._connection()
+        connection.execute("PRAGMA journal_mode = WAL")
+        migrate(connection)
+
+    # -- connections and transactions ------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    # -- collections -----------------------------------------------------------------------
+
+    def create_collection(self, collection_id: str, face_model_version: str, created_at: float) -> None:
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO collections (collection_id, created_at, face_model_version)"
+                    " VALUES (?, ?, ?)",
+                    (collection_id, created_at, face_model_version),
+                )
+            except sqlite3.IntegrityError:
+                raise ResourceAlreadyExistsException(
+                    f"Collection {collection_id!r} already exists."
+                ) from None
+
+    def get_collection(self, collection_id: str) -> CollectionRecord:
+        row = self._connection().execute(
+            "SELECT collection_id, created_at, face_model_version,"
+            " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.collection_id),"
+            " (SELECT COUNT(*) FROM users u WHERE u.collection_id = c.collection_id)"
+            " FROM collections c WHERE collection_id = ?",
+            (collection_id,),
+        ).fetchone()
+        if row is None:
+            raise _collection_not_found(collection_id)
+        return CollectionRecord(*row)
+
+    def require_collection(self, collection_id: str) -> None:
+        if self.generation(collection_id) is None:
+            raise _collection_not_found(collection_id)
+
+    def list_collection_ids(self, after: str | None, limit: int) -> list[str]:
+        rows = self._connection().execute(
+            "SELECT collection_id FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
+            (after or "", limit),
+        )
+        return [row[0] for row in rows]
+
+    def delete_collection(self, collection_id: str) -> None:
+        with self._write() as db:
+            # faces first: their foreign key to users would otherwise block the cascade order
+            db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
+            deleted = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
+            if deleted.rowcount == 0:
+                raise _collection_not_found(collection_id)
+
+    def generation(self, collection_id: str) -> int | None:
+        """The collection's change counter, or None when it does not exist."""
+        row = self._connection().execute(
+            "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- images and faces ------------------------------------------------------------------
+
+    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> tuple[list[int], int, int]:
+        """Store an image and its faces atomically.
+
+        Returns the faces' index ids (``seq``), and the collection generation before and after.
+        """
+        with self._write() as db:
+            before = self._bump_generation(db, image.collection_id)
+            db.execute(
+                "INSERT INTO images (image_id, collection_id, image_sha256, external_image_id, width,"
+                " height, face_count, indexed_at, source_path, content)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    image.image_id,
+                    image.collection_id,
+                    image.image_sha256,
+                    image.external_image_id,
+                    image.width,
+                    image.height,
+                    image.face_count,
+                    image.indexed_at,
+                    image.source_path,
+                    image.content,
+                ),
+            )
+            seqs = [
+                db.execute(
+                    f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _face_row(face),
+                ).lastrowid
+                for face in faces
+            ]
+        return [int(seq) for seq in seqs], before, before + 1
+
+    def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
+        row = self._connection().execute(
+            "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
+            " face_count, indexed_at, source_path FROM images"
+            " WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
+            (collection_id, image_sha256),
+        ).fetchone()
+        return None if row is None else ImageRecord(*row)
+
+    def list_faces(
+        self,
+        collection_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> list[tuple[int, FaceRecord]]:
+        """Faces in index-id order after ``after_seq``, optionally of one user or among ids."""
+        sql = f"SELECT seq, {_FACE_COLUMNS} FROM faces WHERE collection_id = ? AND seq > ?"
+        params: list[object] = [collection_id, after_seq]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        if face_ids is not None:
+            sql += f" AND face_id IN ({','.join('?' * len(face_ids))})"
+            params.extend(face_ids)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        return [(row[0], _face_record(row[1:])) for row in self._connection().execute(sql, params)]
+
+    def faces_by_seq(self, collection_id: str, seqs: Sequence[int]) -> dict[int, FaceRecord]:
+        if not seqs:
+            return {}
+        rows = self._connection().execute(
+            f"SELECT seq, {_FACE_COLUMNS} FROM faces WHERE collection_id = ?"
+            f" AND seq IN ({','.join('?' * len(seqs))})",
+            [collection_id, *seqs],
+        )
+        return {row[0]: _face_record(row[1:]) for row in rows}
+
+    def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]:
+        found = self.list_faces(collection_id, face_ids=[face_id], limit=1)
+        if not found:
+            raise ResourceNotFoundException(
+                f"Face {face_id!r} is not in collection {collection_id!r}."
+            )
+        return found[0]
+
+    def load_embeddings(self, collection_id: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """All of a collection's (index ids, embeddings, generation), read in one snapshot."""
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            generation = self.generation(collection_id)
+            if generation is None:
+                raise _collection_not_found(collection_id)
+            rows = db.execute(
+                "SELECT seq, embedding FROM faces WHERE collection_id = ? ORDER BY seq",
+                (collection_id,),
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        seqs = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+        return seqs, vectors.reshape(len(rows), -1), generation
+
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
+        """Delete faces; returns {face_id: seq} of those that existed, generation before/after."""
+        with self._write() as db:
+            before = self._bump_generation(db, collection_id)
+            placeholders = ",".join("?" * len(face_ids))
+            rows = db.execute(
+                f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ?"
+                f" AND face_id IN ({placeholders})",
+                [collection_id, *face_ids],
+            ).fetchall()
+            db.execute(
+                f"DELETE FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
+                [collection_id, *face_ids],
+            )
+            # An image whose last face is gone is forgotten too (with any stored pixels), so that
+            # nothing of it remains and a later folder index treats it as new.
+            db.executemany(
+                "DELETE FROM images WHERE image_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM faces WHERE faces.image_id = images.image_id)",
+                [(image_id,) for image_id in {row[2] for row in rows}],
+            )
+        return {row[0]: row[1] for row in rows}, before, before + 1
+
+    def _bump_generation(self, db: sqlite3.Connection, collection_id: str) -> int:
+        row = db.execute(
+            "UPDATE collections SET generation = generation + 1 WHERE collection_id = ?"
+            " RETURNING generation",
+            (collection_id,),
+        ).fetchone()
+        if row is None:
+            raise _collection_not_found(collection_id)
+        return int(row[0]) - 1
+
+    # -- users -----------------------------------------------------------------------------
+
+    def create_user(self, collection_id: str, user_id: str, created_at: float) -> None:
+        with self._write() as db:
+            _require_collection(db, collection_id)
+            try:
+                db.execute(
+                    "INSERT INTO users (collection_id, user_id, created_at) VALUES (?, ?, ?)",
+                    (collection_id, user_id, created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise ResourceAlreadyExistsException(
+                    f"User {user_id!r} already exists in collection {collection_id!r}."
+                ) from None
+
+    def delete_user(self, collection_id: str, user_id: str) -> None:
+        """Delete a user; its faces stay in the collection, no longer associated."""
+        with self._write() as db:
+            _require_collection(db, collection_id)
+            db.execute(
+                "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            deleted = db.execute(
+                "DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            )
+            if deleted.rowcount == 0:
+                raise _user_not_found(collection_id, user_id)
+
+    def get_user(self, collection_id: str, user_id: str) -> UserRecord:
+        row = self._connection().execute(
+            "SELECT collection_id, user_id, created_at,"
+            " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
+            " FROM users u WHERE collection_id = ? AND user_id = ?",
+            (collection_id, user_id),
+        ).fetchone()
+        if row is None:
+            raise _user_not_found(collection_id, user_id)
+        return UserRecord(*row)
+
+    def list_users(self, collection_id: str, after: str | None, limit: int) -> list[UserRecord]:
+        rows = self._connection().execute(
+            "SELECT collection_id, user_id, created_at,"
+            " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
+            " FROM users u WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+            (collection_id, after or "", limit),
+        )
+        return [UserRecord(*row) for row in rows]
+
+    def set_face_users(self, collection_id: str, face_ids: Sequence[str], user_id: str | None) -> None:
+        """Associate faces with ``user_id`` (or clear their association when None)."""
+        with self._write() as db:
+            _require_collection(db, collection_id)
+            db.executemany(
+                "UPDATE faces SET user_id = ? WHERE collection_id = ? AND face_id = ?",
+                [(user_id, collection_id, face_id) for face_id in face_ids],
+            )
+
+
+def _face_row(face: FaceRecord) -> tuple[object, ...]:
+    return (
+        face.face_id,
+        face.collection_id,
+        face.image_id,
+        face.external_image_id,
+        face.image_sha256,
+        json.dumps(face.bounding_box),
+        face.confidence,
+        json.dumps(face.landmarks),
+        json.dumps(face.quality),
+        np.ascontiguousarray(face.embedding, dtype=np.float32).tobytes(),
+        face.created_at,
+        face.user_id,
+    )
+
+
+def _face_record(row: Sequence[object]) -> FaceRecord:
+    (face_id, collection_id, image_id, external_image_id, sha, box, confidence, landmarks, quality,
+     embedding, created_at, user_id) = row
+    return FaceRecord(
+        face_id=str(face_id),
+        collection_id=str(collection_id),
+        image_id=str(image_id),
+        external_image_id=external_image_id,  # type: ignore[arg-type]
+        image_sha256=str(sha),
+        bounding_box=json.loads(str(box)),
+        confidence=float(confidence),  # type: ignore[arg-type]
+        landmarks={name: tuple(point) for name, point in json.loads(str(landmarks)).items()},
+        quality=json.loads(str(quality)),
+        embedding=np.frombuffer(embedding, dtype=np.float32),  # type: ignore[arg-type]
+        created_at=float(created_at),  # type: ignore[arg-type]
+        user_id=user_id,  # type: ignore[arg-type]
+    )
+
+
+def _require_collection(db: sqlite3.Connection, collection_id: str) -> None:
+    found = db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
+    if found is None:
+        raise _collection_not_found(collection_id)
+
+
+def _collection_not_found(collection_id: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(f"Collection {collection_id!r} does not exist.")
+
+
+def _user_not_found(collection_id: str, user_id: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(
+        f"User {user_id!r} does not exist in collection {collection_id!r}."
+    )

@@ -1,0 +1,19 @@
+"""The face engine: each module is one stage of the pipeline (see pipeline.py)."""
+
+from faceledger.vision.face import BoundingBox, Face, FaceQuality, Landmarks, Pose
+from faceledger.vision.image import DecodedImage, decode_image, read_image_file
+from faceledger.vision.pipeline import FaceAnalyzer
+from faceledger.vision.quality import QualityFilter
+
+__all__ = [
+    "BoundingBox",
+    "DecodedImage",
+    "Face",
+    "FaceAnalyzer",
+    "FaceQuality",
+    "Landmarks",
+    "Pose",
+    "QualityFilter",
+    "decode_image",
+    "read_image_file",
+]

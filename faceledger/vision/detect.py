@@ -1,0 +1,90 @@
+"""Face detection with dlib's HOG detector on an image rescaled to a chosen face-size floor.
+
+Why this strategy: on the shared group photos and on LFW, dlib's HOG detector found as many
+faces as its CNN (MMOD) detector at under a tenth of the time on a 2-core CPU (figures in the
+closing note of the foundation issue). HOG's window is 80x80 pixels, so a face smaller than that
+is only found after upsampling; instead of a fixed upsampling count, the image is rescaled so that
+``min_face_size`` pixels become 80, capped at ``max_work_pixels`` so that a 40-megapixel photo
+is not blown up to 160 megapixels. On a large photo the cap wins and the smallest face found is
+``80 / scale`` pixels; ``Detector.smallest_findable_face`` reports it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import dlib
+import numpy as np
+from PIL import Image
+
+from faceledger.vision.face import BoundingBox, Face
+
+HOG_WINDOW = 80  # pixels: the side of the face window dlib's frontal detector was trained on
+
+
+@cache
+def _hog_detector() -> dlib.fhog_object_detector:
+    return dlib.get_frontal_face_detector()
+
+
+def detector_confidence(score: float) -> float:
+    """Map the HOG detector's SVM margin to 0-100 with a logistic curve.
+
+    Monotone, so ranking is preserved; a margin of 0 (the detector's own decision boundary) maps
+    to 73, +1 to 95. It is a convenience scale, **not** a probability that the box is a face.
+    """
+    return 100.0 / (1.0 + math.exp(-2.0 * (score + 0.5)))
+
+
+@dataclass(frozen=True)
+class HogFaceDetector:
+    """Finds frontal and near-frontal faces (up to about +/-40 degrees of yaw).
+
+    ``min_face_size``: smallest face side, in pixels of the input image, to look for (default 40).
+    ``max_work_pixels``: pixel budget of the rescaled image the detector scans (default 4 MP,
+    about 0.3 s on one core). ``score_threshold``: detector margin below which a box is dropped
+    (0 is dlib's trained boundary; lower finds more faces and more false ones).
+    """
+
+    min_face_size: int = 40
+    max_work_pixels: int = 4_000_000
+    score_threshold: float = 0.0
+
+    def scale_for(self, width: int, height: int) -> float:
+        wanted = HOG_WINDOW / self.min_face_size
+        affordable = math.sqrt(self.max_work_pixels / float(width * height))
+        return min(wanted, affordable)
+
+    def smallest_findable_face(self, width: int, height: int) -> float:
+        """Side in input pixels of the smallest face this detector can find in such an image."""
+        return HOG_WINDOW / self.scale_for(width, height)
+
+    def detect(self, pixels: np.ndarray) -> list[Face]:
+        """Faces in an RGB ``uint8`` image, largest first, boxes in input-image pixels."""
+        height, width = pixels.shape[:2]
+        scale = self.scale_for(width, height)
+        work = pixels
+        if abs(scale - 1.0) > 1e-3:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            work = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+            scale_x, scale_y = size[0] / width, size[1] / height
+        else:
+            scale_x = scale_y = 1.0
+        rects, scores, _ = _hog_detector().run(work, 0, self.score_threshold)
+        faces = [
+            Face(
+                box=BoundingBox(
+                    left=rect.left() / scale_x,
+                    top=rect.top() / scale_y,
+                    width=rect.width() / scale_x,
+                    height=rect.height() / scale_y,
+                ),
+                detector_score=float(score),
+                confidence=detector_confidence(float(score)),
+            )
+            for rect, score in zip(rects, scores)
+        ]
+        faces.sort(key=lambda face: face.box.area, reverse=True)
+        return faces

@@ -1,0 +1,46 @@
+"""Five-point landmarks and the aligned 150x150 chip the embedding network expects.
+
+The 5-point model is used rather than the 68-point one, whose training data (iBUG 300-W) forbids
+commercial use. The chip is cut exactly as ``dlib.get_face_chip`` does (size 150, padding 0.25),
+because that is the alignment the ResNet embedding was trained on.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import dlib
+import numpy as np
+
+from faceledger.vision.face import Face, Landmarks
+from faceledger.vision.weights import SHAPE_PREDICTOR_5, weight_file
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+
+
+@cache
+def _shape_predictor() -> dlib.shape_predictor:
+    return dlib.shape_predictor(str(weight_file(SHAPE_PREDICTOR_5)))
+
+
+def _rectangle(face: Face) -> dlib.rectangle:
+    box = face.box
+    return dlib.rectangle(
+        round(box.left), round(box.top), round(box.left + box.width), round(box.top + box.height)
+    )
+
+
+def locate_landmarks(pixels: np.ndarray, face: Face) -> Landmarks:
+    """The five landmarks of ``face`` in image pixels (see :class:`Landmarks` for their order)."""
+    shape = _shape_predictor()(pixels, _rectangle(face))
+    return Landmarks(points=tuple((float(p.x), float(p.y)) for p in shape.parts()))
+
+
+def align_chip(pixels: np.ndarray, face: Face) -> np.ndarray:
+    """The face rotated upright and scaled to a 150x150x3 ``uint8`` chip."""
+    if face.landmarks is None:
+        raise ValueError("align_chip needs the face's landmarks")
+    points = dlib.points([dlib.point(round(x), round(y)) for x, y in face.landmarks.points])
+    shape = dlib.full_object_detection(_rectangle(face), points)
+    return np.asarray(dlib.get_face_chip(pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
