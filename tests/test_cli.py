@@ -71,6 +71,9 @@ def test_index_search_compare_detect(tmp_path: Path, photos: Path) -> None:
     assert matched == {"people:obama:obama.jpg", "people:obama:obama2.jpg"}
     code, out, _ = run(data, "search", str(probe), "--collection", "family")
     assert code == 0 and "Similarity" in out and "probability of identity" in out
+    obama = next(f["FaceId"] for f in faces if f["ExternalImageId"] == "people:obama:obama.jpg")
+    code, out, _ = run(data, "search", "--face-id", obama, "--collection", "family", "--json")
+    assert [m["Face"]["ExternalImageId"] for m in json.loads(out)["FaceMatches"]] == ["people:obama:obama2.jpg"]
 
     group = data_path("detection_multi", "images", "facenetpt_multiface.jpg")
     code, out, _ = run(data, "detect", str(group), "--json")
@@ -142,8 +145,9 @@ def test_users_commands(tmp_path: Path) -> None:
         (["collection", "create", "has space"], 2, "InvalidParameterException"),
         (["search", "README.md", "-c", "c"], 3, "InvalidImageFormatException"),
         (["search", "no-such-file.jpg", "-c", "c"], 3, "InvalidImageFormatException"),
-        (["search-face", "00000000-0000-0000-0000-000000000000", "-c", "c"], 4, "ResourceNotFoundException"),
-        (["search-face", "not-a-face-id", "-c", "c"], 2, "InvalidParameterException"),
+        (["search", "--face-id", "00000000-0000-0000-0000-000000000000", "-c", "c"], 4, "ResourceNotFoundException"),
+        (["search", "--face-id", "not-a-face-id", "-c", "c"], 2, "InvalidParameterException"),
+        (["search", "-c", "c"], 2, "InvalidParameterException"),
         (["index", "no-such-folder", "-c", "c"], 3, "InvalidImageFormatException"),
         (["search", "{sky}", "-c", "c"], 2, "InvalidParameterException"),
         (["compare", "{sky}", "{sky}", "--threshold", "120"], 2, "InvalidParameterException"),

@@ -376,3 +376,31 @@ def test_embeddings_round_trip_through_the_store(service: FaceService) -> None:
 def test_people_fixture_covers_the_gallery(family: FaceService) -> None:
     external_ids = {f["ExternalImageId"] for f in family.list_faces(collection_id="family")["Faces"]}
     assert external_ids == set(FACEREC_PEOPLE)
+
+
+def test_image_bytes_are_kept_only_when_asked(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    plain = image_bytes("facerec_examples", "biden", "biden.jpg")
+    kept = image_bytes("facerec_examples", "biden", "biden2.jpg")
+    service.index_faces(collection_id="c", image=plain)
+    service.index_faces(collection_id="c", image=kept, store_image=True)
+    db = sqlite3.connect(service.settings.database_path)
+    stored = dict(db.execute("SELECT image_sha256, content FROM images").fetchall())
+    assert stored[service.decode(plain).sha256] is None
+    assert stored[service.decode(kept).sha256] == kept
+
+
+def test_limits_apply_to_every_operation(tmp_path: Path) -> None:
+    from faceledger.config import ImageLimits
+    from faceledger.errors import ImageTooLargeException
+
+    photo = image_bytes("facerec_examples", "obama", "obama.jpg")
+    with faceledger.open(tmp_path, image_limits=ImageLimits(max_pixels=500_000)) as small:
+        small.create_collection(collection_id="c")
+        with pytest.raises(ImageTooLargeException):
+            small.index_faces(collection_id="c", image=photo)
+        with pytest.raises(ImageTooLargeException):
+            small.search_faces_by_image(collection_id="c", image=photo)
+        with pytest.raises(ImageTooLargeException):
+            small.detect_faces(image=photo)
+        assert small.describe_collection(collection_id="c")["FaceCount"] == 0

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from faceledger.cli import render
 from faceledger.config import DATA_DIR_ENV, Settings, default_data_dir
-from faceledger.errors import FaceledgerError, InvalidImageFormatException
+from faceledger.errors import FaceledgerError, InvalidImageFormatException, InvalidParameterException
 from faceledger.service import FaceService, Outcome, find_image_files, index_files
 
 app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
@@ -62,6 +62,18 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
+
+
+def _all_pages(fetch: Callable[[str | None], dict[str, Any]], member: str) -> list[Any]:
+    """Every item of a paginated listing: ``fetch(next_token)`` until no NextToken comes back."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = fetch(token)
+        items.extend(page[member])
+        token = page.get("NextToken")
+        if token is None:
+            return items
 
 
 def reports_errors(command: F) -> F:
@@ -112,14 +124,7 @@ def collection_describe(collection_id: str, as_json: JsonOption = False) -> None
 def collection_list(as_json: JsonOption = False) -> None:
     """All collections."""
     with _service() as service:
-        ids: list[str] = []
-        token = None
-        while True:
-            page = service.list_collections(next_token=token)
-            ids.extend(page["CollectionIds"])
-            token = page.get("NextToken")
-            if token is None:
-                break
+        ids = _all_pages(lambda token: service.list_collections(next_token=token), "CollectionIds")
     render.emit({"CollectionIds": ids}, as_json, lambda r: render.table(None, ("Collection",), [[i] for i in ids]))
 
 
@@ -269,34 +274,26 @@ class _FacesPerSecond(ProgressColumn):
 @app.command("search")
 @reports_errors
 def search(
-    image: ImageArgument,
     collection: CollectionOption,
+    image: Annotated[Path | None, typer.Argument(help="Search with the largest face of this image.")] = None,
+    face_id: Annotated[str | None, typer.Option(help="Search with this indexed face instead.")] = None,
     threshold: ThresholdOption = 80.0,
     max_faces: Annotated[int, typer.Option(help="Report at most this many matches.")] = 10,
     as_json: JsonOption = False,
 ) -> None:
-    """Search a collection with the largest face of IMAGE (SearchFacesByImage)."""
+    """Search a collection with the largest face of IMAGE (SearchFacesByImage) or with one of
+    its own faces, --face-id (SearchFaces)."""
+    if (image is None) == (face_id is None):
+        raise InvalidParameterException("Give either an IMAGE or --face-id.")
     with _service() as service:
-        response = service.search_faces_by_image(
-            collection_id=collection, image=_read(image), face_match_threshold=threshold, max_faces=max_faces
-        )
-    render.emit(response, as_json, render.matches)
-
-
-@app.command("search-face")
-@reports_errors
-def search_face(
-    face_id: str,
-    collection: CollectionOption,
-    threshold: ThresholdOption = 80.0,
-    max_faces: Annotated[int, typer.Option(help="Report at most this many matches.")] = 10,
-    as_json: JsonOption = False,
-) -> None:
-    """Search a collection with one of its own faces (SearchFaces)."""
-    with _service() as service:
-        response = service.search_faces(
-            collection_id=collection, face_id=face_id, face_match_threshold=threshold, max_faces=max_faces
-        )
+        if image is not None:
+            response = service.search_faces_by_image(
+                collection_id=collection, image=_read(image), face_match_threshold=threshold, max_faces=max_faces
+            )
+        else:
+            response = service.search_faces(
+                collection_id=collection, face_id=face_id, face_match_threshold=threshold, max_faces=max_faces
+            )
     render.emit(response, as_json, render.matches)
 
 
@@ -311,15 +308,10 @@ def faces_list(
     as_json: JsonOption = False,
 ) -> None:
     """Every face of a collection."""
-    faces: list[dict[str, Any]] = []
     with _service() as service:
-        token = None
-        while True:
-            page = service.list_faces(collection_id=collection, next_token=token, user_id=user_id)
-            faces.extend(page["Faces"])
-            token = page.get("NextToken")
-            if token is None:
-                break
+        faces = _all_pages(
+            lambda token: service.list_faces(collection_id=collection, next_token=token, user_id=user_id), "Faces"
+        )
     render.emit(
         {"Faces": faces}, as_json,
         lambda r: render.table(f"{len(faces)} face(s) in {collection}", render.FACE_COLUMNS, render.face_rows(faces)),
@@ -366,15 +358,8 @@ def users_delete(user_id: str, collection: CollectionOption, as_json: JsonOption
 @reports_errors
 def users_list(collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Every user of a collection."""
-    users: list[dict[str, Any]] = []
     with _service() as service:
-        token = None
-        while True:
-            page = service.list_users(collection_id=collection, next_token=token)
-            users.extend(page["Users"])
-            token = page.get("NextToken")
-            if token is None:
-                break
+        users = _all_pages(lambda token: service.list_users(collection_id=collection, next_token=token), "Users")
     render.emit(
         {"Users": users}, as_json,
         lambda r: render.table(None, ("UserId", "Status"), [[u["UserId"], u["UserStatus"]] for u in users]),

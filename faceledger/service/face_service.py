@@ -145,7 +145,7 @@ class FaceService:
         level = validation.quality_filter(quality_filter)
         source = self.decode(source_image)
         target = self.decode(target_image)
-        probe = self._largest_face(source, level)
+        probe, _ = self._largest_face(source, level)
         candidates = self.analyzer.analyze(target.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
         candidates = [face for face in candidates if not quality_failures(face, level)]
         self.analyzer.embed_faces(candidates)
@@ -378,7 +378,7 @@ class FaceService:
         level = validation.quality_filter(quality_filter)
         self.store.require_collection(collection_id)
         decoded = self.decode(image)
-        probe = self._largest_face(decoded, level)
+        probe, _ = self._largest_face(decoded, level)
         matches = self.search_by_embedding(
             collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces  # type: ignore[arg-type]
         )
@@ -395,8 +395,9 @@ class FaceService:
             for similarity, record in matches
         ]
 
-    def _largest_face(self, decoded: DecodedImage, level: QualityFilter) -> Face:
-        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=1)
+    def _largest_face(self, decoded: DecodedImage, level: QualityFilter) -> tuple[Face, list[Face]]:
+        """The embedded largest face (which must pass ``level``) and the other faces, unembedded."""
+        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
         if not faces:
             raise InvalidParameterException(_NO_FACE)
         reasons = quality_failures(faces[0], level)
@@ -405,8 +406,8 @@ class FaceService:
                 "The largest face in the image does not pass QualityFilter "
                 f"{level.value}: {', '.join(reasons)}."
             )
-        self.analyzer.embed_faces(faces)
-        return faces[0]
+        self.analyzer.embed_faces(faces[:1])
+        return faces[0], faces[1:]
 
     # -- users -----------------------------------------------------------------------------
 
@@ -564,16 +565,7 @@ class FaceService:
         level = validation.quality_filter(quality_filter)
         self.store.require_collection(collection_id)
         decoded = self.decode(image)
-        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
-        if not faces:
-            raise InvalidParameterException(_NO_FACE)
-        probe, others = faces[0], faces[1:]
-        reasons = quality_failures(probe, level)
-        if reasons:
-            raise InvalidParameterException(
-                f"The largest face in the image does not pass QualityFilter {level.value}: {', '.join(reasons)}."
-            )
-        self.analyzer.embed_faces([probe])
+        probe, others = self._largest_face(decoded, level)
         return {
             "UserMatches": self._user_matches(collection_id, [probe.embedding], threshold, max_users),  # type: ignore[list-item]
             "FaceModelVersion": self.face_model_version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import cache
 
@@ -12,6 +13,9 @@ from faceledger.vision.weights import RESNET_EMBEDDING, weight_file
 
 EMBEDDING_DIM = 128
 FACE_MODEL_VERSION = "dlib-resnet-v1"
+# dlib's network object keeps its layer outputs in member buffers, so two threads running it at
+# once would overwrite each other's activations.
+_NETWORK_LOCK = threading.Lock()
 
 
 @cache
@@ -30,5 +34,7 @@ class DlibResNetEmbedder:
         if not chips:
             return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
         batch = [np.ascontiguousarray(chip, dtype=np.uint8) for chip in chips]
-        vectors = _resnet().compute_face_descriptor(batch)
+        network = _resnet()
+        with _NETWORK_LOCK:
+            vectors = network.compute_face_descriptor(batch)
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
