@@ -10,6 +10,7 @@ import pytest
 
 import faceledger
 from faceledger.errors import (
+    ConflictException,
     InvalidImageFormatException,
     InvalidPaginationTokenException,
     InvalidParameterException,
@@ -256,7 +257,7 @@ def test_users_associate_search_and_disassociate(service: FaceService) -> None:
     assert service.list_faces(collection_id="c", face_ids=[second_obama])["Faces"][0].get("UserId") is None
     with pytest.raises(ResourceNotFoundException):
         service.delete_user(collection_id="c", user_id="barack")
-    with pytest.raises(ResourceAlreadyExistsException):
+    with pytest.raises(ConflictException):  # Rekognition's error for an existing user
         service.create_user(collection_id="c", user_id="joe")
 
 

@@ -1,23 +1,19 @@
-"""The source of truth: one SQLite file in WAL mode.
+"""The source of truth: collections, images, faces, users and tags in one SQLite file.
 
-Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash in the middle of
-indexing an image leaves either all of its faces or none. Each thread gets its own connection;
-SQLite's WAL lets readers go on while one writer commits.
+Each operation that changes faces is one transaction (see database.py), so a crash in the middle
+of indexing an image leaves either all of its faces or none.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
-from faceledger.errors import ResourceAlreadyExistsException, ResourceNotFoundException
-from faceledger.store.migrations import migrate
+from faceledger.errors import ConflictException, ResourceAlreadyExistsException, ResourceNotFoundException
+from faceledger.store.database import Database
 from faceledger.store.records import CollectionRecord, FaceRecord, ImageRecord, UserRecord
 
 _FACE_COLUMNS = (
@@ -26,49 +22,13 @@ _FACE_COLUMNS = (
 )
 
 
-class SQLiteStore:
-    """Collections, images, faces and users of one data directory."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        connection = self._connection()
-        connection.execute("PRAGMA journal_mode = WAL")
-        migrate(connection)
-
-    # -- connections and transactions ------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            self._local.connection = connection
-        return connection
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-
-    def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+class SQLiteStore(Database):
+    """Collections, images, faces, users and tags of one data directory."""
 
     # -- collections -----------------------------------------------------------------------
 
     def create_collection(self, collection_id: str, face_model_version: str, created_at: float) -> None:
-        with self._write() as db:
+        with self.write() as db:
             try:
                 db.execute(
                     "INSERT INTO collections (collection_id, created_at, face_model_version)"
@@ -81,7 +41,7 @@ class SQLiteStore:
                 ) from None
 
     def get_collection(self, collection_id: str) -> CollectionRecord:
-        row = self._connection().execute(
+        row = self.connection().execute(
             "SELECT collection_id, created_at, face_model_version,"
             " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.collection_id),"
             " (SELECT COUNT(*) FROM users u WHERE u.collection_id = c.collection_id)"
@@ -97,14 +57,14 @@ class SQLiteStore:
             raise _collection_not_found(collection_id)
 
     def list_collection_ids(self, after: str | None, limit: int) -> list[str]:
-        rows = self._connection().execute(
+        rows = self.connection().execute(
             "SELECT collection_id FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
             (after or "", limit),
         )
         return [row[0] for row in rows]
 
     def delete_collection(self, collection_id: str) -> None:
-        with self._write() as db:
+        with self.write() as db:
             # faces first: their foreign key to users would otherwise block the cascade order
             db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
             deleted = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
@@ -113,7 +73,7 @@ class SQLiteStore:
 
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
-        row = self._connection().execute(
+        row = self.connection().execute(
             "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
         ).fetchone()
         return None if row is None else int(row[0])
@@ -125,7 +85,7 @@ class SQLiteStore:
 
         Returns the faces' index ids (``seq``), and the collection generation before and after.
         """
-        with self._write() as db:
+        with self.write() as db:
             before = self._bump_generation(db, image.collection_id)
             db.execute(
                 "INSERT INTO images (image_id, collection_id, image_sha256, external_image_id, width,"
@@ -154,7 +114,7 @@ class SQLiteStore:
         return [int(seq) for seq in seqs], before, before + 1
 
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
-        row = self._connection().execute(
+        row = self.connection().execute(
             "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
             " face_count, indexed_at, source_path FROM images"
             " WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
@@ -182,12 +142,12 @@ class SQLiteStore:
             params.extend(face_ids)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        return [(row[0], _face_record(row[1:])) for row in self._connection().execute(sql, params)]
+        return [(row[0], _face_record(row[1:])) for row in self.connection().execute(sql, params)]
 
     def faces_by_seq(self, collection_id: str, seqs: Sequence[int]) -> dict[int, FaceRecord]:
         if not seqs:
             return {}
-        rows = self._connection().execute(
+        rows = self.connection().execute(
             f"SELECT seq, {_FACE_COLUMNS} FROM faces WHERE collection_id = ?"
             f" AND seq IN ({','.join('?' * len(seqs))})",
             [collection_id, *seqs],
@@ -204,9 +164,7 @@ class SQLiteStore:
 
     def load_embeddings(self, collection_id: str) -> tuple[np.ndarray, np.ndarray, int]:
         """All of a collection's (index ids, embeddings, generation), read in one snapshot."""
-        db = self._connection()
-        db.execute("BEGIN")
-        try:
+        with self.snapshot() as db:
             generation = self.generation(collection_id)
             if generation is None:
                 raise _collection_not_found(collection_id)
@@ -214,15 +172,13 @@ class SQLiteStore:
                 "SELECT seq, embedding FROM faces WHERE collection_id = ? ORDER BY seq",
                 (collection_id,),
             ).fetchall()
-        finally:
-            db.execute("COMMIT")
         seqs = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
         return seqs, vectors.reshape(len(rows), -1), generation
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
         """Delete faces; returns {face_id: seq} of those that existed, generation before/after."""
-        with self._write() as db:
+        with self.write() as db:
             before = self._bump_generation(db, collection_id)
             placeholders = ",".join("?" * len(face_ids))
             rows = db.execute(
@@ -256,7 +212,7 @@ class SQLiteStore:
     # -- users -----------------------------------------------------------------------------
 
     def create_user(self, collection_id: str, user_id: str, created_at: float) -> None:
-        with self._write() as db:
+        with self.write() as db:
             _require_collection(db, collection_id)
             try:
                 db.execute(
@@ -264,13 +220,13 @@ class SQLiteStore:
                     (collection_id, user_id, created_at),
                 )
             except sqlite3.IntegrityError:
-                raise ResourceAlreadyExistsException(
+                raise ConflictException(
                     f"User {user_id!r} already exists in collection {collection_id!r}."
                 ) from None
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         """Delete a user; its faces stay in the collection, no longer associated."""
-        with self._write() as db:
+        with self.write() as db:
             _require_collection(db, collection_id)
             db.execute(
                 "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
@@ -283,7 +239,7 @@ class SQLiteStore:
                 raise _user_not_found(collection_id, user_id)
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord:
-        row = self._connection().execute(
+        row = self.connection().execute(
             "SELECT collection_id, user_id, created_at,"
             " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
             " FROM users u WHERE collection_id = ? AND user_id = ?",
@@ -294,7 +250,7 @@ class SQLiteStore:
         return UserRecord(*row)
 
     def list_users(self, collection_id: str, after: str | None, limit: int) -> list[UserRecord]:
-        rows = self._connection().execute(
+        rows = self.connection().execute(
             "SELECT collection_id, user_id, created_at,"
             " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
             " FROM users u WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
@@ -304,7 +260,7 @@ class SQLiteStore:
 
     def set_face_users(self, collection_id: str, face_ids: Sequence[str], user_id: str | None) -> None:
         """Associate faces with ``user_id`` (or clear their association when None)."""
-        with self._write() as db:
+        with self.write() as db:
             _require_collection(db, collection_id)
             db.executemany(
                 "UPDATE faces SET user_id = ? WHERE collection_id = ? AND face_id = ?",

@@ -12,8 +12,8 @@ is not blown up to 160 megapixels. On a large photo the cap wins and the smalles
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
-from functools import cache
 
 import dlib
 import numpy as np
@@ -24,9 +24,16 @@ from faceledger.vision.face import BoundingBox, Face
 HOG_WINDOW = 80  # pixels: the side of the face window dlib's frontal detector was trained on
 
 
-@cache
+_per_thread = threading.local()
+
+
 def _hog_detector() -> dlib.fhog_object_detector:
-    return dlib.get_frontal_face_detector()
+    # dlib does not promise that one detector may scan from two threads at once; each thread
+    # gets its own (a few hundred KB).
+    detector = getattr(_per_thread, "hog", None)
+    if detector is None:
+        detector = _per_thread.hog = dlib.get_frontal_face_detector()
+    return detector
 
 
 def detector_confidence(score: float) -> float:

@@ -7,7 +7,7 @@ because that is the alignment the ResNet embedding was trained on.
 
 from __future__ import annotations
 
-from functools import cache
+import threading
 
 import dlib
 import numpy as np
@@ -19,9 +19,15 @@ CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 
 
-@cache
+_per_thread = threading.local()
+
+
 def _shape_predictor() -> dlib.shape_predictor:
-    return dlib.shape_predictor(str(weight_file(SHAPE_PREDICTOR_5)))
+    # one 9 MB model per thread: dlib does not promise concurrent use of one predictor is safe
+    predictor = getattr(_per_thread, "shape_predictor", None)
+    if predictor is None:
+        predictor = _per_thread.shape_predictor = dlib.shape_predictor(str(weight_file(SHAPE_PREDICTOR_5)))
+    return predictor
 
 
 def _rectangle(face: Face) -> dlib.rectangle:
