@@ -81,3 +81,31 @@ class InvalidPaginationTokenException(FaceledgerError):
 
     code = "InvalidPaginationTokenException"
     exit_code = 2
+
+
+class ServiceQuotaExceededException(FaceledgerError):
+    """A limit on the number of something (tags, faces per user) would be exceeded."""
+
+    code = "ServiceQuotaExceededException"
+    exit_code = 6
+
+
+class IdempotentParameterMismatchException(FaceledgerError):
+    """A ClientRequestToken was reused with different parameters."""
+
+    code = "IdempotentParameterMismatchException"
+    exit_code = 2
+
+
+class AccessDeniedException(FaceledgerError):
+    """The caller's access key may not perform this operation on this resource."""
+
+    code = "AccessDeniedException"
+    exit_code = 7
+
+
+class ThrottlingException(FaceledgerError):
+    """Too many requests are waiting; retry with backoff (SDKs do so by themselves)."""
+
+    code = "ThrottlingException"
+    exit_code = 75

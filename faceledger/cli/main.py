@@ -13,12 +13,24 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from faceledger.cli import render
 from faceledger.config import DATA_DIR_ENV, Settings, default_data_dir
-from faceledger.errors import FaceledgerError, InvalidImageFormatException, InvalidParameterException
+from faceledger.errors import (
+    FaceledgerError,
+    InvalidImageFormatException,
+    InvalidParameterException,
+)
 from faceledger.service import FaceService, Outcome, find_image_files, index_files
 
 app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)

@@ -1,5 +1,9 @@
 """Vector search over the store's embeddings; never a source of truth, always rebuildable."""
 
-from faceledger.index.vector_index import CollectionIndex, Neighbour, VectorIndexRegistry
+from faceledger.index.vector_index import (
+    CollectionIndex,
+    Neighbour,
+    VectorIndexRegistry,
+)
 
 __all__ = ["CollectionIndex", "Neighbour", "VectorIndexRegistry"]

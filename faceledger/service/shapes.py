@@ -10,6 +10,10 @@ from typing import Any
 
 from faceledger.store.records import FaceRecord
 from faceledger.vision.face import Face
+from faceledger.vision.image import DecodedImage
+
+Response = dict[str, Any]
+ImageInput = bytes | DecodedImage  # encoded bytes from a request, or an image decoded already
 
 
 def relative_landmarks(face: Face, width: int, height: int) -> dict[str, tuple[float, float]]:

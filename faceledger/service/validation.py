@@ -7,10 +7,14 @@ import re
 from faceledger.errors import InvalidParameterException
 from faceledger.vision.quality import QualityFilter
 
+MAX_PAGE_SIZE = 4096  # Rekognition's largest MaxResults / MaxFaces / FaceIds list
+
 _COLLECTION_ID = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
 _EXTERNAL_IMAGE_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,255}")
 _USER_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,128}")
 _FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CLIENT_REQUEST_TOKEN = re.compile(r"[a-zA-Z0-9\-_]{1,64}")
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
 
 
 def _check(pattern: re.Pattern[str], value: object, name: str, rule: str) -> str:
@@ -67,3 +71,36 @@ def quality_filter(value: object) -> QualityFilter:
     except ValueError:
         choices = ", ".join(level.value for level in QualityFilter)
         raise InvalidParameterException(f"QualityFilter must be one of {choices}, not {value!r}.") from None
+
+
+def client_request_token(value: object) -> str:
+    return _check(_CLIENT_REQUEST_TOKEN, value, "ClientRequestToken", "1-64 characters of a-z, A-Z, 0-9, - _")
+
+
+def _tag_text(value: object, name: str, minimum: int, maximum: int) -> str:
+    # Rekognition's pattern: Unicode letters, separators and numbers, and _ . : / = + - @
+    if (
+        not isinstance(value, str)
+        or not minimum <= len(value) <= maximum
+        or not all(ch.isalnum() or ch.isspace() or ch in _TAG_PUNCTUATION for ch in value)
+    ):
+        raise InvalidParameterException(
+            f"{name} {value!r} is invalid: {minimum}-{maximum} letters, digits, spaces or _ . : / = + - @."
+        )
+    return value
+
+
+def tag_key(value: object) -> str:
+    key = _tag_text(value, "Tag key", 1, 128)
+    if key.lower().startswith("aws:"):
+        raise InvalidParameterException("Tag keys starting with 'aws:' are reserved.")
+    return key
+
+
+def tags(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > 200:
+        raise InvalidParameterException("Tags must be a map of at most 200 keys to values.")
+    for key, tag_value in value.items():
+        tag_key(key)
+        _tag_text(tag_value, "Tag value", 0, 256)
+    return value

@@ -56,6 +56,34 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX faces_by_collection ON faces (collection_id, seq);
     CREATE INDEX faces_by_user ON faces (collection_id, user_id);
     """,
+    # 2: access keys for the HTTP API, collection tags, idempotency tokens.
+    """
+    CREATE TABLE access_keys (
+        access_key_id     TEXT PRIMARY KEY,
+        -- AES-GCM ciphertext of the secret under the secrets key, which is never in this file
+        secret_ciphertext BLOB NOT NULL,
+        secret_nonce      BLOB NOT NULL,
+        role              TEXT NOT NULL,
+        collections       TEXT,           -- JSON list of collection ids; NULL = all
+        enabled           INTEGER NOT NULL DEFAULT 1,
+        description       TEXT,
+        created_at        REAL NOT NULL
+    );
+    CREATE TABLE collection_tags (
+        collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        tag_key       TEXT NOT NULL,
+        tag_value     TEXT NOT NULL,
+        PRIMARY KEY (collection_id, tag_key)
+    );
+    CREATE TABLE request_tokens (
+        token         TEXT NOT NULL,
+        operation     TEXT NOT NULL,
+        request_hash  TEXT NOT NULL,
+        response      TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (operation, token)
+    );
+    """,
 )
 
 

@@ -12,9 +12,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceledger.errors import ConflictException, ResourceAlreadyExistsException, ResourceNotFoundException
+from faceledger.errors import (
+    ConflictException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+)
 from faceledger.store.database import Database
-from faceledger.store.records import CollectionRecord, FaceRecord, ImageRecord, UserRecord
+from faceledger.store.records import (
+    CollectionRecord,
+    FaceRecord,
+    ImageRecord,
+    UserRecord,
+)
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
@@ -27,7 +37,9 @@ class SQLiteStore(Database):
 
     # -- collections -----------------------------------------------------------------------
 
-    def create_collection(self, collection_id: str, face_model_version: str, created_at: float) -> None:
+    def create_collection(
+        self, collection_id: str, face_model_version: str, created_at: float, tags: dict[str, str] | None = None
+    ) -> None:
         with self.write() as db:
             try:
                 db.execute(
@@ -39,6 +51,37 @@ class SQLiteStore(Database):
                 raise ResourceAlreadyExistsException(
                     f"Collection {collection_id!r} already exists."
                 ) from None
+            _put_tags(db, collection_id, tags or {})
+
+    def tag_collection(self, collection_id: str, tags: dict[str, str], max_tags: int) -> None:
+        """Add or overwrite tags; refuses to go over ``max_tags`` tags in all."""
+        with self.write() as db:
+            _require_collection(db, collection_id)
+            _put_tags(db, collection_id, tags)
+            count = db.execute(
+                "SELECT COUNT(*) FROM collection_tags WHERE collection_id = ?", (collection_id,)
+            ).fetchone()[0]
+            if count > max_tags:
+                raise ServiceQuotaExceededException(
+                    f"A collection holds at most {max_tags} tags; this would make {count}."
+                )
+
+    def untag_collection(self, collection_id: str, tag_keys: Sequence[str]) -> None:
+        with self.write() as db:
+            _require_collection(db, collection_id)
+            db.executemany(
+                "DELETE FROM collection_tags WHERE collection_id = ? AND tag_key = ?",
+                [(collection_id, key) for key in tag_keys],
+            )
+
+    def collection_tags(self, collection_id: str) -> dict[str, str]:
+        with self.snapshot() as db:
+            _require_collection(db, collection_id)
+            rows = db.execute(
+                "SELECT tag_key, tag_value FROM collection_tags WHERE collection_id = ? ORDER BY tag_key",
+                (collection_id,),
+            ).fetchall()
+        return dict(rows)
 
     def get_collection(self, collection_id: str) -> CollectionRecord:
         row = self.connection().execute(
@@ -56,11 +99,14 @@ class SQLiteStore(Database):
         if self.generation(collection_id) is None:
             raise _collection_not_found(collection_id)
 
-    def list_collection_ids(self, after: str | None, limit: int) -> list[str]:
-        rows = self.connection().execute(
-            "SELECT collection_id FROM collections WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
-            (after or "", limit),
-        )
+    def list_collection_ids(self, after: str | None, limit: int, only: Sequence[str] | None = None) -> list[str]:
+        """Collection ids after ``after`` in order, optionally only among ``only``."""
+        sql = "SELECT collection_id FROM collections WHERE collection_id > ?"
+        params: list[object] = [after or ""]
+        if only is not None:
+            sql += f" AND collection_id IN ({','.join('?' * len(only))})"
+            params.extend(only)
+        rows = self.connection().execute(sql + " ORDER BY collection_id LIMIT ?", [*params, limit])
         return [row[0] for row in rows]
 
     def delete_collection(self, collection_id: str) -> None:
@@ -301,6 +347,14 @@ def _face_record(row: Sequence[object]) -> FaceRecord:
         embedding=np.frombuffer(embedding, dtype=np.float32),  # type: ignore[arg-type]
         created_at=float(created_at),  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]
+    )
+
+
+def _put_tags(db: sqlite3.Connection, collection_id: str, tags: dict[str, str]) -> None:
+    db.executemany(
+        "INSERT INTO collection_tags (collection_id, tag_key, tag_value) VALUES (?, ?, ?)"
+        " ON CONFLICT (collection_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+        [(collection_id, key, value) for key, value in tags.items()],
     )
 
 
