@@ -6,11 +6,9 @@ error's exit code (see faceledger.errors); never a traceback.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -25,13 +23,21 @@ from rich.progress import (
 from rich.text import Text
 
 from faceledger.cli import render
-from faceledger.config import DATA_DIR_ENV, Settings, default_data_dir
-from faceledger.errors import (
-    FaceledgerError,
-    InvalidImageFormatException,
-    InvalidParameterException,
+from faceledger.cli.common import (
+    CliState,
+    CollectionOption,
+    ImageArgument,
+    JsonOption,
+    ThresholdOption,
+    all_pages,
+    open_service,
+    read_image,
+    reports_errors,
 )
-from faceledger.service import FaceService, Outcome, find_image_files, index_files
+from faceledger.cli.server import keys_app, serve
+from faceledger.config import DATA_DIR_ENV
+from faceledger.errors import InvalidImageFormatException, InvalidParameterException
+from faceledger.service import Outcome, find_image_files, index_files
 
 app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
 collection_app = typer.Typer(help="Create, describe, list and delete collections.", no_args_is_help=True)
@@ -40,20 +46,8 @@ users_app = typer.Typer(help="Users: identities that group faces of one person."
 app.add_typer(collection_app, name="collection")
 app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the response as JSON (Rekognition's shape).")]
-CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="Collection id.")]
-ImageArgument = Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, BMP, TIFF).")]
-ThresholdOption = Annotated[
-    float, typer.Option("--threshold", help="Least similarity (0-100) to report; 80 = dlib's distance 0.6.")
-]
-
-
-class _State:
-    data_dir: Path | None = None
-
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
 
 @app.callback()
 def main(
@@ -62,44 +56,8 @@ def main(
         typer.Option("--data-dir", help=f"Data directory (default ${DATA_DIR_ENV} or ~/.local/share/faceledger)."),
     ] = None,
 ) -> None:
-    _State.data_dir = data_dir
+    CliState.data_dir = data_dir
 
-
-def _service() -> FaceService:
-    return FaceService(Settings(data_dir=_State.data_dir or default_data_dir()))
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
-
-
-def _all_pages(fetch: Callable[[str | None], dict[str, Any]], member: str) -> list[Any]:
-    """Every item of a paginated listing: ``fetch(next_token)`` until no NextToken comes back."""
-    items: list[Any] = []
-    token = None
-    while True:
-        page = fetch(token)
-        items.extend(page[member])
-        token = page.get("NextToken")
-        if token is None:
-            return items
-
-
-def reports_errors(command: F) -> F:
-    """Turn FaceledgerError into a one-line message and the error's exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FaceledgerError as exc:
-            render.errors.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 # -- collections ---------------------------------------------------------------------------
@@ -109,7 +67,7 @@ def reports_errors(command: F) -> F:
 @reports_errors
 def collection_create(collection_id: str, as_json: JsonOption = False) -> None:
     """Create an empty collection."""
-    with _service() as service:
+    with open_service() as service:
         response = service.create_collection(collection_id=collection_id)
     render.emit(response, as_json, lambda r: render.console.print(f"Created collection {r['CollectionArn']}"))
 
@@ -118,7 +76,7 @@ def collection_create(collection_id: str, as_json: JsonOption = False) -> None:
 @reports_errors
 def collection_describe(collection_id: str, as_json: JsonOption = False) -> None:
     """Face and user counts of a collection."""
-    with _service() as service:
+    with open_service() as service:
         response = service.describe_collection(collection_id=collection_id)
     render.emit(
         response,
@@ -135,8 +93,8 @@ def collection_describe(collection_id: str, as_json: JsonOption = False) -> None
 @reports_errors
 def collection_list(as_json: JsonOption = False) -> None:
     """All collections."""
-    with _service() as service:
-        ids = _all_pages(lambda token: service.list_collections(next_token=token), "CollectionIds")
+    with open_service() as service:
+        ids = all_pages(lambda token: service.list_collections(next_token=token), "CollectionIds")
     render.emit({"CollectionIds": ids}, as_json, lambda r: render.table(None, ("Collection",), [[i] for i in ids]))
 
 
@@ -150,7 +108,7 @@ def collection_delete(
     """Delete a collection with all its faces and users."""
     if not yes and not typer.confirm(f"Delete collection {collection_id} and every face in it?"):
         raise typer.Exit(1)
-    with _service() as service:
+    with open_service() as service:
         response = service.delete_collection(collection_id=collection_id)
     render.emit(response, as_json, lambda r: render.console.print(f"Deleted collection {collection_id}"))
 
@@ -162,8 +120,8 @@ def collection_delete(
 @reports_errors
 def detect(image: ImageArgument, as_json: JsonOption = False) -> None:
     """Find faces: box, confidence, landmarks, pose and quality (never age, gender or emotion)."""
-    with _service() as service:
-        response = service.detect_faces(image=_read(image))
+    with open_service() as service:
+        response = service.detect_faces(image=read_image(image))
 
     def human(r: dict[str, Any]) -> None:
         render.table(
@@ -188,9 +146,9 @@ def compare(
     as_json: JsonOption = False,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET."""
-    with _service() as service:
+    with open_service() as service:
         response = service.compare_faces(
-            source_image=_read(source), target_image=_read(target), similarity_threshold=threshold
+            source_image=read_image(source), target_image=read_image(target), similarity_threshold=threshold
         )
 
     def human(r: dict[str, Any]) -> None:
@@ -221,7 +179,7 @@ def index(
     unreadable: list[dict[str, str]] = []
     interrupted = False
     started = time.monotonic()
-    with _service() as service:
+    with open_service() as service:
         files = find_image_files(path)
         progress = Progress(
             TextColumn("[progress.description]{task.description}"),
@@ -297,10 +255,10 @@ def search(
     its own faces, --face-id (SearchFaces)."""
     if (image is None) == (face_id is None):
         raise InvalidParameterException("Give either an IMAGE or --face-id.")
-    with _service() as service:
+    with open_service() as service:
         if image is not None:
             response = service.search_faces_by_image(
-                collection_id=collection, image=_read(image), face_match_threshold=threshold, max_faces=max_faces
+                collection_id=collection, image=read_image(image), face_match_threshold=threshold, max_faces=max_faces
             )
         else:
             response = service.search_faces(
@@ -320,8 +278,8 @@ def faces_list(
     as_json: JsonOption = False,
 ) -> None:
     """Every face of a collection."""
-    with _service() as service:
-        faces = _all_pages(
+    with open_service() as service:
+        faces = all_pages(
             lambda token: service.list_faces(collection_id=collection, next_token=token, user_id=user_id), "Faces"
         )
     render.emit(
@@ -334,7 +292,7 @@ def faces_list(
 @reports_errors
 def faces_delete(face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Delete faces from a collection (store and index)."""
-    with _service() as service:
+    with open_service() as service:
         response = service.delete_faces(collection_id=collection, face_ids=face_ids)
 
     def human(r: dict[str, Any]) -> None:
@@ -352,7 +310,7 @@ def faces_delete(face_ids: list[str], collection: CollectionOption, as_json: Jso
 @reports_errors
 def users_create(user_id: str, collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Create a user in a collection."""
-    with _service() as service:
+    with open_service() as service:
         response = service.create_user(collection_id=collection, user_id=user_id)
     render.emit(response, as_json, lambda r: render.console.print(f"Created user {user_id}"))
 
@@ -361,7 +319,7 @@ def users_create(user_id: str, collection: CollectionOption, as_json: JsonOption
 @reports_errors
 def users_delete(user_id: str, collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Delete a user (its faces stay indexed, unassociated)."""
-    with _service() as service:
+    with open_service() as service:
         response = service.delete_user(collection_id=collection, user_id=user_id)
     render.emit(response, as_json, lambda r: render.console.print(f"Deleted user {user_id}"))
 
@@ -370,8 +328,8 @@ def users_delete(user_id: str, collection: CollectionOption, as_json: JsonOption
 @reports_errors
 def users_list(collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Every user of a collection."""
-    with _service() as service:
-        users = _all_pages(lambda token: service.list_users(collection_id=collection, next_token=token), "Users")
+    with open_service() as service:
+        users = all_pages(lambda token: service.list_users(collection_id=collection, next_token=token), "Users")
     render.emit(
         {"Users": users}, as_json,
         lambda r: render.table(None, ("UserId", "Status"), [[u["UserId"], u["UserStatus"]] for u in users]),
@@ -388,7 +346,7 @@ def users_associate(
     as_json: JsonOption = False,
 ) -> None:
     """Associate faces with a user."""
-    with _service() as service:
+    with open_service() as service:
         response = service.associate_faces(
             collection_id=collection, user_id=user_id, face_ids=face_ids, user_match_threshold=threshold
         )
@@ -399,7 +357,7 @@ def users_associate(
 @reports_errors
 def users_disassociate(user_id: str, face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Remove faces from a user."""
-    with _service() as service:
+    with open_service() as service:
         response = service.disassociate_faces(collection_id=collection, user_id=user_id, face_ids=face_ids)
     render.emit(response, as_json, lambda r: _association_report(r, "DisassociatedFaces", "UnsuccessfulFaceDisassociations"))
 
@@ -421,10 +379,10 @@ def users_search(
     as_json: JsonOption = False,
 ) -> None:
     """Users matching an image (SearchUsersByImage), a user or a face (SearchUsers)."""
-    with _service() as service:
+    with open_service() as service:
         if image is not None:
             response = service.search_users_by_image(
-                collection_id=collection, image=_read(image), user_match_threshold=threshold
+                collection_id=collection, image=read_image(image), user_match_threshold=threshold
             )
         else:
             response = service.search_users(

@@ -1,0 +1,67 @@
+"""What every CLI command shares: global options, opening the service, error reporting."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from faceledger.cli import render
+from faceledger.config import Settings, default_data_dir
+from faceledger.errors import FaceledgerError, InvalidImageFormatException
+from faceledger.service import FaceService
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the response as JSON (Rekognition's shape).")]
+CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="Collection id.")]
+ImageArgument = Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, BMP, TIFF).")]
+ThresholdOption = Annotated[
+    float, typer.Option("--threshold", help="Least similarity (0-100) to report; 80 = dlib's distance 0.6.")
+]
+
+
+class CliState:
+    """Global options, set by the top-level callback before any command runs."""
+
+    data_dir: Path | None = None
+
+
+def open_service() -> FaceService:
+    return FaceService(Settings(data_dir=CliState.data_dir or default_data_dir()))
+
+
+def read_image(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
+
+
+def all_pages(fetch: Callable[[str | None], dict[str, Any]], member: str) -> list[Any]:
+    """Every item of a paginated listing: ``fetch(next_token)`` until no NextToken comes back."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = fetch(token)
+        items.extend(page[member])
+        token = page.get("NextToken")
+        if token is None:
+            return items
+
+
+def reports_errors(command: F) -> F:
+    """Turn FaceledgerError into a one-line message and the error's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FaceledgerError as exc:
+            render.errors.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]

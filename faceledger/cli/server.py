@@ -1,0 +1,116 @@
+"""``faceledger serve`` (the Rekognition-compatible HTTP API) and ``faceledger keys`` (its
+access keys)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import typer
+
+from faceledger.cli import render
+from faceledger.cli.common import JsonOption, open_service, reports_errors
+
+keys_app = typer.Typer(help="Access keys of the HTTP API (SigV4 credentials).", no_args_is_help=True)
+
+
+@reports_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    worker_threads: Annotated[int, typer.Option(help="Requests processed at once.")] = 4,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Accept unsigned requests (tests only; logs a warning).")
+    ] = False,
+) -> None:
+    """Serve the Rekognition face API (AWS JSON 1.1, SigV4) on http://HOST:PORT/."""
+    # imported here so that the other commands start without the web stack
+    from faceledger.api.app import ApiSettings
+    from faceledger.api.server import build_server, configure_logging
+
+    configure_logging()
+    with open_service() as service:
+        settings = ApiSettings(auth=not insecure_no_auth, worker_threads=worker_threads)
+        server = build_server(service, host, port, settings)
+        render.errors.print(f"faceledger serving the Rekognition face API on http://{host}:{port}/")
+        server.run()
+
+
+@keys_app.command("create")
+@reports_errors
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, indexer, searcher or auditor.")],
+    collections: Annotated[
+        str | None, typer.Option(help="Comma-separated collection ids the key may use (default: all).")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What the key is for.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an access key. Its secret is printed once, now, and never again."""
+    scope = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
+    with open_service() as service:
+        key, secret = service.access.create_key(role, scope, description)
+    response = {**_key_dict(key), "SecretAccessKey": secret}
+
+    def human(r: dict[str, Any]) -> None:
+        render.console.print(f"AccessKeyId:     {r['AccessKeyId']}")
+        render.console.print(f"SecretAccessKey: {r['SecretAccessKey']}")
+        render.console.print("[bold]Store the secret now: it is shown only once.[/bold]")
+
+    render.emit(response, as_json, human)
+
+
+@keys_app.command("list")
+@reports_errors
+def keys_list(as_json: JsonOption = False) -> None:
+    """Every access key (never the secrets)."""
+    with open_service() as service:
+        keys = [_key_dict(key) for key in service.access.keys.list()]
+    render.emit(
+        {"AccessKeys": keys},
+        as_json,
+        lambda r: render.table(
+            None,
+            ("AccessKeyId", "Role", "Collections", "Enabled", "Created", "Description"),
+            [[k["AccessKeyId"], k["Role"], ",".join(k["Collections"]) if k["Collections"] else "all",
+              k["Enabled"], k["CreatedAt"], k["Description"]] for k in keys],
+        ),
+    )
+
+
+@keys_app.command("disable")
+@reports_errors
+def keys_disable(access_key_id: str) -> None:
+    """Refuse every request signed with this key from now on (reversible)."""
+    with open_service() as service:
+        service.access.keys.set_enabled(access_key_id, False)
+    render.console.print(f"Disabled {access_key_id}")
+
+
+@keys_app.command("enable")
+@reports_errors
+def keys_enable(access_key_id: str) -> None:
+    """Accept a disabled key again."""
+    with open_service() as service:
+        service.access.keys.set_enabled(access_key_id, True)
+    render.console.print(f"Enabled {access_key_id}")
+
+
+@keys_app.command("delete")
+@reports_errors
+def keys_delete(access_key_id: str) -> None:
+    """Delete a key and its secret for good."""
+    with open_service() as service:
+        service.access.keys.delete(access_key_id)
+    render.console.print(f"Deleted {access_key_id}")
+
+
+def _key_dict(key: Any) -> dict[str, Any]:
+    return {
+        "AccessKeyId": key.access_key_id,
+        "Role": key.role,
+        "Collections": list(key.collections) if key.collections is not None else None,
+        "Enabled": key.enabled,
+        "CreatedAt": datetime.fromtimestamp(key.created_at, tz=timezone.utc).isoformat(timespec="seconds"),
+        "Description": key.description,
+    }
