@@ -1,0 +1,65 @@
+"""A real faceledger HTTP server on a free loopback port, for tests that talk to it with boto3."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import boto3
+import uvicorn
+from botocore.config import Config
+
+from faceledger.api.app import ApiSettings, create_app
+from faceledger.service import FaceService
+
+
+@dataclass
+class RunningServer:
+    url: str
+    service: FaceService
+
+    def client(self, access_key_id: str, secret: str, *, retries: int = 1):
+        """A boto3 Rekognition client for this server (no retries unless asked)."""
+        return boto3.client(
+            "rekognition",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret,
+            config=Config(retries={"mode": "standard", "total_max_attempts": retries}),
+        )
+
+    def client_with_role(self, role: str, collections: list[str] | None = None, **options):
+        key, secret = self.service.access.create_key(role, collections)
+        return self.client(key.access_key_id, secret, **options)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(service: FaceService, settings: ApiSettings | None = None) -> Iterator[RunningServer]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(service, settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", service)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
