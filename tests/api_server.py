@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import boto3
-import uvicorn
 from botocore.config import Config
 
-from faceledger.api.app import ApiSettings, create_app
+from faceledger.api.app import ApiSettings
+from faceledger.api.server import serve_in_thread
 from faceledger.service import FaceService
 
 
@@ -38,28 +35,7 @@ class RunningServer:
         return self.client(key.access_key_id, secret, **options)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def running_server(service: FaceService, settings: ApiSettings | None = None) -> Iterator[RunningServer]:
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(service, settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningServer(f"http://127.0.0.1:{port}", service)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(service, settings) as url:
+        yield RunningServer(url, service)

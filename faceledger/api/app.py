@@ -81,15 +81,11 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
             with admission:
                 body = await _read_body(request, settings.max_body_bytes)
                 record["bytes_in"] = len(body)
-                caller = await _authenticate(request, body, service, settings, limiter)
-                record["access_key_id"] = caller.access_key_id if caller else None
-                operation = wire.operation_for(request.headers.get("x-amz-target"))
-                record["operation"] = operation.name
-                if caller is not None:  # role first: a denied caller learns nothing of the request
-                    service.access.authorize(caller, operation.name, None)
-                document = wire.parse_body(body)
+                signed = _signed_request(request, body) if settings.auth else None
+                # one hop to a worker thread for authentication (SQLite, HMAC) and the call
                 result = await anyio.to_thread.run_sync(
-                    _call, service, operation, document, caller, limiter=limiter
+                    _handle, service, settings, signed, request.headers.get("x-amz-target"), body, record,
+                    limiter=limiter,
                 )
             response = Response(wire.response_body(result), media_type=wire.CONTENT_TYPE)
         except FaceledgerError as error:
@@ -107,9 +103,22 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
     return Starlette(routes=[Route("/", handle, methods=["POST", "GET"])])
 
 
-def _call(service: FaceService, operation: Any, document: dict[str, Any], caller: Caller | None) -> dict[str, Any]:
+def _handle(
+    service: FaceService,
+    settings: ApiSettings,
+    signed: sigv4.SignedRequest | None,
+    target: str | None,
+    body: bytes,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    caller = _authenticate(service, settings, signed) if signed is not None else None
+    record["access_key_id"] = caller.access_key_id if caller else None
+    operation = wire.operation_for(target)
+    record["operation"] = operation.name
+    if caller is not None:  # the role first: a denied caller learns nothing of the request
+        service.access.authorize(caller, operation.name, None)
     method = getattr(service, wire.method_name(operation))
-    arguments = wire.request_arguments(operation, document, method)
+    arguments = wire.request_arguments(operation, wire.parse_body(body), method)
     if caller is not None:
         collection_id = arguments.get("collection_id")
         if collection_id is None and "resource_arn" in arguments:
@@ -120,35 +129,30 @@ def _call(service: FaceService, operation: Any, document: dict[str, Any], caller
     return method(**arguments)
 
 
-async def _authenticate(
-    request: Request, body: bytes, service: FaceService, settings: ApiSettings, limiter: anyio.CapacityLimiter
-) -> Caller | None:
-    if not settings.auth:
-        return None
+def _signed_request(request: Request, body: bytes) -> sigv4.SignedRequest:
     headers: dict[str, list[str]] = {}
     for name, value in request.headers.raw:
         headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-    signed = sigv4.SignedRequest(
+    return sigv4.SignedRequest(
         method=request.method,
         raw_path=request.scope.get("raw_path", b"/").decode("latin-1"),
-        query=[(k, v) for k, v in request.query_params.multi_items()],
+        query=list(request.query_params.multi_items()),
         headers=headers,
         body=body,
     )
 
-    def verify() -> Caller:
-        keys = service.access.keys
 
-        def secret_for(access_key_id: str) -> str | None:
-            key = keys.get(access_key_id)
-            return keys.secret(access_key_id) if key is not None and key.enabled else None
+def _authenticate(service: FaceService, settings: ApiSettings, signed: sigv4.SignedRequest) -> Caller:
+    keys = service.access.keys
 
-        access_key_id = sigv4.verify_request(
-            signed, secret_for, max_skew=timedelta(seconds=settings.clock_skew_seconds)
-        )
-        return service.access.caller(keys.get(access_key_id))  # type: ignore[arg-type]
+    def secret_for(access_key_id: str) -> str | None:
+        key = keys.get(access_key_id)
+        return keys.secret(access_key_id) if key is not None and key.enabled else None
 
-    return await anyio.to_thread.run_sync(verify, limiter=limiter)
+    access_key_id = sigv4.verify_request(signed, secret_for, max_skew=timedelta(seconds=settings.clock_skew_seconds))
+    key = keys.get(access_key_id)
+    assert key is not None  # verify_request succeeded, so the key exists
+    return service.access.caller(key)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

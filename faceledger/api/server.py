@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -39,3 +44,32 @@ def build_server(service: FaceService, host: str, port: int, settings: ApiSettin
         timeout_graceful_shutdown=30,
     )
     return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_in_thread(
+    service: FaceService, settings: ApiSettings | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """Run the API in a background thread (for tests, benchmarks and embedding in another
+    program); yields its base URL and stops it on exit. ``port=0`` picks a free port."""
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(service, settings), host=host, port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="faceledger-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"the API server did not start on {host}:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
