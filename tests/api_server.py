@@ -39,3 +39,11 @@ class RunningServer:
 def running_server(service: FaceService, settings: ApiSettings | None = None) -> Iterator[RunningServer]:
     with serve_in_thread(service, settings) as url:
         yield RunningServer(url, service)
+
+
+def free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
