@@ -20,7 +20,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the response as 
 CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="Collection id.")]
 ImageArgument = Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, BMP, TIFF).")]
 ThresholdOption = Annotated[
-    float, typer.Option("--threshold", help="Least similarity (0-100) to report; 80 = dlib's distance 0.6.")
+    float | None,
+    typer.Option(
+        "--threshold",
+        help="Least similarity (0-100). Default: the collection's calibrated threshold (see 'faceledger thresholds').",
+    ),
 ]
 
 

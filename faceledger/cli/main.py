@@ -34,6 +34,7 @@ from faceledger.cli.common import (
     read_image,
     reports_errors,
 )
+from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
 from faceledger.errors import InvalidImageFormatException, InvalidParameterException
@@ -47,7 +48,10 @@ app.add_typer(collection_app, name="collection")
 app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
 app.command("serve")(serve)
+app.command("calibrate")(calibrate)
+app.command("thresholds")(thresholds)
 
 @app.callback()
 def main(
@@ -142,7 +146,9 @@ def detect(image: ImageArgument, as_json: JsonOption = False) -> None:
 def compare(
     source: ImageArgument,
     target: ImageArgument,
-    threshold: ThresholdOption = 80.0,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Least similarity (0-100) for a match; 80 = dlib's distance 0.6.")
+    ] = 80.0,
     as_json: JsonOption = False,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET."""
@@ -247,7 +253,7 @@ def search(
     collection: CollectionOption,
     image: Annotated[Path | None, typer.Argument(help="Search with the largest face of this image.")] = None,
     face_id: Annotated[str | None, typer.Option(help="Search with this indexed face instead.")] = None,
-    threshold: ThresholdOption = 80.0,
+    threshold: ThresholdOption = None,
     max_faces: Annotated[int, typer.Option(help="Report at most this many matches.")] = 10,
     as_json: JsonOption = False,
 ) -> None:
@@ -375,7 +381,7 @@ def users_search(
     image: Annotated[Path | None, typer.Option(help="Search with the largest face of this image.")] = None,
     user_id: Annotated[str | None, typer.Option(help="Search with the faces of this user.")] = None,
     face_id: Annotated[str | None, typer.Option(help="Search with this indexed face.")] = None,
-    threshold: ThresholdOption = 80.0,
+    threshold: ThresholdOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Users matching an image (SearchUsersByImage), a user or a face (SearchUsers)."""

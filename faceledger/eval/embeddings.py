@@ -65,7 +65,7 @@ class EmbeddingConfig:
 
     face_choice: str = "largest"
     model_version: str = "dlib-resnet-v1"
-    detector: str = "hog-40px-4MP"
+    detector: str = "hog-40px-4MP-fallback-0.5"
 
     def key(self, root: Path) -> str:
         text = json.dumps([CACHE_FORMAT, str(root.resolve()), self.face_choice, self.model_version, self.detector])

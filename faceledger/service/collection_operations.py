@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from faceledger.service import validation
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import Response
 from faceledger.service.validation import MAX_PAGE_SIZE
+from faceledger.service.thresholds import ThresholdTable, safe_search_threshold, shipped_table
 from faceledger.store import SQLiteStore
 
 MAX_TAGS = 200
@@ -92,6 +94,26 @@ class CollectionOperations:
         self.store.delete_collection(collection_id)
         self.indexes.drop(collection_id)
         return {"StatusCode": 200}
+
+    def threshold_table(self, collection_id: str) -> ThresholdTable:
+        """The collection's own calibration (``faceledger calibrate``), else the shipped one."""
+        stored = self.store.threshold_table(collection_id)
+        return ThresholdTable.from_dict(json.loads(stored)) if stored is not None else shipped_table()
+
+    def set_threshold_table(self, collection_id: str, table: ThresholdTable) -> None:
+        validation.collection_id(collection_id)
+        self.store.set_threshold_table(collection_id, json.dumps(table.to_dict()), time.time())
+
+    def default_search_threshold(self, collection_id: str) -> float:
+        """Similarity whose measured false-match rate is at most 1e-4 (95% upper bound) on the
+        collection's calibration data."""
+        return safe_search_threshold(self.threshold_table(collection_id))
+
+    def search_threshold(self, collection_id: str, requested: float | None, name: str) -> float:
+        """``requested`` once validated, or the collection's default search threshold."""
+        if requested is None:
+            return self.default_search_threshold(collection_id)
+        return validation.percent(requested, name)
 
     def tag_resource(self, *, resource_arn: str, tags: dict[str, str]) -> Response:
         collection_id = self.collection_id_from_arn(resource_arn)

@@ -44,7 +44,9 @@ from faceledger.vision import DecodedImage, Face, FaceAnalyzer, decode_image
 from faceledger.vision.embed import EMBEDDING_DIM
 from faceledger.vision.quality import QualityFilter, quality_failures
 
-DEFAULT_FACE_MATCH_THRESHOLD = 80.0  # Rekognition's default; equals dlib's d = 0.6 (similarity.py)
+# CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see similarity.py); searches
+# default to the calibrated threshold of the collection (see thresholds.py).
+DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_MAX_FACES = 100
 MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100 largest faces
 _NO_FACE = "There are no faces in the image. Should be at least 1."
@@ -108,7 +110,7 @@ class FaceService(CollectionOperations, UserOperations):
         *,
         source_image: ImageInput,
         target_image: ImageInput,
-        similarity_threshold: float = DEFAULT_FACE_MATCH_THRESHOLD,
+        similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
         quality_filter: str = "NONE",
     ) -> Response:
         """Compare the largest face of the source with every face of the target."""
@@ -291,11 +293,14 @@ class FaceService(CollectionOperations, UserOperations):
         collection_id: str,
         embedding: np.ndarray,
         *,
-        face_match_threshold: float = DEFAULT_FACE_MATCH_THRESHOLD,
+        face_match_threshold: float | None = None,
         max_faces: int = DEFAULT_MAX_FACES,
         exclude_face_ids: Sequence[str] = (),
     ) -> list[tuple[float, FaceRecord]]:
-        """The collection's faces with similarity >= threshold, most similar first."""
+        """The collection's faces with similarity >= threshold (default: the collection's
+        calibrated search threshold), most similar first."""
+        if face_match_threshold is None:
+            face_match_threshold = self.default_search_threshold(collection_id)
         index = self.indexes.for_search(collection_id)
         neighbours = index.search(np.asarray(embedding, dtype=np.float32)[None, :], max_faces + len(exclude_face_ids))[0]
         limit = max_squared_distance(face_match_threshold)
@@ -314,14 +319,15 @@ class FaceService(CollectionOperations, UserOperations):
         collection_id: str,
         face_id: str,
         max_faces: int = DEFAULT_MAX_FACES,
-        face_match_threshold: float = DEFAULT_FACE_MATCH_THRESHOLD,
+        face_match_threshold: float | None = None,
     ) -> Response:
-        """Faces of the collection similar to one of its own faces (itself excluded)."""
+        """Faces of the collection similar to one of its own faces (itself excluded).
+        ``face_match_threshold`` defaults to the collection's calibrated search threshold."""
         validation.collection_id(collection_id)
         validation.face_id(face_id)
         validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
-        threshold = validation.percent(face_match_threshold, "FaceMatchThreshold")
         self.store.require_collection(collection_id)
+        threshold = self.search_threshold(collection_id, face_match_threshold, "FaceMatchThreshold")
         _, probe = self.store.get_face(collection_id, face_id)
         matches = self.search_by_embedding(
             collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces,
@@ -339,15 +345,16 @@ class FaceService(CollectionOperations, UserOperations):
         collection_id: str,
         image: ImageInput,
         max_faces: int = DEFAULT_MAX_FACES,
-        face_match_threshold: float = DEFAULT_FACE_MATCH_THRESHOLD,
+        face_match_threshold: float | None = None,
         quality_filter: str = "NONE",
     ) -> Response:
-        """Search the collection with the largest face of the image."""
+        """Search the collection with the largest face of the image. ``face_match_threshold``
+        defaults to the collection's calibrated search threshold."""
         validation.collection_id(collection_id)
         validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
-        threshold = validation.percent(face_match_threshold, "FaceMatchThreshold")
         level = validation.quality_filter(quality_filter)
         self.store.require_collection(collection_id)
+        threshold = self.search_threshold(collection_id, face_match_threshold, "FaceMatchThreshold")
         decoded = self.decode(image)
         probe, _ = self._largest_face(decoded, level)
         matches = self.search_by_embedding(

@@ -84,6 +84,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (operation, token)
     );
     """,
+    # 3: a collection's own threshold table (faceledger calibrate --collection).
+    """
+    CREATE TABLE collection_thresholds (
+        collection_id TEXT PRIMARY KEY REFERENCES collections(collection_id) ON DELETE CASCADE,
+        threshold_table TEXT NOT NULL,  -- JSON, see faceledger/service/thresholds.py
+        created_at    REAL NOT NULL
+    );
+    """,
 )
 
 

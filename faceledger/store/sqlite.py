@@ -117,6 +117,22 @@ class SQLiteStore(Database):
             if deleted.rowcount == 0:
                 raise _collection_not_found(collection_id)
 
+    def set_threshold_table(self, collection_id: str, table_json: str, created_at: float) -> None:
+        with self.write() as db:
+            _require_collection(db, collection_id)
+            db.execute(
+                "INSERT INTO collection_thresholds (collection_id, threshold_table, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (collection_id) DO UPDATE SET threshold_table = excluded.threshold_table,"
+                " created_at = excluded.created_at",
+                (collection_id, table_json, created_at),
+            )
+
+    def threshold_table(self, collection_id: str) -> str | None:
+        row = self.connection().execute(
+            "SELECT threshold_table FROM collection_thresholds WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
         row = self.connection().execute(

@@ -23,10 +23,14 @@ class FaceAnalyzer:
 
     detector: HogFaceDetector = field(default_factory=HogFaceDetector)
     embedder: DlibResNetEmbedder = field(default_factory=DlibResNetEmbedder)
+    # Flip test-time augmentation: a face's template is the mean of the embeddings of its chip
+    # and of the mirrored chip. On LFW it cuts false non-matches at FMR 1e-4 by 18%
+    # (docs/accuracy.md) for twice the embedding time.
+    flip_augment: bool = True
 
     @property
     def model_version(self) -> str:
-        return self.embedder.model_version
+        return self.embedder.model_version + ("+flip" if self.flip_augment else "")
 
     def analyze(self, pixels: np.ndarray, *, embed: bool = True, limit: int | None = None) -> list[Face]:
         """Faces in an RGB ``uint8`` image, largest first.
@@ -48,6 +52,12 @@ class FaceAnalyzer:
     def embed_faces(self, faces: list[Face]) -> None:
         """Fill in the embedding of each face that has a chip, in one batch."""
         pending = [face for face in faces if face.embedding is None and face.chip is not None]
-        vectors = self.embedder.embed([face.chip for face in pending])
+        chips = [face.chip for face in pending]
+        if self.flip_augment:
+            mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
+            both = self.embedder.embed(chips + mirrored)
+            vectors = (both[: len(chips)] + both[len(chips):]) / 2.0
+        else:
+            vectors = self.embedder.embed(chips)
         for face, vector in zip(pending, vectors):
-            face.embedding = vector
+            face.embedding = vector.astype(np.float32)

@@ -1,0 +1,196 @@
+"""``faceledger eval ...``, ``faceledger calibrate`` and ``faceledger thresholds``: measuring
+accuracy and stating what each threshold means."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from faceledger.cli import render
+from faceledger.cli.common import JsonOption, open_service, reports_errors
+from faceledger.service.thresholds import SAFE_FMR, ThresholdTable, safe_search_threshold
+
+eval_app = typer.Typer(help="Measure accuracy on labelled data: verification, 1:N search, groups.", no_args_is_help=True)
+
+DatasetOption = Annotated[Path, typer.Option("--dataset", help="Folder of identity folders (LFW layout: NAME/NAME_0001.jpg).")]
+OutOption = Annotated[Path | None, typer.Option("--out", help="Report folder (report.html, results.json, PNGs).")]
+FlipOption = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each embedding with its mirror image's.")]
+CacheOption = Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache (default ~/.cache/faceledger/eval).")]
+WorkersOption = Annotated[int | None, typer.Option("--workers", help="Embedding processes (default: one per core).")]
+LimitOption = Annotated[int | None, typer.Option("--limit-identities", help="Use only the first N identity folders.")]
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=render.errors, disable=not enabled)
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task("embedding", total=total)
+        progress.update(task, completed=done)
+
+    with progress:
+        yield update
+
+
+def _options(flip: bool, face: str, cache_dir: Path | None, workers: int | None, on_progress: Callable[[int, int], None]) -> Any:
+    from faceledger.eval.runs import EvalOptions
+
+    return EvalOptions(flip=flip, face=face, cache_dir=cache_dir, workers=workers, on_progress=on_progress)
+
+
+def _finish(result: Any, out: Path | None, default_name: str, as_json: bool) -> None:
+    folder = out or Path("faceledger-reports") / default_name
+    page = result.write(folder)
+    if as_json:
+        print(json.dumps(result.numbers, indent=2, default=str))
+        return
+    render.table(result.title, ("", ""), result.summary)
+    for note in result.notes:
+        render.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for caption, header, rows in result.tables:
+        render.table(caption, header, [[render_cell(v) for v in row] for row in rows])
+    render.console.print(f"Report: {page}")
+
+
+def render_cell(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@eval_app.command("verification")
+@reports_errors
+def eval_verification(
+    dataset: DatasetOption,
+    pairs: Annotated[Path | None, typer.Option(help="pairs.txt (default: DATASET/../lfw_meta/pairs.txt or DATASET/pairs.txt).")] = None,
+    folds: Annotated[int | None, typer.Option(help="Use only the first N folds (quick runs).")] = None,
+    per_fold: Annotated[int | None, typer.Option(help="Use only the first N matched and N mismatched pairs of each fold.")] = None,
+    flip: FlipOption = True,
+    out: OutOption = None,
+    cache_dir: CacheOption = None,
+    workers: WorkersOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """LFW verification: 10-fold accuracy, ROC/DET, TAR at FMR 1e-2/1e-3/1e-4, FTA."""
+    from faceledger.eval import runs
+
+    pairs = pairs or next((p for p in (dataset.parent / "lfw_meta" / "pairs.txt", dataset / "pairs.txt") if p.exists()),
+                          dataset / "pairs.txt")
+    with _progress(not as_json) as update:
+        result = runs.verification(dataset, pairs, _options(flip, "centre", cache_dir, workers, update),
+                                 folds=folds, per_fold=per_fold)
+    _finish(result, out, "verification", as_json)
+
+
+@eval_app.command("identification")
+@reports_errors
+def eval_identification(
+    dataset: DatasetOption,
+    limit_identities: LimitOption = None,
+    flip: FlipOption = True,
+    out: OutOption = None,
+    cache_dir: CacheOption = None,
+    workers: WorkersOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open-set 1:N: FNIR at FPIR 0.01 and 0.001, rank-1 hit rate, false leads at the default threshold."""
+    from faceledger.eval import runs
+
+    with _progress(not as_json) as update:
+        result = runs.identification(dataset, _options(flip, "centre", cache_dir, workers, update),
+                                     limit_identities=limit_identities)
+    _finish(result, out, "identification", as_json)
+
+
+@eval_app.command("groups")
+@reports_errors
+def eval_groups(
+    dataset: DatasetOption,
+    groups: Annotated[Path, typer.Option("--groups", help="CSV: identity in the first column, group in another.")],
+    column: Annotated[str | None, typer.Option(help="Group column (default: the last).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Operating threshold (default: the safe search threshold).")] = None,
+    limit_identities: LimitOption = None,
+    flip: FlipOption = True,
+    out: OutOption = None,
+    cache_dir: CacheOption = None,
+    workers: WorkersOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """FMR and FNMR per group with 95% intervals, the max/min ratio, and warnings where data is thin."""
+    from faceledger.eval import runs
+
+    with _progress(not as_json) as update:
+        result = runs.groups(dataset, groups, _options(flip, "centre", cache_dir, workers, update), column=column,
+                             threshold=threshold, limit_identities=limit_identities)
+    _finish(result, out, "groups", as_json)
+
+
+@reports_errors
+def calibrate(
+    dataset: DatasetOption,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Store the table for this collection.")] = None,
+    face: Annotated[str, typer.Option(help="Subject face of each image: largest or centre.")] = "largest",
+    limit_identities: LimitOption = None,
+    flip: FlipOption = True,
+    out: OutOption = None,
+    cache_dir: CacheOption = None,
+    workers: WorkersOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure FMR/FNMR per threshold on your own labelled folder (DIR/identity/images); with
+    --collection, searches of that collection then default to its safe threshold."""
+    from faceledger.eval import runs
+
+    with _progress(not as_json) as update:
+        table, result = runs.calibrate(dataset, _options(flip, face, cache_dir, workers, update),
+                                       limit_identities=limit_identities)
+    _finish(result, out, "calibration", as_json)
+    if collection is not None:
+        safe_search_threshold(table)  # refuses a table too small to show FMR <= 1e-4
+        with open_service() as service:
+            service.store.require_collection(collection)
+            service.set_threshold_table(collection, table)
+        render.errors.print(f"Stored for collection {collection}: its searches now default to {safe_search_threshold(table):g}.")
+
+
+@reports_errors
+def thresholds(
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Show this collection's own table.")] = None,
+    every: Annotated[float, typer.Option(help="Show every Nth similarity step (the table has 0.5 steps).")] = 2.5,
+    as_json: JsonOption = False,
+) -> None:
+    """What each similarity threshold means: measured FMR and FNMR with 95% intervals."""
+    if collection is not None:
+        with open_service() as service:
+            service.store.require_collection(collection)
+            table: ThresholdTable = service.threshold_table(collection)
+    else:
+        from faceledger.service.thresholds import shipped_table
+
+        table = shipped_table()
+    if as_json:
+        print(json.dumps({**table.to_dict(), "safe_threshold": safe_search_threshold(table)}, indent=2))
+        return
+    safe = safe_search_threshold(table)
+    rows = [
+        [f"{r.threshold:g}" + (" *" if r.threshold == safe else ""),
+         f"{r.fmr:.2e}", f"[{r.fmr_low:.1e}, {r.fmr_high:.1e}]", f"{r.false_matches:,}",
+         f"{r.fnmr:.2%}", f"[{r.fnmr_low:.2%}, {r.fnmr_high:.2%}]"]
+        for r in table.rows
+        if abs(r.threshold / every - round(r.threshold / every)) < 1e-9 or r.threshold == safe
+    ]
+    render.table(table.source, ("Similarity", "FMR", "FMR 95%", "false matches", "FNMR", "FNMR 95%"), rows)
+    render.console.print(
+        f"* Default search threshold: {safe:g}, the lowest whose FMR is at most {SAFE_FMR:g} with 95% confidence. "
+        f"Measured on {table.mated:,} mated and {table.nonmated:,} non-mated comparisons. In a gallery of N "
+        "strangers, expect about N x FMR false candidates per search.",
+        highlight=False,
+    )

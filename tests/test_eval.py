@@ -1,0 +1,136 @@
+"""Evaluations end to end on small real subsets, and the threshold table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import faceledger
+from faceledger.cli.main import app
+from faceledger.eval import protocols
+from faceledger.eval.metrics import false_match_rate, false_non_match_rate
+from faceledger.eval.runs import EvalOptions, verification
+from faceledger.service.thresholds import SAFE_FMR, ThresholdTable, safe_search_threshold, shipped_table
+
+from conftest import data_path
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+def _counts(mated: np.ndarray, nonmated: np.ndarray) -> protocols.PairCounts:
+    counts = protocols.PairCounts()
+    counts.add(np.concatenate([mated, nonmated]), np.concatenate([np.ones(len(mated), bool), np.zeros(len(nonmated), bool)]))
+    return counts
+
+
+def test_binned_counts_equal_exact_rates_at_bin_edges() -> None:
+    rng = np.random.default_rng(3)
+    mated = np.round(rng.normal(90, 4, 5000), 2)
+    nonmated = np.round(rng.normal(40, 15, 20000), 2)
+    counts = _counts(mated, np.concatenate([nonmated, [-np.inf] * 10]))
+    for threshold in (50.0, 75.5, 80.0, 88.25, 95.0):
+        assert counts.fmr(threshold).errors == false_match_rate(nonmated, threshold).errors
+        assert counts.fmr(threshold).trials == len(nonmated) + 10  # missing templates stay counted
+        assert counts.fnmr(threshold) == false_non_match_rate(mated, threshold)
+    threshold = counts.threshold_at_fmr(1e-3)
+    assert counts.fmr(threshold).value <= 1e-3 < counts.fmr(threshold - 0.01).value
+
+
+def test_threshold_table_round_trips_and_maps_both_ways() -> None:
+    rng = np.random.default_rng(5)
+    counts = _counts(rng.normal(90, 4, 20000), rng.normal(40, 12, 400000))
+    table = counts.threshold_table("synthetic", protocols.TABLE_THRESHOLDS)
+    assert ThresholdTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    fmrs = [row.fmr for row in table.rows]
+    assert fmrs == sorted(fmrs, reverse=True)
+    safe = table.threshold_for_fmr(1e-4)
+    assert table.at(safe).fmr_high <= 1e-4
+    previous = [row for row in table.rows if row.threshold < safe][-1]
+    assert previous.fmr_high > 1e-4  # the lowest such threshold
+    assert table.at(safe + 0.3) == table.at(safe)  # between rows: the row below, never understating FMR
+    assert table.threshold_for_fmr(1e-2, upper_bound=False) <= table.threshold_for_fmr(1e-2)
+
+
+def test_shipped_table_and_the_default_search_threshold() -> None:
+    table = shipped_table()
+    safe = safe_search_threshold()
+    assert table.nonmated > 10_000_000 and table.mated > 100_000
+    assert table.at(safe).fmr_high <= SAFE_FMR
+    assert table.at(80.0).fmr > table.at(safe).fmr
+    assert 80.0 < safe < 95.0
+
+
+def test_collection_calibration_sets_its_default_threshold(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    strict = _counts(rng.normal(95, 2, 20000), np.minimum(rng.normal(60, 12, 400000), 91.0)).threshold_table(
+        "synthetic strict", protocols.TABLE_THRESHOLDS)
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        shipped_default = service.default_search_threshold("c")
+        service.set_threshold_table("c", strict)
+        assert service.default_search_threshold("c") == strict.threshold_for_fmr(SAFE_FMR) != shipped_default
+        assert faceledger.open(tmp_path).threshold_table("c") == strict
+
+
+def test_verification_on_two_small_folds(tmp_path: Path, cache_dir: Path) -> None:
+    lfw = data_path("lfw")
+    report = verification(lfw, data_path("lfw_meta", "pairs.txt"), EvalOptions(cache_dir=cache_dir, workers=2),
+                          folds=2, per_fold=30)
+    numbers = report.numbers
+    assert numbers["pairs"] == 120
+    assert [f["fold"] for f in numbers["folds"]] == [0, 1]
+    assert numbers["accuracy_mean"] >= 0.95
+    assert len(numbers["tar_at_fmr_pairs"]) == 3 and not numbers["tar_at_fmr_pairs"][-1]["resolvable"]
+    page = report.write(tmp_path / "report")
+    assert "ROC" in page.read_text() and (tmp_path / "report" / "DET.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "report" / "results.json").read_text())["pairs"] == 120
+
+
+def test_identification_and_groups_from_the_command_line(tmp_path: Path, cache_dir: Path) -> None:
+    lfw = str(data_path("lfw"))
+    common = ["--limit-identities", "60", "--cache-dir", str(cache_dir), "--workers", "2", "--json"]
+    result = runner.invoke(app, ["eval", "identification", "--dataset", lfw, "--out", str(tmp_path / "id"), *common])
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(result.stdout)
+    assert numbers["gallery"] > 5 and numbers["mated_probes"] > 20 and numbers["nonmated_probes"] > 20
+    assert numbers["rank1_hit_rate"] > 0.9
+    assert (tmp_path / "id" / "report.html").exists()
+
+    groups_csv = str(data_path("lfw_meta", "lfw_gender_per_identity.csv"))
+    result = runner.invoke(app, ["eval", "groups", "--dataset", lfw, "--groups", groups_csv,
+                                 "--out", str(tmp_path / "groups"), *common])
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(result.stdout)
+    assert {"F", "M"} <= set(numbers["groups"]) and numbers["column"] == "gender_majority"
+    html = (tmp_path / "groups" / "report.html").read_text()
+    assert "too wide to conclude" in html  # 60 people cannot support a comparison, and it says so
+
+
+def test_calibrate_refuses_to_store_a_table_too_small_to_trust(tmp_path: Path, cache_dir: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    runner.invoke(app, [*data, "collection", "create", "c"])
+    result = runner.invoke(app, [*data, "calibrate", "--dataset", str(data_path("deepface_unit")), "--collection", "c",
+                                 "--cache-dir", str(cache_dir), "--workers", "2", "--out", str(tmp_path / "cal")])
+    assert result.exit_code == 2
+    assert "too few non-mated comparisons" in result.stderr
+    assert "about 38,400" in (tmp_path / "cal" / "report.html").read_text()
+    with faceledger.open(tmp_path / "data") as service:
+        assert service.store.threshold_table("c") is None
+
+
+def test_thresholds_command_prints_the_shipped_table() -> None:
+    result = runner.invoke(app, ["thresholds", "--json"])
+    assert result.exit_code == 0
+    table = json.loads(result.stdout)
+    assert table["safe_threshold"] == safe_search_threshold()
+    human = runner.invoke(app, ["thresholds"])
+    assert f"Default search threshold: {safe_search_threshold():g}" in " ".join(human.stdout.split())
