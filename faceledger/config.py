@@ -44,6 +44,8 @@ class Settings:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     region: str = "local"
     account_id: str = "000000000000"
+    # Off only to measure what template encryption costs (benchmarks); see store/templates.py.
+    encrypt_templates: bool = True
 
     @property
     def database_path(self) -> Path:

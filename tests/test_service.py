@@ -18,6 +18,7 @@ from faceledger.errors import (
     ResourceNotFoundException,
 )
 from faceledger.service import FaceService
+from faceledger.store import SQLiteStore
 
 from conftest import FACEREC_PEOPLE, data_path, image_bytes
 
@@ -319,21 +320,19 @@ def test_bad_image_bytes_are_refused_without_writing(service: FaceService) -> No
 def test_failure_mid_index_leaves_nothing_half_written(service: FaceService, monkeypatch: pytest.MonkeyPatch) -> None:
     service.create_collection(collection_id="c")
     group = image_bytes("detection_multi", "images", "facenetpt_multiface.jpg")
-    import faceledger.store.sqlite as sqlite_store
-
-    real_face_row = sqlite_store._face_row
+    real_face_row = SQLiteStore._face_row
     calls = {"n": 0}
 
-    def crash_on_fourth_face(face):
+    def crash_on_fourth_face(store, face):
         calls["n"] += 1
         if calls["n"] == 4:
             raise OSError("disk died")
-        return real_face_row(face)
+        return real_face_row(store, face)
 
-    monkeypatch.setattr(sqlite_store, "_face_row", crash_on_fourth_face)
+    monkeypatch.setattr(SQLiteStore, "_face_row", crash_on_fourth_face)
     with pytest.raises(OSError):
         service.index_faces(collection_id="c", image=group, quality_filter="NONE")
-    monkeypatch.setattr(sqlite_store, "_face_row", real_face_row)
+    monkeypatch.setattr(SQLiteStore, "_face_row", real_face_row)
     assert service.describe_collection(collection_id="c")["FaceCount"] == 0
     assert service.list_faces(collection_id="c")["Faces"] == []
     db = sqlite3.connect(service.settings.database_path)

@@ -114,3 +114,14 @@ def _key_dict(key: Any) -> dict[str, Any]:
         "CreatedAt": datetime.fromtimestamp(key.created_at, tz=timezone.utc).isoformat(timespec="seconds"),
         "Description": key.description,
     }
+
+
+@keys_app.command("rotate-template-key")
+@reports_errors
+def keys_rotate_template_key() -> None:
+    """Re-encrypt every stored face template under a new template key (template.key)."""
+    from faceledger.store.templates import rotate_template_key
+
+    with open_service() as service:
+        count = rotate_template_key(service.store, service.settings.data_dir)
+    render.console.print(f"Re-encrypted {count} face template(s) under a new template key.")

@@ -40,6 +40,7 @@ from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, ImageRecord, SQLiteStore
 from faceledger.store.access_keys import AccessKeyStore, load_secrets_key
 from faceledger.store.request_tokens import RequestTokenStore
+from faceledger.store.templates import PlainTemplates, open_template_cipher
 from faceledger.vision import DecodedImage, Face, FaceAnalyzer, decode_image
 from faceledger.vision.embed import EMBEDDING_DIM
 from faceledger.vision.quality import QualityFilter, quality_failures
@@ -62,7 +63,12 @@ class FaceService(CollectionOperations, UserOperations):
 
     def __init__(self, settings: Settings | None = None, analyzer: FaceAnalyzer | None = None) -> None:
         self.settings = settings or Settings()
-        self.store = SQLiteStore(self.settings.database_path)
+        data_dir = self.settings.data_dir
+        self.store = SQLiteStore(
+            self.settings.database_path,
+            (lambda recorded: open_template_cipher(data_dir, recorded)) if self.settings.encrypt_templates
+            else PlainTemplates(),
+        )
         self.request_tokens = RequestTokenStore(self.store)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(EMBEDDING_DIM, self.store.load_embeddings, self.store.generation)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from faceledger.errors import InternalServerError, ResourceNotFoundException
 from faceledger.store.database import Database
+from faceledger.store.key_files import load_or_create_key
 
 SECRETS_KEY_ENV = "FACELEDGER_SECRETS_KEY"
 _KEY_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -40,24 +40,8 @@ class AccessKey:
 
 
 def load_secrets_key(data_dir: Path) -> bytes:
-    """The secrets key: ``$FACELEDGER_SECRETS_KEY`` (base64 of 32 bytes) or ``secrets.key`` in the
-    data directory, created with mode 0600 on first use."""
-    configured = os.environ.get(SECRETS_KEY_ENV)
-    if configured:
-        key = base64.b64decode(configured)
-        if len(key) != 32:
-            raise InternalServerError(f"{SECRETS_KEY_ENV} must be the base64 of 32 bytes.")
-        return key
-    path = data_dir / "secrets.key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(AESGCM.generate_key(bit_length=256))
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise InternalServerError(f"{path} is not a 32-byte key.")
-    return key
+    """The secrets key: ``$FACELEDGER_SECRETS_KEY`` or ``secrets.key`` in the data directory."""
+    return load_or_create_key(data_dir / "secrets.key", SECRETS_KEY_ENV)
 
 
 class AccessKeyStore:

@@ -92,6 +92,13 @@ MIGRATIONS: tuple[str, ...] = (
         created_at    REAL NOT NULL
     );
     """,
+    # 4: store facts, such as which key seals the face templates.
+    """
+    CREATE TABLE store_meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 

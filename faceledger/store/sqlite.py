@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from faceledger.errors import (
     ConflictException,
+    InternalServerError,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
@@ -25,6 +27,7 @@ from faceledger.store.records import (
     ImageRecord,
     UserRecord,
 )
+from faceledger.store.templates import PlainTemplates, TemplateCodec
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
@@ -33,7 +36,44 @@ _FACE_COLUMNS = (
 
 
 class SQLiteStore(Database):
-    """Collections, images, faces, users and tags of one data directory."""
+    """Collections, images, faces, users and tags of one data directory. Face templates are
+    sealed by ``templates`` before they are written and opened when read (see templates.py)."""
+
+    def __init__(self, path: str | Path, templates: TemplateCodec | Callable[[str | None], TemplateCodec] | None = None) -> None:
+        """``templates``: the codec, or a function from the recorded key fingerprint to the codec
+        (so that an interrupted key rotation can be resolved before anything is read)."""
+        super().__init__(path)
+        if callable(templates):
+            row = self.connection().execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
+            templates = templates(None if row is None else str(row[0]))
+        self.templates: TemplateCodec = templates or PlainTemplates()
+        self._check_template_key()
+
+    def _check_template_key(self) -> None:
+        """The database records which key sealed its templates; opening it with another key is
+        refused before anything is read. A store without the record (made before templates were
+        sealed) has its templates sealed now."""
+        with self.write() as db:
+            row = db.execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
+            if row is not None and row[0] != self.templates.fingerprint:
+                raise InternalServerError(
+                    f"The face templates were sealed with key {row[0]}, not with the configured key "
+                    f"{self.templates.fingerprint}: set the right template key (template.key or "
+                    "FACELEDGER_TEMPLATE_KEY)."
+                )
+            if row is None:
+                _reseal(db, PlainTemplates(), self.templates)
+                db.execute(
+                    "INSERT INTO store_meta (name, value) VALUES ('template_key', ?)", (self.templates.fingerprint,)
+                )
+
+    def reseal_templates(self, new: TemplateCodec) -> int:
+        """Re-encrypt every template under ``new`` in one transaction; returns how many."""
+        with self.write() as db:
+            count = _reseal(db, self.templates, new)
+            db.execute("UPDATE store_meta SET value = ? WHERE name = 'template_key'", (new.fingerprint,))
+        self.templates = new
+        return count
 
     # -- collections -----------------------------------------------------------------------
 
@@ -169,7 +209,7 @@ class SQLiteStore(Database):
             seqs = [
                 db.execute(
                     f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    _face_row(face),
+                    self._face_row(face),
                 ).lastrowid
                 for face in faces
             ]
@@ -204,7 +244,7 @@ class SQLiteStore(Database):
             params.extend(face_ids)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        return [(row[0], _face_record(row[1:])) for row in self.connection().execute(sql, params)]
+        return [(row[0], self._face_record(row[1:])) for row in self.connection().execute(sql, params)]
 
     def faces_by_seq(self, collection_id: str, seqs: Sequence[int]) -> dict[int, FaceRecord]:
         if not seqs:
@@ -214,7 +254,7 @@ class SQLiteStore(Database):
             f" AND seq IN ({','.join('?' * len(seqs))})",
             [collection_id, *seqs],
         )
-        return {row[0]: _face_record(row[1:]) for row in rows}
+        return {row[0]: self._face_record(row[1:]) for row in rows}
 
     def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]:
         found = self.list_faces(collection_id, face_ids=[face_id], limit=1)
@@ -225,18 +265,20 @@ class SQLiteStore(Database):
         return found[0]
 
     def load_embeddings(self, collection_id: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """All of a collection's (index ids, embeddings, generation), read in one snapshot."""
+        """All of a collection's (index ids, decrypted embeddings, generation), in one snapshot."""
         with self.snapshot() as db:
             generation = self.generation(collection_id)
             if generation is None:
                 raise _collection_not_found(collection_id)
             rows = db.execute(
-                "SELECT seq, embedding FROM faces WHERE collection_id = ? ORDER BY seq",
+                "SELECT seq, face_id, embedding FROM faces WHERE collection_id = ? ORDER BY seq",
                 (collection_id,),
             ).fetchall()
         seqs = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-        return seqs, vectors.reshape(len(rows), -1), generation
+        if not rows:
+            return seqs, np.empty((0, 0), dtype=np.float32), generation
+        vectors = np.stack([self.templates.open(row[1], row[2]) for row in rows])
+        return seqs, vectors, generation
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
         """Delete faces; returns {face_id: seq} of those that existed, generation before/after."""
@@ -329,41 +371,47 @@ class SQLiteStore(Database):
                 [(user_id, collection_id, face_id) for face_id in face_ids],
             )
 
+    def _face_row(self, face: FaceRecord) -> tuple[object, ...]:
+        return (
+            face.face_id,
+            face.collection_id,
+            face.image_id,
+            face.external_image_id,
+            face.image_sha256,
+            json.dumps(face.bounding_box),
+            face.confidence,
+            json.dumps(face.landmarks),
+            json.dumps(face.quality),
+            self.templates.seal(face.face_id, face.embedding),
+            face.created_at,
+            face.user_id,
+        )
 
-def _face_row(face: FaceRecord) -> tuple[object, ...]:
-    return (
-        face.face_id,
-        face.collection_id,
-        face.image_id,
-        face.external_image_id,
-        face.image_sha256,
-        json.dumps(face.bounding_box),
-        face.confidence,
-        json.dumps(face.landmarks),
-        json.dumps(face.quality),
-        np.ascontiguousarray(face.embedding, dtype=np.float32).tobytes(),
-        face.created_at,
-        face.user_id,
+    def _face_record(self, row: Sequence[object]) -> FaceRecord:
+        (face_id, collection_id, image_id, external_image_id, sha, box, confidence, landmarks, quality,
+         embedding, created_at, user_id) = row
+        return FaceRecord(
+            face_id=str(face_id),
+            collection_id=str(collection_id),
+            image_id=str(image_id),
+            external_image_id=external_image_id,  # type: ignore[arg-type]
+            image_sha256=str(sha),
+            bounding_box=json.loads(str(box)),
+            confidence=float(confidence),  # type: ignore[arg-type]
+            landmarks={name: tuple(point) for name, point in json.loads(str(landmarks)).items()},
+            quality=json.loads(str(quality)),
+            embedding=self.templates.open(str(face_id), embedding),  # type: ignore[arg-type]
+            created_at=float(created_at),  # type: ignore[arg-type]
+            user_id=user_id,  # type: ignore[arg-type]
+        )
+
+def _reseal(db: sqlite3.Connection, old: TemplateCodec, new: TemplateCodec) -> int:
+    rows = db.execute("SELECT face_id, embedding FROM faces").fetchall()
+    db.executemany(
+        "UPDATE faces SET embedding = ? WHERE face_id = ?",
+        [(new.seal(face_id, old.open(face_id, sealed)), face_id) for face_id, sealed in rows],
     )
-
-
-def _face_record(row: Sequence[object]) -> FaceRecord:
-    (face_id, collection_id, image_id, external_image_id, sha, box, confidence, landmarks, quality,
-     embedding, created_at, user_id) = row
-    return FaceRecord(
-        face_id=str(face_id),
-        collection_id=str(collection_id),
-        image_id=str(image_id),
-        external_image_id=external_image_id,  # type: ignore[arg-type]
-        image_sha256=str(sha),
-        bounding_box=json.loads(str(box)),
-        confidence=float(confidence),  # type: ignore[arg-type]
-        landmarks={name: tuple(point) for name, point in json.loads(str(landmarks)).items()},
-        quality=json.loads(str(quality)),
-        embedding=np.frombuffer(embedding, dtype=np.float32),  # type: ignore[arg-type]
-        created_at=float(created_at),  # type: ignore[arg-type]
-        user_id=user_id,  # type: ignore[arg-type]
-    )
+    return len(rows)
 
 
 def _put_tags(db: sqlite3.Connection, collection_id: str, tags: dict[str, str]) -> None:

@@ -1,0 +1,45 @@
+"""Secret keys kept *outside* the database: a 0600 file in the data directory, or an environment
+variable (base64) for deployments that inject secrets. A copy of the database alone never holds
+them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from faceledger.errors import InternalServerError
+
+KEY_BYTES = 32
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write ``key`` to ``path`` with mode 0600, atomically (a crash leaves the old file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+
+
+def load_or_create_key(path: Path, env_name: str) -> bytes:
+    """``$env_name`` (base64 of 32 bytes) if set, else the key file, created on first use."""
+    configured = os.environ.get(env_name)
+    if configured:
+        try:
+            key = base64.b64decode(configured, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != KEY_BYTES:
+            raise InternalServerError(f"{env_name} must be the base64 of {KEY_BYTES} random bytes.")
+        return key
+    if not path.exists():
+        write_key_file(path, os.urandom(KEY_BYTES))
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise InternalServerError(f"{path} is not a {KEY_BYTES}-byte key.")
+    return key
