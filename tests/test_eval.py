@@ -76,7 +76,7 @@ def test_collection_calibration_sets_its_default_threshold(tmp_path: Path) -> No
     with faceledger.open(tmp_path) as service:
         service.create_collection(collection_id="c")
         shipped_default = service.default_search_threshold("c")
-        service.set_threshold_table("c", strict)
+        service.set_threshold_table(collection_id="c", table=strict)
         assert service.default_search_threshold("c") == strict.threshold_for_fmr(SAFE_FMR) != shipped_default
         assert faceledger.open(tmp_path).threshold_table("c") == strict
 

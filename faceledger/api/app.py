@@ -30,9 +30,14 @@ from faceledger.errors import (
     ThrottlingException,
 )
 from faceledger.service import FaceService
-from faceledger.service.access import Caller
+from faceledger.service.access import Caller, Role
+from faceledger.service.ledgering import RequestContext, acting_as
 
 access_log = logging.getLogger("faceledger.access")
+PURPOSE_HEADER = "x-faceledger-purpose"
+CASE_HEADER = "x-faceledger-case"
+# the caller of a server started with --insecure-no-auth
+ANONYMOUS = Caller("anonymous", Role.ADMIN, None)
 error_log = logging.getLogger("faceledger.api")
 
 
@@ -83,9 +88,9 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
                 record["bytes_in"] = len(body)
                 signed = _signed_request(request, body) if settings.auth else None
                 # one hop to a worker thread for authentication (SQLite, HMAC) and the call
+                headers = {name: request.headers.get(name) for name in ("x-amz-target", PURPOSE_HEADER, CASE_HEADER)}
                 result = await anyio.to_thread.run_sync(
-                    _handle, service, settings, signed, request.headers.get("x-amz-target"), body, record,
-                    limiter=limiter,
+                    _handle, service, settings, signed, headers, body, record, limiter=limiter
                 )
             response = Response(wire.response_body(result), media_type=wire.CONTENT_TYPE)
         except FaceledgerError as error:
@@ -107,26 +112,25 @@ def _handle(
     service: FaceService,
     settings: ApiSettings,
     signed: sigv4.SignedRequest | None,
-    target: str | None,
+    headers: dict[str, str],
     body: bytes,
     record: dict[str, Any],
 ) -> dict[str, Any]:
-    caller = _authenticate(service, settings, signed) if signed is not None else None
-    record["access_key_id"] = caller.access_key_id if caller else None
-    operation = wire.operation_for(target)
-    record["operation"] = operation.name
-    if caller is not None:  # the role first: a denied caller learns nothing of the request
-        service.access.authorize(caller, operation.name, None)
-    method = getattr(service, wire.method_name(operation))
-    arguments = wire.request_arguments(operation, wire.parse_body(body), method)
-    if caller is not None:
-        collection_id = arguments.get("collection_id")
-        if collection_id is None and "resource_arn" in arguments:
-            collection_id = service.collection_id_from_arn(arguments["resource_arn"])
-        service.access.authorize(caller, operation.name, collection_id)
-        if operation.name == "ListCollections" and caller.collections is not None:
-            arguments["visible"] = caller.collections
-    return method(**arguments)
+    caller = _authenticate(service, settings, signed) if signed is not None else ANONYMOUS
+    record["access_key_id"] = caller.access_key_id
+    context = RequestContext(caller, purpose=headers.get(PURPOSE_HEADER), case_ref=headers.get(CASE_HEADER))
+    with acting_as(context):
+        operation = wire.operation_for(headers.get("x-amz-target"))
+        record["operation"] = operation.name
+        method = getattr(service, wire.method_name(operation))
+        try:
+            # the role first: a denied caller learns nothing of how its request would have fared
+            service.access.authorize(caller, operation.name, None)
+            arguments = wire.request_arguments(operation, wire.parse_body(body), method)
+        except FaceledgerError as error:
+            service.record_failure(operation.name, error)  # refused on the wire: still one entry
+            raise
+        return method(**arguments)  # authorised for the collection and ledgered by the service
 
 
 def _signed_request(request: Request, body: bytes) -> sigv4.SignedRequest:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from faceledger.api.app import ApiSettings, create_app
+from faceledger.ledger.chain import Ledger
 from faceledger.service import FaceService
 
 log = logging.getLogger("faceledger.api")
@@ -73,3 +74,26 @@ def serve_in_thread(
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+@contextmanager
+def signing_ledger_head(ledger: Ledger, every_seconds: float = 60.0) -> Iterator[None]:
+    """Sign the audit ledger's head every ``every_seconds`` while the server runs, and once more
+    when it stops, so that at most a minute of entries rests on the hash chain alone."""
+    stop = threading.Event()
+
+    def sign_periodically() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                ledger.sign_head()
+            except Exception:  # noqa: BLE001 - a failed signature must not stop the server
+                log.exception("could not sign the ledger head")
+
+    thread = threading.Thread(target=sign_periodically, name="faceledger-ledger-signer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        ledger.sign_head()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,6 +14,7 @@ from faceledger.cli import render
 from faceledger.config import Settings, default_data_dir
 from faceledger.errors import FaceledgerError, InvalidImageFormatException
 from faceledger.service import FaceService
+from faceledger.service.ledgering import RequestContext, acting_as, local_caller
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,10 +34,19 @@ class CliState:
     """Global options, set by the top-level callback before any command runs."""
 
     data_dir: Path | None = None
+    context: RequestContext | None = None
 
 
-def open_service() -> FaceService:
-    return FaceService(Settings(data_dir=CliState.data_dir or default_data_dir()))
+@contextmanager
+def open_service() -> Iterator[FaceService]:
+    """The service on the chosen data directory, acting as the local operator (with the
+    command's --purpose and --case) for the ledger."""
+    service = FaceService(Settings(data_dir=CliState.data_dir or default_data_dir()))
+    try:
+        with acting_as(CliState.context or RequestContext(local_caller())):
+            yield service
+    finally:
+        service.close()
 
 
 def read_image(path: Path) -> bytes:

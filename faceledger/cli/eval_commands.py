@@ -157,7 +157,7 @@ def calibrate(
         safe_search_threshold(table)  # refuses a table too small to show FMR <= 1e-4
         with open_service() as service:
             service.store.require_collection(collection)
-            service.set_threshold_table(collection, table)
+            service.set_threshold_table(collection_id=collection, table=table)
         render.errors.print(f"Stored for collection {collection}: its searches now default to {safe_search_threshold(table):g}.")
 
 

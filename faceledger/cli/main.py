@@ -34,11 +34,13 @@ from faceledger.cli.common import (
     read_image,
     reports_errors,
 )
+from faceledger.cli.audit_commands import audit_app
 from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
 from faceledger.errors import InvalidImageFormatException, InvalidParameterException
 from faceledger.service import Outcome, find_image_files, index_files
+from faceledger.service.ledgering import RequestContext, local_caller
 
 app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
 collection_app = typer.Typer(help="Create, describe, list and delete collections.", no_args_is_help=True)
@@ -49,6 +51,7 @@ app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
+app.add_typer(audit_app, name="audit")
 app.command("serve")(serve)
 app.command("calibrate")(calibrate)
 app.command("thresholds")(thresholds)
@@ -59,8 +62,12 @@ def main(
         Path | None,
         typer.Option("--data-dir", help=f"Data directory (default ${DATA_DIR_ENV} or ~/.local/share/faceledger)."),
     ] = None,
+    purpose: Annotated[str | None, typer.Option(help="Declared purpose of this use, recorded in the audit ledger.")] = None,
+    case: Annotated[str | None, typer.Option(help="Case reference of this use, recorded in the audit ledger.")] = None,
 ) -> None:
     CliState.data_dir = data_dir
+    # every operation this command runs is ledgered as the local operator, with this purpose
+    CliState.context = RequestContext(local_caller(), purpose=purpose, case_ref=case)
 
 
 

@@ -26,10 +26,10 @@ def serve(
     """Serve the Rekognition face API (AWS JSON 1.1, SigV4) on http://HOST:PORT/."""
     # imported here so that the other commands start without the web stack
     from faceledger.api.app import ApiSettings
-    from faceledger.api.server import build_server, configure_logging
+    from faceledger.api.server import build_server, configure_logging, signing_ledger_head
 
     configure_logging()
-    with open_service() as service:
+    with open_service() as service, signing_ledger_head(service.ledger):
         settings = ApiSettings(auth=not insecure_no_auth, worker_threads=worker_threads)
         server = build_server(service, host, port, settings)
         render.errors.print(f"faceledger serving the Rekognition face API on http://{host}:{port}/")
@@ -49,8 +49,7 @@ def keys_create(
     """Create an access key. Its secret is printed once, now, and never again."""
     scope = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
     with open_service() as service:
-        key, secret = service.access.create_key(role, scope, description)
-    response = {**_key_dict(key), "SecretAccessKey": secret}
+        response = service.create_access_key(role=role, collections=scope, description=description)
 
     def human(r: dict[str, Any]) -> None:
         render.console.print(f"AccessKeyId:     {r['AccessKeyId']}")
@@ -83,7 +82,7 @@ def keys_list(as_json: JsonOption = False) -> None:
 def keys_disable(access_key_id: str) -> None:
     """Refuse every request signed with this key from now on (reversible)."""
     with open_service() as service:
-        service.access.keys.set_enabled(access_key_id, False)
+        service.set_access_key_enabled(access_key_id=access_key_id, enabled=False)
     render.console.print(f"Disabled {access_key_id}")
 
 
@@ -92,7 +91,7 @@ def keys_disable(access_key_id: str) -> None:
 def keys_enable(access_key_id: str) -> None:
     """Accept a disabled key again."""
     with open_service() as service:
-        service.access.keys.set_enabled(access_key_id, True)
+        service.set_access_key_enabled(access_key_id=access_key_id, enabled=True)
     render.console.print(f"Enabled {access_key_id}")
 
 
@@ -101,7 +100,7 @@ def keys_enable(access_key_id: str) -> None:
 def keys_delete(access_key_id: str) -> None:
     """Delete a key and its secret for good."""
     with open_service() as service:
-        service.access.keys.delete(access_key_id)
+        service.delete_access_key(access_key_id=access_key_id)
     render.console.print(f"Deleted {access_key_id}")
 
 
@@ -120,8 +119,6 @@ def _key_dict(key: Any) -> dict[str, Any]:
 @reports_errors
 def keys_rotate_template_key() -> None:
     """Re-encrypt every stored face template under a new template key (template.key)."""
-    from faceledger.store.templates import rotate_template_key
-
     with open_service() as service:
-        count = rotate_template_key(service.store, service.settings.data_dir)
+        count = service.rotate_template_key()["Reencrypted"]
     render.console.print(f"Re-encrypted {count} face template(s) under a new template key.")

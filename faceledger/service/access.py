@@ -36,7 +36,8 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
             "DetectFaces", "CompareFaces", "IndexFaces", "ListFaces", "DeleteFaces", "SearchFaces",
             "SearchFacesByImage", "CreateUser", "DeleteUser", "ListUsers", "AssociateFaces",
             "DisassociateFaces", "SearchUsers", "SearchUsersByImage", "TagResource", "UntagResource",
-            "ListTagsForResource",
+            "ListTagsForResource", "SetThresholdTable", "CreateAccessKey", "SetAccessKeyEnabled",
+            "DeleteAccessKey", "RotateTemplateKey", "ExportLedger",
         }
     ),
     Role.INDEXER: frozenset(
@@ -47,7 +48,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         _READ | {"DetectFaces", "CompareFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
                  "SearchUsersByImage"}
     ),
-    Role.AUDITOR: frozenset(_READ | {"ListFaces", "ListUsers"}),
+    Role.AUDITOR: frozenset(_READ | {"ListFaces", "ListUsers", "ExportLedger"}),
 }
 
 

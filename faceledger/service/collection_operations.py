@@ -11,6 +11,7 @@ from faceledger.config import Settings
 from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
+from faceledger.service.ledgering import current_context, ledgered
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import Response
 from faceledger.service.validation import MAX_PAGE_SIZE
@@ -45,6 +46,7 @@ class CollectionOperations:
             )
         return validation.collection_id(parts[5][len("collection/"):])
 
+    @ledgered("CreateCollection")
     def create_collection(self, *, collection_id: str, tags: dict[str, str] | None = None) -> Response:
         validation.collection_id(collection_id)
         if tags is not None:
@@ -56,6 +58,7 @@ class CollectionOperations:
             "FaceModelVersion": self.face_model_version,
         }
 
+    @ledgered("DescribeCollection")
     def describe_collection(self, *, collection_id: str) -> Response:
         validation.collection_id(collection_id)
         record = self.store.get_collection(collection_id)
@@ -67,6 +70,7 @@ class CollectionOperations:
             "UserCount": record.user_count,
         }
 
+    @ledgered("ListCollections")
     def list_collections(
         self,
         *,
@@ -74,10 +78,12 @@ class CollectionOperations:
         max_results: int = 1000,
         visible: Collection[str] | None = None,
     ) -> Response:
-        """Collection ids in order; ``visible`` (when given) restricts the listing to those ids,
-        for a caller whose access key covers only some collections."""
+        """Collection ids in order; ``visible`` restricts the listing to those ids (by default,
+        those the calling access key covers)."""
         limit = validation.integer(max_results, "MaxResults", 0, MAX_PAGE_SIZE) or 1000
         after = decode_token("collections", next_token)
+        if visible is None:
+            visible = current_context().caller.collections
         ids = self.store.list_collection_ids(
             str(after) if after is not None else None, limit + 1, only=sorted(visible) if visible is not None else None
         )
@@ -89,10 +95,11 @@ class CollectionOperations:
             response["NextToken"] = encode_token("collections", ids[limit - 1])
         return response
 
+    @ledgered("DeleteCollection")
     def delete_collection(self, *, collection_id: str) -> Response:
         validation.collection_id(collection_id)
         self.store.delete_collection(collection_id)
-        self.indexes.drop(collection_id)
+        self.store.after_commit(lambda: self.indexes.drop(collection_id))
         return {"StatusCode": 200}
 
     def threshold_table(self, collection_id: str) -> ThresholdTable:
@@ -100,9 +107,14 @@ class CollectionOperations:
         stored = self.store.threshold_table(collection_id)
         return ThresholdTable.from_dict(json.loads(stored)) if stored is not None else shipped_table()
 
-    def set_threshold_table(self, collection_id: str, table: ThresholdTable) -> None:
+    @ledgered("SetThresholdTable")
+    def set_threshold_table(self, *, collection_id: str, table: ThresholdTable) -> dict[str, float]:
+        """Store a collection's own calibration; its searches then default to its safe threshold
+        (a table too small to show FMR <= 1e-4 is refused)."""
         validation.collection_id(collection_id)
+        safe = safe_search_threshold(table)
         self.store.set_threshold_table(collection_id, json.dumps(table.to_dict()), time.time())
+        return {"SafeThreshold": safe}
 
     def default_search_threshold(self, collection_id: str) -> float:
         """Similarity whose measured false-match rate is at most 1e-4 (95% upper bound) on the
@@ -115,12 +127,14 @@ class CollectionOperations:
             return self.default_search_threshold(collection_id)
         return validation.percent(requested, name)
 
+    @ledgered("TagResource")
     def tag_resource(self, *, resource_arn: str, tags: dict[str, str]) -> Response:
         collection_id = self.collection_id_from_arn(resource_arn)
         validation.tags(tags)
         self.store.tag_collection(collection_id, tags, MAX_TAGS)
         return {}
 
+    @ledgered("UntagResource")
     def untag_resource(self, *, resource_arn: str, tag_keys: Sequence[str]) -> Response:
         collection_id = self.collection_id_from_arn(resource_arn)
         if not isinstance(tag_keys, (list, tuple)) or not 0 <= len(tag_keys) <= MAX_TAGS:
@@ -130,5 +144,6 @@ class CollectionOperations:
         self.store.untag_collection(collection_id, tag_keys)
         return {}
 
+    @ledgered("ListTagsForResource")
     def list_tags_for_resource(self, *, resource_arn: str) -> Response:
         return {"Tags": self.store.collection_tags(self.collection_id_from_arn(resource_arn))}

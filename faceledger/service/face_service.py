@@ -18,7 +18,9 @@ from faceledger.config import Settings
 from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
+from faceledger.service.ledgering import LedgeredOperations, ledgered
 from faceledger.service.access import AccessControl
+from faceledger.service.admin_operations import AdminOperations
 from faceledger.service.collection_operations import CollectionOperations
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import (
@@ -37,6 +39,7 @@ from faceledger.service.similarity import (
 )
 from faceledger.service.user_operations import UserOperations
 from faceledger.service.validation import MAX_PAGE_SIZE
+from faceledger.ledger.chain import Ledger
 from faceledger.store import FaceRecord, ImageRecord, SQLiteStore
 from faceledger.store.access_keys import AccessKeyStore, load_secrets_key
 from faceledger.store.request_tokens import RequestTokenStore
@@ -53,7 +56,7 @@ MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100
 _NO_FACE = "There are no faces in the image. Should be at least 1."
 
 
-class FaceService(CollectionOperations, UserOperations):
+class FaceService(LedgeredOperations, AdminOperations, CollectionOperations, UserOperations):
     """All face operations over one data directory (store + vector index + face engine).
 
     Collection and user operations live in collections.py and users.py; this class holds the
@@ -70,6 +73,7 @@ class FaceService(CollectionOperations, UserOperations):
             else PlainTemplates(),
         )
         self.request_tokens = RequestTokenStore(self.store)
+        self.ledger = Ledger(self.store, data_dir)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(EMBEDDING_DIM, self.store.load_embeddings, self.store.generation)
         self._access: AccessControl | None = None
@@ -104,6 +108,7 @@ class FaceService(CollectionOperations, UserOperations):
             raise InvalidParameterException("Image must be the encoded bytes of a JPEG or PNG image.")
         return decode_image(bytes(image), self.settings.image_limits)
 
+    @ledgered("DetectFaces")
     def detect_faces(self, *, image: ImageInput, attributes: Sequence[str] | None = None) -> Response:
         """Faces in an image, largest first (at most 100). ``attributes`` is accepted for
         compatibility; faceledger never estimates age, gender or emotion, whatever is asked."""
@@ -111,6 +116,7 @@ class FaceService(CollectionOperations, UserOperations):
         faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
         return {"FaceDetails": [face_detail(f, decoded.width, decoded.height) for f in faces]}
 
+    @ledgered("CompareFaces")
     def compare_faces(
         self,
         *,
@@ -144,6 +150,7 @@ class FaceService(CollectionOperations, UserOperations):
             "UnmatchedFaces": unmatched,
         }
 
+    @ledgered("IndexFaces")
     def index_faces(
         self,
         *,
@@ -216,7 +223,7 @@ class FaceService(CollectionOperations, UserOperations):
         )
         seqs, before, after = self.store.add_image(image_record, records)
         vectors = np.stack([r.embedding for r in records]) if records else np.empty((0, EMBEDDING_DIM))
-        self.indexes.apply(collection_id, before, after, added=(seqs, vectors))
+        self.store.after_commit(lambda: self.indexes.apply(collection_id, before, after, added=(seqs, vectors)))
         return {
             "FaceRecords": [
                 {
@@ -235,6 +242,7 @@ class FaceService(CollectionOperations, UserOperations):
 
     # -- faces -----------------------------------------------------------------------------
 
+    @ledgered("ListFaces")
     def list_faces(
         self,
         *,
@@ -267,6 +275,7 @@ class FaceService(CollectionOperations, UserOperations):
             response["NextToken"] = encode_token(f"faces:{collection_id}", rows[limit - 1][0])
         return response
 
+    @ledgered("DeleteFaces")
     def delete_faces(self, *, collection_id: str, face_ids: Sequence[str]) -> Response:
         """Delete faces from the store and the index. A face still associated with a user is
         not deleted (disassociate it first), as in Rekognition."""
@@ -289,7 +298,8 @@ class FaceService(CollectionOperations, UserOperations):
         deleted: dict[str, int] = {}
         if deletable:
             deleted, before, after = self.store.delete_faces(collection_id, deletable)
-            self.indexes.apply(collection_id, before, after, removed=list(deleted.values()))
+            removed = list(deleted.values())
+            self.store.after_commit(lambda: self.indexes.apply(collection_id, before, after, removed=removed))
         return {"DeletedFaces": list(deleted), "UnsuccessfulFaceDeletions": unsuccessful}
 
     # -- search ----------------------------------------------------------------------------
@@ -319,6 +329,7 @@ class FaceService(CollectionOperations, UserOperations):
         ]
         return matches[:max_faces]
 
+    @ledgered("SearchFaces")
     def search_faces(
         self,
         *,
@@ -345,6 +356,7 @@ class FaceService(CollectionOperations, UserOperations):
             "FaceModelVersion": self.face_model_version,
         }
 
+    @ledgered("SearchFacesByImage")
     def search_faces_by_image(
         self,
         *,

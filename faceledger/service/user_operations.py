@@ -13,6 +13,7 @@ from faceledger.errors import (
     InvalidParameterException,
 )
 from faceledger.service import validation
+from faceledger.service.ledgering import ledgered
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import ImageInput, Response, face_detail
 from faceledger.service.similarity import similarity_between
@@ -57,6 +58,7 @@ class UserOperations:
         self.request_tokens.record(operation, token, digest, response)
         return response
 
+    @ledgered("CreateUser")
     def create_user(self, *, collection_id: str, user_id: str, client_request_token: str | None = None) -> Response:
         validation.collection_id(collection_id)
         validation.user_id(user_id)
@@ -67,6 +69,7 @@ class UserOperations:
 
         return self._idempotent("CreateUser", client_request_token, [collection_id, user_id], perform)
 
+    @ledgered("DeleteUser")
     def delete_user(self, *, collection_id: str, user_id: str, client_request_token: str | None = None) -> Response:
         """Delete a user; its faces stay indexed, no longer associated with anyone."""
         validation.collection_id(collection_id)
@@ -78,6 +81,7 @@ class UserOperations:
 
         return self._idempotent("DeleteUser", client_request_token, [collection_id, user_id], perform)
 
+    @ledgered("ListUsers")
     def list_users(
         self, *, collection_id: str, next_token: str | None = None, max_results: int = 100
     ) -> Response:
@@ -95,6 +99,7 @@ class UserOperations:
             response["NextToken"] = encode_token(f"users:{collection_id}", users[limit - 1].user_id)
         return response
 
+    @ledgered("AssociateFaces")
     def associate_faces(
         self,
         *,
@@ -155,6 +160,7 @@ class UserOperations:
             "UserStatus": _user_status(len(owned)),
         }
 
+    @ledgered("DisassociateFaces")
     def disassociate_faces(
         self, *, collection_id: str, user_id: str, face_ids: Sequence[str], client_request_token: str | None = None
     ) -> Response:
@@ -192,6 +198,7 @@ class UserOperations:
             "UserStatus": _user_status(remaining),
         }
 
+    @ledgered("SearchUsers")
     def search_users(
         self,
         *,
@@ -223,6 +230,7 @@ class UserOperations:
         response["UserMatches"] = self._user_matches(collection_id, probes, threshold, max_users, exclude_user=user_id)
         return response
 
+    @ledgered("SearchUsersByImage")
     def search_users_by_image(
         self,
         *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,8 @@ class Database:
             )
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = NORMAL")
+            # deleted rows are overwritten with zeros, so an erased template leaves no trace
+            connection.execute("PRAGMA secure_delete = ON")
             self._local.connection = connection
             with self._all_lock:
                 self._all.append(connection)
@@ -43,7 +45,14 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; inside :meth:`unit_of_work` it joins the unit's transaction."""
         connection = self.connection()
+        if getattr(self._local, "unit_depth", 0):
+            if not self._local.unit_began:
+                connection.execute("BEGIN IMMEDIATE")
+                self._local.unit_began = True
+            yield connection
+            return
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield connection
@@ -53,9 +62,49 @@ class Database:
         connection.execute("COMMIT")
 
     @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """One transaction around every write made inside (on this thread), begun at the first
+        write so that work before it (decoding, embedding) holds no lock. Callbacks registered
+        with :meth:`after_commit` run once it has committed; nothing runs if it rolls back.
+        Nested units join the outermost one."""
+        local = self._local
+        if getattr(local, "unit_depth", 0):
+            local.unit_depth += 1
+            try:
+                yield
+            finally:
+                local.unit_depth -= 1
+            return
+        local.unit_depth, local.unit_began, local.after_commit = 1, False, []
+        try:
+            yield
+        except BaseException:
+            if local.unit_began:
+                self.connection().execute("ROLLBACK")
+            raise
+        else:
+            if local.unit_began:
+                self.connection().execute("COMMIT")
+            for callback in local.after_commit:
+                callback()
+        finally:
+            local.unit_depth, local.unit_began, local.after_commit = 0, False, []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current unit of work commits (at once outside one)."""
+        if getattr(self._local, "unit_depth", 0):
+            self._local.after_commit.append(callback)
+        else:
+            callback()
+
+    @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query inside sees the same committed state."""
+        """A read transaction: every query inside sees the same committed state (inside a unit
+        of work that has begun writing, its own transaction already gives that)."""
         connection = self.connection()
+        if getattr(self._local, "unit_began", False):
+            yield connection
+            return
         connection.execute("BEGIN")
         try:
             yield connection

@@ -99,6 +99,34 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 5: the audit ledger (see faceledger/ledger/chain.py).
+    """
+    CREATE TABLE ledger (
+        seq           INTEGER PRIMARY KEY,
+        operation     TEXT NOT NULL,
+        started_at    REAL NOT NULL,
+        ended_at      REAL,
+        access_key_id TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        collection_id TEXT,
+        input_sha256  TEXT NOT NULL,
+        purpose       TEXT,
+        case_ref      TEXT,
+        outcome       TEXT NOT NULL,
+        error         TEXT,
+        result        TEXT NOT NULL,
+        prev_hash     TEXT NOT NULL,
+        entry_hash    TEXT NOT NULL
+    );
+    CREATE INDEX ledger_by_time ON ledger (started_at);
+    CREATE INDEX ledger_by_collection ON ledger (collection_id, seq);
+    CREATE TABLE ledger_signatures (
+        seq        INTEGER PRIMARY KEY,
+        entry_hash TEXT NOT NULL,
+        signature  BLOB NOT NULL,
+        signed_at  REAL NOT NULL
+    );
+    """,
 )
 
 

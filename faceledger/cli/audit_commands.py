@@ -1,0 +1,103 @@
+"""``faceledger audit ...``: verify, show, export and sign the audit ledger."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from faceledger.cli import render
+from faceledger.cli.common import JsonOption, open_service, reports_errors
+from faceledger.errors import InvalidParameterException
+
+audit_app = typer.Typer(help="The tamper-evident audit ledger of every operation.", no_args_is_help=True)
+
+SinceOption = Annotated[str | None, typer.Option(help="Only entries from this time (ISO 8601, e.g. 2026-11-29T08:00).")]
+UntilOption = Annotated[str | None, typer.Option(help="Only entries up to this time (ISO 8601).")]
+KeyOption = Annotated[str | None, typer.Option("--key", help="Only this access key id (or local:USER).")]
+CollectionFilter = Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")]
+CaseOption = Annotated[str | None, typer.Option("--case", help="Only this case reference.")]
+
+
+def _time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameterException(f"{text!r} is not an ISO 8601 time.") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _filters(since: str | None, until: str | None, key: str | None, collection: str | None, case: str | None) -> dict[str, Any]:
+    return {"since": _time(since), "until": _time(until), "access_key_id": key, "collection_id": collection,
+            "case_ref": case}
+
+
+@audit_app.command("verify")
+@reports_errors
+def audit_verify(as_json: JsonOption = False) -> None:
+    """Check the whole chain and its signatures; exit 8 and say where if anything was changed."""
+    with open_service() as service:
+        problems = service.ledger.verify()
+        count = sum(1 for _ in service.ledger.entries())
+    if as_json:
+        print(json.dumps({"Entries": count, "Intact": not problems, "Problems": problems}, indent=2))
+    elif problems:
+        for problem in problems:
+            render.errors.print(f"TAMPERED: {problem}", markup=False, highlight=False)
+    else:
+        render.console.print(f"Ledger intact: {count} entries, chain and signatures verified.")
+    if problems:
+        raise typer.Exit(8)
+
+
+@audit_app.command("show")
+@reports_errors
+def audit_show(
+    since: SinceOption = None, until: UntilOption = None, key: KeyOption = None,
+    collection: CollectionFilter = None, case: CaseOption = None,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Ledger entries, oldest first, filtered by time, key, collection or case."""
+    with open_service() as service:
+        entries = list(service.ledger.entries(**_filters(since, until, key, collection, case), limit=limit))
+    if as_json:
+        print(json.dumps([asdict(e) for e in entries], indent=2))
+        return
+    render.table(None, ("#", "Time (UTC)", "Operation", "Key", "Collection", "Purpose / case", "Outcome", "Result"), [
+        [e.seq, datetime.fromtimestamp(e.started_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e.operation,
+         e.access_key_id, e.collection_id, " / ".join(p for p in (e.purpose, e.case_ref) if p) or None,
+         e.outcome if e.error is None else f"{e.outcome}: {e.error}", json.dumps(e.result)[:60]]
+        for e in entries
+    ])
+
+
+@audit_app.command("export")
+@reports_errors
+def audit_export(
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write.")],
+    since: SinceOption = None, until: UntilOption = None, key: KeyOption = None,
+    collection: CollectionFilter = None, case: CaseOption = None,
+) -> None:
+    """Write entries as JSON Lines (one entry per line); the export itself is ledgered."""
+    with open_service() as service, out.open("w") as handle:
+        response = service.export_ledger(
+            write=lambda entry: handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n"),
+            **_filters(since, until, key, collection, case),
+        )
+    render.console.print(f"Exported {response['ExportedCount']} entries to {out}")
+
+
+@audit_app.command("sign")
+@reports_errors
+def audit_sign() -> None:
+    """Sign the current head of the chain with the ledger key."""
+    with open_service() as service:
+        seq = service.ledger.sign_head()
+    render.console.print("Ledger is empty." if seq is None else f"Signed the head at entry {seq}.")

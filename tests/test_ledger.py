@@ -1,0 +1,205 @@
+"""The audit ledger: one entry per operation (denied and failed too), written with the action,
+hash-chained and signed, and any edit, deletion or reordering found by ``audit verify``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import faceledger
+from faceledger.cli.main import app
+from faceledger.ledger.chain import Ledger, entry_hash
+from faceledger.service import FaceService
+
+from api_server import running_server
+from conftest import data_path, image_bytes
+
+runner = CliRunner()
+OBAMA = ("facerec_examples", "obama", "obama.jpg")
+OBAMA_2 = ("facerec_examples", "obama", "obama2.jpg")
+
+
+def _count(service: FaceService) -> int:
+    return sum(1 for _ in service.ledger.entries())
+
+
+def _last(service: FaceService):
+    return list(service.ledger.entries())[-1]
+
+
+def test_every_api_call_leaves_exactly_one_entry(tmp_path: Path) -> None:
+    with faceledger.open(tmp_path) as service, running_server(service) as server:
+        admin = server.client_with_role("admin")
+        searcher = server.client_with_role("searcher")
+
+        def purpose_headers(request, **kwargs):
+            request.headers["X-Faceledger-Purpose"] = "missing-person search"
+            request.headers["X-Faceledger-Case"] = "CASE-42"
+
+        # added before signing, so the headers are covered by the signature
+        searcher.meta.events.register("before-sign.rekognition.*", purpose_headers)
+        calls = [
+            ("CreateCollection", "ok", lambda: admin.create_collection(CollectionId="c")),
+            ("IndexFaces", "ok", lambda: admin.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})),
+            ("SearchFacesByImage", "ok",
+             lambda: searcher.search_faces_by_image(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)})),
+            ("IndexFaces", "denied",
+             lambda: searcher.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})),
+            ("DescribeCollection", "error", lambda: admin.describe_collection(CollectionId="missing")),
+            ("DetectFaces", "error", lambda: admin.detect_faces(Image={"Bytes": b"not an image"})),
+            ("ListFaces", "error", lambda: admin.list_faces(CollectionId="c", NextToken="forged")),
+            ("CompareFaces", "ok", lambda: admin.compare_faces(SourceImage={"Bytes": image_bytes(*OBAMA)},
+                                                              TargetImage={"Bytes": image_bytes(*OBAMA_2)})),
+        ]
+        for operation, outcome, call in calls:
+            before = _count(service)
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - denied and failed calls are part of the test
+                pass
+            assert _count(service) == before + 1, operation
+            entry = _last(service)
+            assert (entry.operation, entry.outcome) == (operation, outcome)
+        search = [e for e in service.ledger.entries() if e.operation == "SearchFacesByImage"][0]
+        assert (search.purpose, search.case_ref) == ("missing-person search", "CASE-42")
+        assert search.input_sha256 and len(search.input_sha256[0]) == 64
+        assert search.result["FaceMatches"][0]["Similarity"] > 88
+        indexed = [e for e in service.ledger.entries() if e.operation == "IndexFaces" and e.outcome == "ok"][0]
+        assert search.result["FaceMatches"][0]["FaceId"] == indexed.result["IndexedFaceIds"][0]
+        denied = [e for e in service.ledger.entries() if e.outcome == "denied"][0]
+        assert denied.role == "searcher" and denied.error == "AccessDeniedException"
+        assert service.ledger.verify() == []
+
+
+def test_no_action_without_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        real_append = Ledger.append
+        calls = {"n": 0}
+
+        def ledger_fails_once(ledger, entry):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_append(ledger, entry)
+
+        monkeypatch.setattr(Ledger, "append", ledger_fails_once)
+        with pytest.raises(sqlite3.OperationalError):
+            service.index_faces(collection_id="c", image=image_bytes(*OBAMA))
+        monkeypatch.setattr(Ledger, "append", real_append)
+        assert service.describe_collection(collection_id="c")["FaceCount"] == 0  # rolled back with it
+        assert len(service.indexes.for_search("c")) == 0
+        failed = [e for e in service.ledger.entries() if e.operation == "IndexFaces"]
+        assert [(e.outcome, e.error) for e in failed] == [("error", "InternalServerError")]
+
+
+def _ledger_with_entries(tmp_path: Path) -> Path:
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        for _ in range(4):
+            service.list_faces(collection_id="c")
+        service.ledger.sign_head()
+    return tmp_path / "faceledger.sqlite3"
+
+
+def _verify(tmp_path: Path) -> tuple[int, str]:
+    result = runner.invoke(app, ["--data-dir", str(tmp_path), "audit", "verify"])
+    return result.exit_code, result.stderr + result.stdout
+
+
+def test_audit_verify_passes_an_intact_ledger(tmp_path: Path) -> None:
+    _ledger_with_entries(tmp_path)
+    code, output = _verify(tmp_path)
+    assert code == 0 and "Ledger intact: 5 entries" in output
+
+
+def test_audit_verify_finds_an_edited_entry(tmp_path: Path) -> None:
+    db = sqlite3.connect(_ledger_with_entries(tmp_path))
+    db.execute("UPDATE ledger SET access_key_id = 'someone-else' WHERE seq = 3")
+    db.commit()
+    code, output = _verify(tmp_path)
+    assert code == 8 and "entry 3 (ListFaces) was edited" in output
+
+
+def test_audit_verify_finds_a_deleted_entry(tmp_path: Path) -> None:
+    db = sqlite3.connect(_ledger_with_entries(tmp_path))
+    db.execute("DELETE FROM ledger WHERE seq = 2")
+    db.commit()
+    code, output = _verify(tmp_path)
+    assert code == 8 and "entries 2..2 are missing" in output and "entry 3 does not follow" in output
+
+
+def test_audit_verify_finds_reordered_entries(tmp_path: Path) -> None:
+    db = sqlite3.connect(_ledger_with_entries(tmp_path))
+    columns = "operation, started_at, ended_at, result, prev_hash, entry_hash"
+    two = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 2").fetchone()
+    one = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 1").fetchone()
+    for seq, row in ((1, two), (2, one)):
+        db.execute("UPDATE ledger SET operation=?, started_at=?, ended_at=?, result=?, prev_hash=?, entry_hash=? "
+                   "WHERE seq=?", (*row, seq))
+    db.commit()
+    code, output = _verify(tmp_path)
+    assert code == 8 and "entry 1 does not follow" in output
+
+
+def test_audit_verify_finds_a_rewritten_chain_and_a_cut_tail(tmp_path: Path) -> None:
+    path = _ledger_with_entries(tmp_path)
+    # the forger edits entry 2 and recomputes every hash after it: the chain is consistent again,
+    # but the signed head no longer matches
+    with faceledger.open(tmp_path) as service:
+        entries = list(service.ledger.entries())
+    db = sqlite3.connect(path)
+    previous = db.execute("SELECT entry_hash FROM ledger WHERE seq = 1").fetchone()[0]
+    for entry in entries[1:]:
+        if entry.seq == 2:
+            entry.access_key_id = "forged"
+        digest = entry_hash(previous, entry)
+        db.execute("UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+                   (entry.access_key_id, previous, digest, entry.seq))
+        previous = digest
+    db.commit()
+    code, output = _verify(tmp_path)
+    assert code == 8 and "entries up to 5 were rewritten after the head was signed" in output
+
+    other = tmp_path / "cut"
+    cut_db = sqlite3.connect(_ledger_with_entries(other))
+    cut_db.execute("DELETE FROM ledger WHERE seq = 5")
+    cut_db.commit()
+    code, output = _verify(other)
+    assert code == 8 and "entry 5 was signed but is gone" in output
+
+
+def test_export_show_and_cli_purpose(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    runner.invoke(app, [*data, "collection", "create", "c"])
+    runner.invoke(app, [*data, "--purpose", "archive tagging", "--case", "A-1", "index",
+                        str(data_path("facerec_examples", "obama")), "-c", "c"])
+    runner.invoke(app, [*data, "--purpose", "reunion", "--case", "R-7", "faces", "list", "-c", "c"])
+    out = tmp_path / "ledger.jsonl"
+    result = runner.invoke(app, [*data, "audit", "export", "--out", str(out)])
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["seq"] for line in lines] == list(range(1, len(lines) + 1))
+    listed = [line for line in lines if line["operation"] == "ListFaces"][0]
+    assert (listed["purpose"], listed["case_ref"]) == ("reunion", "R-7")
+    assert listed["access_key_id"].startswith("local:")
+    shown = json.loads(runner.invoke(app, [*data, "audit", "show", "--case", "R-7", "--json"]).stdout)
+    assert [e["operation"] for e in shown] == ["ListFaces"]
+    with faceledger.open(tmp_path) as service:
+        assert _last(service).operation == "ExportLedger" and _last(service).result == {"ExportedCount": len(lines)}
+
+
+def test_key_changes_are_ledgered_without_their_secret(tmp_path: Path) -> None:
+    with faceledger.open(tmp_path) as service:
+        created = service.create_access_key(role="searcher")
+        service.set_access_key_enabled(access_key_id=created["AccessKeyId"], enabled=False)
+        service.delete_access_key(access_key_id=created["AccessKeyId"])
+        operations = [e.operation for e in service.ledger.entries()]
+        assert operations == ["CreateAccessKey", "SetAccessKeyEnabled", "DeleteAccessKey"]
+        exported = json.dumps([e.result for e in service.ledger.entries()])
+    assert created["SecretAccessKey"] not in exported
+    assert created["SecretAccessKey"].encode() not in (tmp_path / "faceledger.sqlite3").read_bytes()
