@@ -95,29 +95,28 @@ def rate_text(rate: Rate) -> str:
 
 
 def roc_figure(curves: dict[str, Curve]) -> Figure:
-    figure, axes = plt.subplots(figsize=(6, 4.5))
-    for label, curve in curves.items():
-        keep = curve.fmr > 0
-        axes.plot(curve.fmr[keep], 1 - curve.fnmr[keep], label=label)
-    axes.set_xscale("log")
-    axes.set_xlabel("false match rate (FMR)")
-    axes.set_ylabel("true accept rate (TAR = 1 - FNMR)")
-    axes.set_title("ROC")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    return figure
+    """TAR against FMR (log scale)."""
+    return _tradeoff_figure(curves, det=False)
 
 
 def det_figure(curves: dict[str, Curve]) -> Figure:
+    """FNMR against FMR, both on log scales."""
+    return _tradeoff_figure(curves, det=True)
+
+
+def _tradeoff_figure(curves: dict[str, Curve], *, det: bool) -> Figure:
     figure, axes = plt.subplots(figsize=(6, 4.5))
     for label, curve in curves.items():
-        keep = (curve.fmr > 0) & (curve.fnmr > 0)
-        axes.plot(curve.fmr[keep], curve.fnmr[keep], label=label)
+        keep = (curve.fmr > 0) & ((curve.fnmr > 0) if det else True)
+        axes.plot(curve.fmr[keep], curve.fnmr[keep] if det else 1 - curve.fnmr[keep], label=label)
     axes.set_xscale("log")
-    axes.set_yscale("log")
     axes.set_xlabel("false match rate (FMR)")
-    axes.set_ylabel("false non-match rate (FNMR)")
-    axes.set_title("DET")
+    if det:
+        axes.set_yscale("log")
+        axes.set_ylabel("false non-match rate (FNMR)")
+    else:
+        axes.set_ylabel("true accept rate (TAR = 1 - FNMR)")
+    axes.set_title("DET" if det else "ROC")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     return figure
