@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import uvicorn
 
 from faceledger.api.app import ApiSettings, create_app
-from faceledger.ledger.chain import Ledger
 from faceledger.service import FaceService
 
 log = logging.getLogger("faceledger.api")
@@ -77,23 +76,30 @@ def serve_in_thread(
 
 
 @contextmanager
-def signing_ledger_head(ledger: Ledger, every_seconds: float = 60.0) -> Iterator[None]:
-    """Sign the audit ledger's head every ``every_seconds`` while the server runs, and once more
-    when it stops, so that at most a minute of entries rests on the hash chain alone."""
+def background_duties(service: FaceService, sign_every: float = 60.0, purge_every: float = 3600.0) -> Iterator[None]:
+    """While the server runs: sign the audit ledger's head every ``sign_every`` seconds (so at
+    most that much of the ledger rests on the hash chain alone) and purge faces past their
+    retention or consent every ``purge_every`` seconds; sign once more when it stops."""
     stop = threading.Event()
 
-    def sign_periodically() -> None:
-        while not stop.wait(every_seconds):
+    def run() -> None:
+        next_purge = time.monotonic()
+        while True:
             try:
-                ledger.sign_head()
-            except Exception:  # noqa: BLE001 - a failed signature must not stop the server
-                log.exception("could not sign the ledger head")
+                if time.monotonic() >= next_purge:
+                    service.purge()
+                    next_purge = time.monotonic() + purge_every
+                service.ledger.sign_head()
+            except Exception:  # noqa: BLE001 - a failed duty must not stop the server; it is logged
+                log.exception("background duty failed")
+            if stop.wait(sign_every):
+                return
 
-    thread = threading.Thread(target=sign_periodically, name="faceledger-ledger-signer", daemon=True)
+    thread = threading.Thread(target=run, name="faceledger-duties", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=10)
-        ledger.sign_head()
+        thread.join(timeout=30)
+        service.ledger.sign_head()

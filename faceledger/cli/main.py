@@ -36,6 +36,7 @@ from faceledger.cli.common import (
 )
 from faceledger.cli.audit_commands import audit_app
 from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
+from faceledger.cli.policy_commands import collection_policy, consent_app, purge
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
 from faceledger.errors import InvalidImageFormatException, InvalidParameterException
@@ -52,6 +53,9 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
+app.add_typer(consent_app, name="consent")
+app.command("purge")(purge)
+collection_app.command("policy")(collection_policy)
 app.command("serve")(serve)
 app.command("calibrate")(calibrate)
 app.command("thresholds")(thresholds)
@@ -190,6 +194,7 @@ def index(
     counts = {outcome: 0 for outcome in Outcome}
     faces_indexed = 0
     unreadable: list[dict[str, str]] = []
+    refused: list[dict[str, str]] = []
     interrupted = False
     started = time.monotonic()
     with open_service() as service:
@@ -214,6 +219,8 @@ def index(
                     faces_indexed += result.faces_indexed
                     if result.outcome is Outcome.UNREADABLE:
                         unreadable.append({"path": str(result.path), "error": result.error or ""})
+                    elif result.outcome is Outcome.REFUSED:
+                        refused.append({"path": str(result.path), "error": result.error or ""})
                     progress.update(task, advance=1, faces=faces_indexed)
         except KeyboardInterrupt:
             interrupted = True
@@ -224,6 +231,7 @@ def index(
         "ImagesWithoutFaces": counts[Outcome.NO_FACE],
         "ImagesSkipped": counts[Outcome.SKIPPED],
         "UnreadableFiles": unreadable,
+        "RefusedFiles": refused,
         "FacesIndexed": faces_indexed,
         "Seconds": round(elapsed, 2),
         "Interrupted": interrupted,
@@ -232,12 +240,13 @@ def index(
     def human(s: dict[str, Any]) -> None:
         render.table(
             f"Indexed into {collection}",
-            ("Images", "With faces", "Without faces", "Already indexed", "Unreadable", "Faces", "Faces/s"),
-            [[s["Images"], s["ImagesIndexed"], s["ImagesWithoutFaces"], s["ImagesSkipped"], len(unreadable),
+            ("Images", "With faces", "Without faces", "Already indexed", "Unreadable", "Refused", "Faces", "Faces/s"),
+            [[s["Images"], s["ImagesIndexed"], s["ImagesWithoutFaces"], s["ImagesSkipped"], len(unreadable), len(refused),
               faces_indexed, f"{faces_indexed / elapsed:.2f}" if elapsed else "-"]],
         )
-        for item in unreadable:
-            render.errors.print(f"unreadable: {item['path']}: {item['error']}", markup=False, highlight=False)
+        for label, items in (("unreadable", unreadable), ("refused", refused)):
+            for item in items:
+                render.errors.print(f"{label}: {item['path']}: {item['error']}", markup=False, highlight=False)
         if interrupted:
             render.errors.print("Interrupted: what was indexed is kept; run the same command to resume.")
 

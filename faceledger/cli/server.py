@@ -26,10 +26,10 @@ def serve(
     """Serve the Rekognition face API (AWS JSON 1.1, SigV4) on http://HOST:PORT/."""
     # imported here so that the other commands start without the web stack
     from faceledger.api.app import ApiSettings
-    from faceledger.api.server import build_server, configure_logging, signing_ledger_head
+    from faceledger.api.server import background_duties, build_server, configure_logging
 
     configure_logging()
-    with open_service() as service, signing_ledger_head(service.ledger):
+    with open_service() as service, background_duties(service):
         settings = ApiSettings(auth=not insecure_no_auth, worker_threads=worker_threads)
         server = build_server(service, host, port, settings)
         render.errors.print(f"faceledger serving the Rekognition face API on http://{host}:{port}/")

@@ -28,7 +28,7 @@ class Role(str, Enum):
     AUDITOR = "auditor"
 
 
-_READ = {"DescribeCollection", "ListCollections", "ListTagsForResource"}
+_READ = {"DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy"}
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset(
         {
@@ -37,12 +37,13 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
             "SearchFacesByImage", "CreateUser", "DeleteUser", "ListUsers", "AssociateFaces",
             "DisassociateFaces", "SearchUsers", "SearchUsersByImage", "TagResource", "UntagResource",
             "ListTagsForResource", "SetThresholdTable", "CreateAccessKey", "SetAccessKeyEnabled",
-            "DeleteAccessKey", "RotateTemplateKey", "ExportLedger",
+            "DeleteAccessKey", "RotateTemplateKey", "ExportLedger", "PutCollectionPolicy",
+            "GetCollectionPolicy", "RecordConsent", "WithdrawConsent", "Purge",
         }
     ),
     Role.INDEXER: frozenset(
         _READ | {"DetectFaces", "IndexFaces", "ListFaces", "DeleteFaces", "CreateUser", "DeleteUser",
-                 "ListUsers", "AssociateFaces", "DisassociateFaces"}
+                 "ListUsers", "AssociateFaces", "DisassociateFaces", "RecordConsent", "WithdrawConsent"}
     ),
     Role.SEARCHER: frozenset(
         _READ | {"DetectFaces", "CompareFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",

@@ -21,6 +21,7 @@ from faceledger.service import validation
 from faceledger.service.ledgering import LedgeredOperations, ledgered
 from faceledger.service.access import AccessControl
 from faceledger.service.admin_operations import AdminOperations
+from faceledger.service.policy_operations import PolicyOperations
 from faceledger.service.collection_operations import CollectionOperations
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import (
@@ -42,6 +43,7 @@ from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.ledger.chain import Ledger
 from faceledger.store import FaceRecord, ImageRecord, SQLiteStore
 from faceledger.store.access_keys import AccessKeyStore, load_secrets_key
+from faceledger.store.policies import PolicyStore
 from faceledger.store.request_tokens import RequestTokenStore
 from faceledger.store.templates import PlainTemplates, open_template_cipher
 from faceledger.vision import DecodedImage, Face, FaceAnalyzer, decode_image
@@ -56,7 +58,7 @@ MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100
 _NO_FACE = "There are no faces in the image. Should be at least 1."
 
 
-class FaceService(LedgeredOperations, AdminOperations, CollectionOperations, UserOperations):
+class FaceService(LedgeredOperations, AdminOperations, PolicyOperations, CollectionOperations, UserOperations):
     """All face operations over one data directory (store + vector index + face engine).
 
     Collection and user operations live in collections.py and users.py; this class holds the
@@ -74,6 +76,7 @@ class FaceService(LedgeredOperations, AdminOperations, CollectionOperations, Use
         )
         self.request_tokens = RequestTokenStore(self.store)
         self.ledger = Ledger(self.store, data_dir)
+        self.policies = PolicyStore(self.store)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(EMBEDDING_DIM, self.store.load_embeddings, self.store.generation)
         self._access: AccessControl | None = None
@@ -175,6 +178,7 @@ class FaceService(LedgeredOperations, AdminOperations, CollectionOperations, Use
         if max_faces is not None:
             validation.integer(max_faces, "MaxFaces", 1)
         self.store.require_collection(collection_id)
+        self.require_consent(collection_id, external_image_id)
         decoded = self.decode(image)
         faces = self.analyzer.analyze(decoded.pixels, embed=False)
         accepted: list[Face] = []
@@ -335,16 +339,17 @@ class FaceService(LedgeredOperations, AdminOperations, CollectionOperations, Use
         *,
         collection_id: str,
         face_id: str,
-        max_faces: int = DEFAULT_MAX_FACES,
+        max_faces: int | None = None,
         face_match_threshold: float | None = None,
     ) -> Response:
         """Faces of the collection similar to one of its own faces (itself excluded).
         ``face_match_threshold`` defaults to the collection's calibrated search threshold."""
         validation.collection_id(collection_id)
         validation.face_id(face_id)
-        validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
+        if max_faces is not None:
+            validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
         self.store.require_collection(collection_id)
-        threshold = self.search_threshold(collection_id, face_match_threshold, "FaceMatchThreshold")
+        threshold, max_faces = self.search_limits(collection_id, face_match_threshold, max_faces, "FaceMatchThreshold")
         _, probe = self.store.get_face(collection_id, face_id)
         matches = self.search_by_embedding(
             collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces,
@@ -362,17 +367,18 @@ class FaceService(LedgeredOperations, AdminOperations, CollectionOperations, Use
         *,
         collection_id: str,
         image: ImageInput,
-        max_faces: int = DEFAULT_MAX_FACES,
+        max_faces: int | None = None,
         face_match_threshold: float | None = None,
         quality_filter: str = "NONE",
     ) -> Response:
         """Search the collection with the largest face of the image. ``face_match_threshold``
         defaults to the collection's calibrated search threshold."""
         validation.collection_id(collection_id)
-        validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
+        if max_faces is not None:
+            validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
         level = validation.quality_filter(quality_filter)
         self.store.require_collection(collection_id)
-        threshold = self.search_threshold(collection_id, face_match_threshold, "FaceMatchThreshold")
+        threshold, max_faces = self.search_limits(collection_id, face_match_threshold, max_faces, "FaceMatchThreshold")
         decoded = self.decode(image)
         probe, _ = self._largest_face(decoded, level)
         matches = self.search_by_embedding(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from faceledger.errors import ImageTooLargeException, InvalidImageFormatException
+from faceledger.errors import AccessDeniedException, ImageTooLargeException, InvalidImageFormatException
 from faceledger.service.face_service import FaceService
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -25,6 +25,7 @@ class Outcome(str, Enum):
     NO_FACE = "no_face"  # readable, but no face was indexed
     SKIPPED = "skipped"  # the same bytes were indexed into this collection before
     UNREADABLE = "unreadable"  # not an image, corrupt, too large, or not readable
+    REFUSED = "refused"  # the collection's policy refused it (e.g. no consent record)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ def index_files(
             )
         except (InvalidImageFormatException, ImageTooLargeException) as exc:
             yield FileResult(path, Outcome.UNREADABLE, error=exc.message)
+            continue
+        except AccessDeniedException as exc:
+            yield FileResult(path, Outcome.REFUSED, error=exc.message)
             continue
         indexed = len(response["FaceRecords"])
         yield FileResult(

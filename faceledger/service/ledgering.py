@@ -108,8 +108,8 @@ def summarize(response: Any) -> dict[str, Any]:
             ]
         elif key == "FaceRecords":
             summary["IndexedFaceIds"] = [r["Face"]["FaceId"] for r in value]
-        elif key in ("DeletedFaces",):
-            summary[key] = list(value)
+        elif key == "DeletedFaces" or key.endswith("FaceIds"):
+            summary[key] = list(value)  # erasure receipts among them
         elif key in ("AssociatedFaces", "DisassociatedFaces"):
             summary[key] = [f["FaceId"] for f in value]
         elif key in ("SearchedFaceId", "UserStatus", "AccessKeyId", "Role") or (

@@ -24,7 +24,6 @@ from faceledger.vision import DecodedImage, Face
 from faceledger.vision.quality import QualityFilter
 
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
-DEFAULT_MAX_USERS = 100
 
 
 class UserOperations:
@@ -36,7 +35,7 @@ class UserOperations:
     decode: Callable[[Any], DecodedImage]
     search_by_embedding: Callable[..., list[tuple[float, FaceRecord]]]
     _largest_face: Callable[[DecodedImage, QualityFilter], tuple[Face, list[Face]]]
-    search_threshold: Callable[[str, float | None, str], float]
+    search_limits: Callable[[str, float | None, int | None, str], tuple[float, int]]
 
     def _idempotent(
         self, operation: str, token: str | None, parameters: list[Any], perform: Callable[[], Response]
@@ -206,16 +205,17 @@ class UserOperations:
         user_id: str | None = None,
         face_id: str | None = None,
         user_match_threshold: float | None = None,
-        max_users: int = DEFAULT_MAX_USERS,
+        max_users: int | None = None,
     ) -> Response:
         """Users whose faces match a face of the collection, or the faces of a user.
         ``user_match_threshold`` defaults to the collection's calibrated search threshold."""
         validation.collection_id(collection_id)
-        validation.integer(max_users, "MaxUsers", 1, 500)
+        if max_users is not None:
+            validation.integer(max_users, "MaxUsers", 1, 500)
         if (user_id is None) == (face_id is None):
             raise InvalidParameterException("Give exactly one of UserId and FaceId.")
         self.store.require_collection(collection_id)
-        threshold = self.search_threshold(collection_id, user_match_threshold, "UserMatchThreshold")
+        threshold, max_users = self.search_limits(collection_id, user_match_threshold, max_users, "UserMatchThreshold")
         response: Response = {"FaceModelVersion": self.face_model_version}
         if face_id is not None:
             validation.face_id(face_id)
@@ -237,16 +237,17 @@ class UserOperations:
         collection_id: str,
         image: ImageInput,
         user_match_threshold: float | None = None,
-        max_users: int = DEFAULT_MAX_USERS,
+        max_users: int | None = None,
         quality_filter: str = "NONE",
     ) -> Response:
         """Users matching the largest face of the image; the other faces are listed as unsearched.
         ``user_match_threshold`` defaults to the collection's calibrated search threshold."""
         validation.collection_id(collection_id)
-        validation.integer(max_users, "MaxUsers", 1, 500)
+        if max_users is not None:
+            validation.integer(max_users, "MaxUsers", 1, 500)
         level = validation.quality_filter(quality_filter)
         self.store.require_collection(collection_id)
-        threshold = self.search_threshold(collection_id, user_match_threshold, "UserMatchThreshold")
+        threshold, max_users = self.search_limits(collection_id, user_match_threshold, max_users, "UserMatchThreshold")
         decoded = self.decode(image)
         probe, others = self._largest_face(decoded, level)
         return {

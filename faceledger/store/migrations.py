@@ -127,6 +127,31 @@ MIGRATIONS: tuple[str, ...] = (
         signed_at  REAL NOT NULL
     );
     """,
+    # 6: collection policies and consent records.
+    """
+    CREATE TABLE collection_policies (
+        collection_id    TEXT PRIMARY KEY REFERENCES collections(collection_id) ON DELETE CASCADE,
+        purpose_required INTEGER NOT NULL DEFAULT 0,
+        min_threshold    REAL,
+        max_results      INTEGER,
+        retention_days   INTEGER,
+        consent_required INTEGER NOT NULL DEFAULT 0,
+        review_required  INTEGER NOT NULL DEFAULT 0,
+        updated_at       REAL NOT NULL
+    );
+    CREATE TABLE consents (
+        consent_id        TEXT PRIMARY KEY,
+        collection_id     TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        external_image_id TEXT NOT NULL,
+        basis             TEXT NOT NULL,
+        reference         TEXT NOT NULL,
+        obtained_at       REAL NOT NULL,
+        expires_at        REAL,
+        withdrawn_at      REAL,
+        created_at        REAL NOT NULL
+    );
+    CREATE INDEX consents_by_subject ON consents (collection_id, external_image_id);
+    """,
 )
 
 

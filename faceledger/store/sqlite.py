@@ -303,6 +303,23 @@ class SQLiteStore(Database):
             )
         return {row[0]: row[1] for row in rows}, before, before + 1
 
+    def face_ids_where(self, collection_id: str, *, created_before: float | None = None,
+                       external_image_id: str | None = None) -> list[str]:
+        """Ids of faces indexed before a time, or from images with an ExternalImageId."""
+        sql, params = "SELECT face_id FROM faces WHERE collection_id = ?", [collection_id]
+        if created_before is not None:
+            sql += " AND created_at < ?"
+            params.append(created_before)
+        if external_image_id is not None:
+            sql += " AND external_image_id = ?"
+            params.append(external_image_id)
+        return [row[0] for row in self.connection().execute(sql, params)]
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and empty it, so that pages
+        overwritten by a deletion survive nowhere (outside any transaction)."""
+        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _bump_generation(self, db: sqlite3.Connection, collection_id: str) -> int:
         row = db.execute(
             "UPDATE collections SET generation = generation + 1 WHERE collection_id = ?"

@@ -1,0 +1,110 @@
+"""Collection policies: purpose, threshold floor, result cap, consent, retention and erasure."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import faceledger
+from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
+from faceledger.service import FaceService
+from faceledger.service.access import Caller, Role
+from faceledger.service.ledgering import RequestContext, acting_as
+
+from conftest import image_bytes
+
+OBAMA = ("facerec_examples", "obama", "obama.jpg")
+OBAMA_2 = ("facerec_examples", "obama", "obama2.jpg")
+BIDEN = ("facerec_examples", "biden", "biden.jpg")
+INVESTIGATOR = Caller("FLINVESTIGATOR0000000", Role.SEARCHER, None)
+
+
+def _with_faces(service: FaceService, **policy) -> list[str]:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", **policy)
+    return [service.index_faces(collection_id="c", image=image_bytes(*p), external_image_id=p[1])
+            ["FaceRecords"][0]["Face"]["FaceId"] for p in (OBAMA, BIDEN)]
+
+
+def test_searches_need_a_declared_purpose_and_case_where_required(service: FaceService) -> None:
+    _with_faces(service, purpose_required=True)
+    probe = image_bytes(*OBAMA_2)
+    with acting_as(RequestContext(INVESTIGATOR)), pytest.raises(AccessDeniedException, match="purpose"):
+        service.search_faces_by_image(collection_id="c", image=probe)
+    with acting_as(RequestContext(INVESTIGATOR, purpose="find a missing person")), pytest.raises(AccessDeniedException):
+        service.search_faces_by_image(collection_id="c", image=probe)  # a case reference too
+    with acting_as(RequestContext(INVESTIGATOR, purpose="find a missing person", case_ref="MP-2026-17")):
+        assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]
+    outcomes = [(e.outcome, e.purpose, e.case_ref) for e in service.ledger.entries() if e.operation == "SearchFacesByImage"]
+    assert outcomes == [("denied", None, None), ("denied", "find a missing person", None),
+                        ("ok", "find a missing person", "MP-2026-17")]
+
+
+def test_threshold_floor_and_result_cap(service: FaceService) -> None:
+    ids = _with_faces(service, min_threshold=95.0, max_results=1)
+    with pytest.raises(InvalidParameterException, match="floor"):
+        service.search_faces(collection_id="c", face_id=ids[0], face_match_threshold=50.0)
+    with pytest.raises(InvalidParameterException, match="at most 1"):
+        service.search_faces(collection_id="c", face_id=ids[0], max_faces=5)
+    # the default threshold is lifted to the floor: Obama's other photo (about 92) no longer matches
+    probe = image_bytes(*OBAMA_2)
+    assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"] == []
+    service.put_collection_policy(collection_id="c")  # lifting every demand is a ledgered change too
+    assert len(service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]) == 1
+    changes = [e for e in service.ledger.entries() if e.operation == "PutCollectionPolicy"]
+    assert len(changes) == 2 and all(e.outcome == "ok" for e in changes)
+
+
+def test_indexing_needs_consent_where_required_and_withdrawal_erases(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", consent_required=True)
+    with pytest.raises(AccessDeniedException, match="consent"):
+        service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
+    with pytest.raises(AccessDeniedException, match="consent"):
+        service.index_faces(collection_id="c", image=image_bytes(*OBAMA))  # no subject named at all
+    consent = service.record_consent(collection_id="c", external_image_id="obama", basis="explicit consent",
+                                     reference="form 2026-118")["ConsentId"]
+    service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
+    service.index_faces(collection_id="c", image=image_bytes(*OBAMA_2), external_image_id="obama")
+    assert service.describe_collection(collection_id="c")["FaceCount"] == 2
+    receipt = service.withdraw_consent(collection_id="c", consent_id=consent)
+    assert len(receipt["ErasedFaceIds"]) == 2
+    assert service.describe_collection(collection_id="c")["FaceCount"] == 0
+    with pytest.raises(AccessDeniedException):  # withdrawn: no more indexing either
+        service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
+    with pytest.raises(ResourceNotFoundException):
+        service.withdraw_consent(collection_id="c", consent_id="no-such-consent")
+    entry = [e for e in service.ledger.entries() if e.operation == "WithdrawConsent"][0]
+    assert sorted(entry.result["ErasedFaceIds"]) == sorted(receipt["ErasedFaceIds"])
+
+
+def test_expired_faces_are_purged_and_unfindable_anywhere(tmp_path: Path) -> None:
+    with faceledger.open(tmp_path) as service:
+        ids = _with_faces(service, retention_days=30)
+        service.create_user(collection_id="c", user_id="barack")
+        service.associate_faces(collection_id="c", user_id="barack", face_ids=[ids[0]])
+        sealed = sqlite3.connect(service.settings.database_path).execute(
+            "SELECT embedding FROM faces WHERE face_id = ?", (ids[0],)).fetchone()[0]
+        probe = image_bytes(*OBAMA_2)
+        assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]
+        assert sealed[12:44] in b"".join(p.read_bytes() for p in tmp_path.glob("faceledger.sqlite3*"))
+        assert service.purge()["ErasedFaceIds"] == []  # nothing is 30 days old yet
+        db = sqlite3.connect(service.settings.database_path)
+        db.execute("UPDATE faces SET created_at = ? WHERE face_id = ?", (time.time() - 31 * 86_400, ids[0]))
+        db.commit()
+        db.close()
+        receipt = service.purge()
+        assert receipt["ErasedFaceIds"] == [ids[0]]
+        assert service.search_faces_by_image(collection_id="c", image=probe, face_match_threshold=0)[
+            "FaceMatches"][0]["Face"]["FaceId"] == ids[1]
+        with pytest.raises(ResourceNotFoundException):
+            service.search_faces(collection_id="c", face_id=ids[0])
+        assert [f["FaceId"] for f in service.list_faces(collection_id="c")["Faces"]] == [ids[1]]
+        purge = [e for e in service.ledger.entries() if e.operation == "Purge"][-1]
+        assert purge.result["ErasedFaceIds"] == [ids[0]]
+    files = b"".join(p.read_bytes() for p in tmp_path.glob("faceledger.sqlite3*"))
+    # the template's ciphertext is gone from the database file and its write-ahead log alike
+    assert len(files) > 10_000 and sealed[12:44] not in files
