@@ -47,3 +47,18 @@ def free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def send_raw(request, body: bytes | None = None) -> tuple[int, dict]:
+    """Send a (signed) botocore AWSRequest as it is, or with another ``body``; (status, JSON)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    raw = urllib.request.Request(request.url, data=request.body if body is None else body, method=request.method,
+                                 headers=dict(request.headers.items()))
+    try:
+        with urllib.request.urlopen(raw) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

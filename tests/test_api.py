@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from PIL import Image
 import faceledger
 from faceledger.api.app import ApiSettings
 
-from api_server import RunningServer, running_server
+from api_server import RunningServer, running_server, send_raw
 from conftest import image_bytes
 
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
@@ -248,37 +246,27 @@ def _signed(server: RunningServer, key_id: str, secret: str, body: bytes, *, whe
     return request
 
 
-def _send(server: RunningServer, request: AWSRequest, body: bytes | None = None) -> tuple[int, dict]:
-    raw = urllib.request.Request(request.url, data=request.body if body is None else body, method=request.method,
-                                 headers=dict(request.headers.items()))
-    try:
-        with urllib.request.urlopen(raw) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_wrong_secret_tampered_body_stale_and_unsigned_requests_are_refused(server: RunningServer) -> None:
     key, secret = server.service.access.create_key("admin")
     body = b'{"MaxResults": 10}'
-    assert _send(server, _signed(server, key.access_key_id, secret, body))[0] == 200
+    assert send_raw(_signed(server, key.access_key_id, secret, body))[0] == 200
 
-    status, error = _send(server, _signed(server, key.access_key_id, secret + "x", body))
+    status, error = send_raw(_signed(server, key.access_key_id, secret + "x", body))
     assert (status, error["__type"]) == (400, "InvalidSignatureException")
-    status, error = _send(server, _signed(server, key.access_key_id, secret, body), body=b'{"MaxResults": 11}')
+    status, error = send_raw(_signed(server, key.access_key_id, secret, body), body=b'{"MaxResults": 11}')
     assert error["__type"] == "InvalidSignatureException"
     stale = datetime.now(timezone.utc) - timedelta(minutes=20)
-    status, error = _send(server, _signed(server, key.access_key_id, secret, body, when=stale))
+    status, error = send_raw(_signed(server, key.access_key_id, secret, body, when=stale))
     assert error["__type"] == "InvalidSignatureException" and "expired" in error["message"]
-    status, error = _send(server, _signed(server, "FLNOSUCHKEY000000000", secret, body))
+    status, error = send_raw(_signed(server, "FLNOSUCHKEY000000000", secret, body))
     assert error["__type"] == "UnrecognizedClientException"
     unsigned = AWSRequest(method="POST", url=server.url + "/", data=body,
                           headers={"X-Amz-Target": "RekognitionService.ListCollections"})
-    status, error = _send(server, unsigned)
+    status, error = send_raw(unsigned)
     assert (status, error["__type"]) == (403, "MissingAuthenticationTokenException")
 
     server.service.access.keys.set_enabled(key.access_key_id, False)
-    status, error = _send(server, _signed(server, key.access_key_id, secret, body))
+    status, error = send_raw(_signed(server, key.access_key_id, secret, body))
     assert error["__type"] == "UnrecognizedClientException"
     server.service.access.keys.set_enabled(key.access_key_id, True)
 
@@ -291,11 +279,11 @@ def test_presigned_query_string_is_accepted_and_expires(server: RunningServer) -
     })
     SigV4QueryAuth(Credentials(key.access_key_id, secret), "rekognition", "us-east-1", expires=60).add_auth(request)
     assert "X-Amz-Signature=" in request.url
-    status, reply = _send(server, request)
+    status, reply = send_raw(request)
     assert status == 200 and "CollectionIds" in reply
     tampered = AWSRequest(method="POST", url=request.url.replace("X-Amz-Expires=60", "X-Amz-Expires=600"),
                           data=body, headers=dict(request.headers.items()))
-    assert _send(server, tampered)[1]["__type"] == "InvalidSignatureException"
+    assert send_raw(tampered)[1]["__type"] == "InvalidSignatureException"
 
 
 def test_unsupported_operation_and_insecure_mode(tmp_path: Path) -> None:
@@ -303,10 +291,10 @@ def test_unsupported_operation_and_insecure_mode(tmp_path: Path) -> None:
         with running_server(service, ApiSettings(auth=False)) as open_server:
             anonymous = AWSRequest(method="POST", url=open_server.url + "/", data=b"{}", headers={
                 "X-Amz-Target": "RekognitionService.ListCollections"})
-            assert _send(open_server, anonymous) == (200, {"CollectionIds": [], "FaceModelVersions": []})
+            assert send_raw(anonymous) == (200, {"CollectionIds": [], "FaceModelVersions": []})
             labels = AWSRequest(method="POST", url=open_server.url + "/", data=b"{}", headers={
                 "X-Amz-Target": "RekognitionService.DetectLabels"})
-            status, error = _send(open_server, labels)
+            status, error = send_raw(labels)
             assert error["__type"] == "UnknownOperationException" and "face API" in error["message"]
 
 

@@ -36,6 +36,7 @@ from faceledger.service.ledgering import RequestContext, acting_as
 access_log = logging.getLogger("faceledger.access")
 PURPOSE_HEADER = "x-faceledger-purpose"
 CASE_HEADER = "x-faceledger-case"
+REVIEW_HEADER = "x-faceledger-review-case"
 # the caller of a server started with --insecure-no-auth
 ANONYMOUS = Caller("anonymous", Role.ADMIN, None)
 error_log = logging.getLogger("faceledger.api")
@@ -93,6 +94,8 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
                     _handle, service, settings, signed, headers, body, record, limiter=limiter
                 )
             response = Response(wire.response_body(result), media_type=wire.CONTENT_TYPE)
+            if "FaceledgerReview" in result:  # SDKs drop unmodelled members; a header reaches them
+                response.headers[REVIEW_HEADER] = result["FaceledgerReview"]["CaseId"]
         except FaceledgerError as error:
             record["error"] = error.code
             response = _error_response(error)

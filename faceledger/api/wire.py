@@ -13,6 +13,7 @@ import binascii
 import inspect
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -57,8 +58,29 @@ def service_model() -> Any:
     return botocore.session.get_session().get_service_model("rekognition")
 
 
-def operation_for(target: str | None) -> OperationModel:
-    """The face-API operation an ``X-Amz-Target`` header names."""
+EXTENSION_PREFIX = "FaceledgerService."
+# faceledger's own operations, beyond Rekognition's model: same protocol, signed the same way;
+# members are the service method's parameters in PascalCase, validated by the service.
+EXTENSION_OPERATIONS = (
+    "PutCollectionPolicy", "GetCollectionPolicy", "RecordConsent", "WithdrawConsent",
+    "GetReviewCase", "ListReviewCases", "DecideReview",
+)
+
+
+@dataclass(frozen=True)
+class ExtensionOperation:
+    name: str
+    input_shape: None = None
+
+
+def operation_for(target: str | None) -> OperationModel | ExtensionOperation:
+    """The operation an ``X-Amz-Target`` header names (Rekognition's face API, or faceledger's
+    own accountability operations under ``FaceledgerService.``)."""
+    if target and target.startswith(EXTENSION_PREFIX):
+        name = target[len(EXTENSION_PREFIX):]
+        if name not in EXTENSION_OPERATIONS:
+            raise UnknownOperationException(f"{name} is not a faceledger operation.")
+        return ExtensionOperation(name)
     if not target or not target.startswith(TARGET_PREFIX):
         raise UnknownOperationException(
             f"X-Amz-Target must be {TARGET_PREFIX}<Operation> for the Rekognition face API."
@@ -73,7 +95,7 @@ def operation_for(target: str | None) -> OperationModel:
     return service_model().operation_model(name)
 
 
-def method_name(operation: OperationModel) -> str:
+def method_name(operation: OperationModel | ExtensionOperation) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", operation.name).lower()
 
 
@@ -87,18 +109,18 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return document
 
 
-def request_arguments(operation: OperationModel, document: dict[str, Any], method: Any) -> dict[str, Any]:
+def request_arguments(operation: OperationModel | ExtensionOperation, document: dict[str, Any], method: Any) -> dict[str, Any]:
     """Validate ``document`` against the operation's input shape and turn it into keyword
     arguments of ``method``. Image structures become their decoded bytes."""
     shape = operation.input_shape
-    values = _check(shape, document, "") if shape is not None else {}
+    values = _check(shape, document, "") if shape is not None else document
     accepted = inspect.signature(method).parameters
     arguments: dict[str, Any] = {}
     for member, value in values.items():
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", member).lower()
-        if name not in accepted:
+        if name not in accepted or accepted[name].kind is not inspect.Parameter.KEYWORD_ONLY:
             raise InvalidParameterException(f"{member} is not supported by faceledger's {operation.name}.")
-        if shape.members[member].name == "Image":
+        if shape is not None and shape.members[member].name == "Image":
             value = _image_bytes(member, value)
         arguments[name] = value
     return arguments

@@ -36,7 +36,7 @@ from faceledger.cli.common import (
 )
 from faceledger.cli.audit_commands import audit_app
 from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
-from faceledger.cli.policy_commands import collection_policy, consent_app, purge
+from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
 from faceledger.errors import InvalidImageFormatException, InvalidParameterException
@@ -54,6 +54,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 app.add_typer(consent_app, name="consent")
+app.add_typer(review_app, name="review")
 app.command("purge")(purge)
 collection_app.command("policy")(collection_policy)
 app.command("serve")(serve)

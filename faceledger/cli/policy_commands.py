@@ -88,3 +88,62 @@ def purge(as_json: JsonOption = False) -> None:
     render.emit(response, as_json, lambda r: render.console.print(
         f"Erased {len(r['ErasedFaceIds'])} face(s)" + "".join(
             f"\n  {x['CollectionId']}: {len(x['ErasedFaceIds'])} ({x['Reason']})" for x in r["Receipts"])))
+
+
+review_app = typer.Typer(help="Human review of matches in review_required collections.", no_args_is_help=True)
+
+
+def _show_case(case: dict[str, Any]) -> None:
+    render.table(
+        f"Review case {case['CaseId']} ({case['Status']}) in {case['CollectionId']}",
+        ("FaceId", "Similarity", "Status", "Decisions"),
+        [[c["FaceId"], c["Similarity"], c["Status"],
+          "; ".join(f"{d['Reviewer']}: {d['Decision']} ({d['Note']})" for d in c["Decisions"]) or None]
+         for c in case["Candidates"]],
+    )
+
+
+@review_app.command("list")
+@reports_errors
+def review_list(
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Review cases, oldest first."""
+    with open_service() as service:
+        response = service.list_review_cases(collection_id=collection)
+    render.emit(response, as_json, lambda r: render.table(
+        None, ("CaseId", "Collection", "Status", "Candidates"),
+        [[c["CaseId"], c["CollectionId"], c["Status"], c["Candidates"]] for c in r["Cases"]]))
+
+
+@review_app.command("show")
+@reports_errors
+def review_show(case_id: str, as_json: JsonOption = False) -> None:
+    """A case's candidates, their status and every decision."""
+    with open_service() as service:
+        response = service.get_review_case(case_id=case_id)
+    render.emit(response, as_json, _show_case)
+
+
+def _decide(case_id: str, face_id: str, decision: str, note: str, as_json: bool) -> None:
+    with open_service() as service:
+        response = service.decide_review(case_id=case_id, face_id=face_id, decision=decision, note=note)
+    render.emit(response, as_json, _show_case)
+
+
+NoteOption = Annotated[str, typer.Option("--note", help="Why: what you compared and saw.")]
+
+
+@review_app.command("confirm")
+@reports_errors
+def review_confirm(case_id: str, face_id: str, note: NoteOption, as_json: JsonOption = False) -> None:
+    """Confirm a candidate as the same person (it is verified once two reviewers confirm)."""
+    _decide(case_id, face_id, "confirm", note, as_json)
+
+
+@review_app.command("reject")
+@reports_errors
+def review_reject(case_id: str, face_id: str, note: NoteOption, as_json: JsonOption = False) -> None:
+    """Reject a candidate: it will not be verified."""
+    _decide(case_id, face_id, "reject", note, as_json)

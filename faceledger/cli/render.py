@@ -72,6 +72,12 @@ def matches(response: dict[str, Any]) -> None:
         console.print("No face in the collection reaches the threshold.")
         return
     table(None, ("Similarity", "FaceId", "ExternalImageId", "UserId"), rows)
+    review = response.get("FaceledgerReview")
+    if review is not None:
+        console.print(
+            f"[bold]UNVERIFIED candidates[/bold]: review case {review['CaseId']}; none counts as a match "
+            "until two different reviewers confirm it (faceledger review ...)."
+        )
     console.print(
         "[dim]Similarity is 0-100 (80 = dlib's published decision distance 0.6); it is not a "
         "probability of identity. A match is a lead for a person to check, not a verdict.[/dim]"

@@ -8,7 +8,9 @@ Roles:
 - ``admin``: everything, including creating and deleting collections and tagging them.
 - ``indexer``: adds and removes faces and users, lists them; cannot search or compare.
 - ``searcher``: searches and compares; cannot change what is stored or list faces.
-- ``auditor``: reads what exists (collections, faces, users, tags) without searching.
+- ``auditor``: reads what exists (collections, faces, users, tags), the ledger and review cases,
+  without searching.
+- ``reviewer``: confirms or rejects the candidates of review cases.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Role(str, Enum):
     INDEXER = "indexer"
     SEARCHER = "searcher"
     AUDITOR = "auditor"
+    REVIEWER = "reviewer"
 
 
 _READ = {"DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy"}
@@ -38,7 +41,8 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
             "DisassociateFaces", "SearchUsers", "SearchUsersByImage", "TagResource", "UntagResource",
             "ListTagsForResource", "SetThresholdTable", "CreateAccessKey", "SetAccessKeyEnabled",
             "DeleteAccessKey", "RotateTemplateKey", "ExportLedger", "PutCollectionPolicy",
-            "GetCollectionPolicy", "RecordConsent", "WithdrawConsent", "Purge",
+            "GetCollectionPolicy", "RecordConsent", "WithdrawConsent", "Purge", "DecideReview",
+            "GetReviewCase", "ListReviewCases",
         }
     ),
     Role.INDEXER: frozenset(
@@ -49,7 +53,8 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         _READ | {"DetectFaces", "CompareFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
                  "SearchUsersByImage"}
     ),
-    Role.AUDITOR: frozenset(_READ | {"ListFaces", "ListUsers", "ExportLedger"}),
+    Role.AUDITOR: frozenset(_READ | {"ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"}),
+    Role.REVIEWER: frozenset(_READ | {"GetReviewCase", "ListReviewCases", "DecideReview"}),
 }
 
 

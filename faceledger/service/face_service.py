@@ -22,6 +22,7 @@ from faceledger.service.ledgering import LedgeredOperations, ledgered
 from faceledger.service.access import AccessControl
 from faceledger.service.admin_operations import AdminOperations
 from faceledger.service.policy_operations import PolicyOperations
+from faceledger.service.review_operations import ReviewOperations
 from faceledger.service.collection_operations import CollectionOperations
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import (
@@ -45,6 +46,7 @@ from faceledger.store import FaceRecord, ImageRecord, SQLiteStore
 from faceledger.store.access_keys import AccessKeyStore, load_secrets_key
 from faceledger.store.policies import PolicyStore
 from faceledger.store.request_tokens import RequestTokenStore
+from faceledger.store.reviews import ReviewStore
 from faceledger.store.templates import PlainTemplates, open_template_cipher
 from faceledger.vision import DecodedImage, Face, FaceAnalyzer, decode_image
 from faceledger.vision.embed import EMBEDDING_DIM
@@ -58,7 +60,9 @@ MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100
 _NO_FACE = "There are no faces in the image. Should be at least 1."
 
 
-class FaceService(LedgeredOperations, AdminOperations, PolicyOperations, CollectionOperations, UserOperations):
+class FaceService(
+    LedgeredOperations, AdminOperations, PolicyOperations, ReviewOperations, CollectionOperations, UserOperations
+):
     """All face operations over one data directory (store + vector index + face engine).
 
     Collection and user operations live in collections.py and users.py; this class holds the
@@ -77,6 +81,7 @@ class FaceService(LedgeredOperations, AdminOperations, PolicyOperations, Collect
         self.request_tokens = RequestTokenStore(self.store)
         self.ledger = Ledger(self.store, data_dir)
         self.policies = PolicyStore(self.store)
+        self.reviews = ReviewStore(self.store)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(EMBEDDING_DIM, self.store.load_embeddings, self.store.generation)
         self._access: AccessControl | None = None
@@ -355,11 +360,11 @@ class FaceService(LedgeredOperations, AdminOperations, PolicyOperations, Collect
             collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces,
             exclude_face_ids=[face_id],
         )
-        return {
+        return self.hold_for_review(collection_id, "SearchFaces", face_id, {
             "SearchedFaceId": face_id,
             "FaceMatches": self._face_matches(matches),
             "FaceModelVersion": self.face_model_version,
-        }
+        })
 
     @ledgered("SearchFacesByImage")
     def search_faces_by_image(
@@ -384,12 +389,12 @@ class FaceService(LedgeredOperations, AdminOperations, PolicyOperations, Collect
         matches = self.search_by_embedding(
             collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces  # type: ignore[arg-type]
         )
-        return {
+        return self.hold_for_review(collection_id, "SearchFacesByImage", decoded.sha256, {
             "SearchedFaceBoundingBox": probe.box.relative(decoded.width, decoded.height),
             "SearchedFaceConfidence": probe.confidence,
             "FaceMatches": self._face_matches(matches),
             "FaceModelVersion": self.face_model_version,
-        }
+        })
 
     def _face_matches(self, matches: list[tuple[float, FaceRecord]]) -> list[Response]:
         return [

@@ -112,7 +112,9 @@ def summarize(response: Any) -> dict[str, Any]:
             summary[key] = list(value)  # erasure receipts among them
         elif key in ("AssociatedFaces", "DisassociatedFaces"):
             summary[key] = [f["FaceId"] for f in value]
-        elif key in ("SearchedFaceId", "UserStatus", "AccessKeyId", "Role") or (
+        elif key == "FaceledgerReview":
+            summary["ReviewCaseId"] = value["CaseId"]
+        elif key in ("SearchedFaceId", "UserStatus", "AccessKeyId", "Role", "CaseId", "Status") or (
             isinstance(value, (int, float)) and not isinstance(value, bool)
         ):
             summary[key] = value  # never SecretAccessKey or other free text

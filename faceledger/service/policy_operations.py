@@ -109,6 +109,9 @@ class PolicyOperations:
         for name, text in (("Basis", basis), ("Reference", reference)):
             if not isinstance(text, str) or not 1 <= len(text) <= 1000:
                 raise InvalidParameterException(f"{name} must be 1-1000 characters.")
+        for name, moment in (("ObtainedAt", obtained_at), ("ExpiresAt", expires_at)):
+            if moment is not None and (isinstance(moment, bool) or not isinstance(moment, (int, float))):
+                raise InvalidParameterException(f"{name} must be a time in seconds since the Unix epoch.")
         self.store.require_collection(collection_id)
         now = time.time()
         record = ConsentRecord(str(uuid.uuid4()), collection_id, external_image_id, basis, reference,

@@ -152,6 +152,35 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX consents_by_subject ON consents (collection_id, external_image_id);
     """,
+    # 7: human review of matches in review_required collections.
+    """
+    CREATE TABLE review_cases (
+        case_id       TEXT PRIMARY KEY,
+        collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        operation     TEXT NOT NULL,
+        opened_by     TEXT NOT NULL,
+        opened_at     REAL NOT NULL,
+        purpose       TEXT,
+        case_ref      TEXT,
+        probe         TEXT NOT NULL  -- SHA-256 of the probe image, or the probe face id
+    );
+    CREATE TABLE review_candidates (
+        case_id    TEXT NOT NULL REFERENCES review_cases(case_id) ON DELETE CASCADE,
+        face_id    TEXT NOT NULL,
+        similarity REAL NOT NULL,
+        PRIMARY KEY (case_id, face_id)
+    );
+    CREATE TABLE review_decisions (
+        case_id    TEXT NOT NULL,
+        face_id    TEXT NOT NULL,
+        reviewer   TEXT NOT NULL,
+        decision   TEXT NOT NULL,  -- confirm | reject
+        note       TEXT NOT NULL,
+        decided_at REAL NOT NULL,
+        PRIMARY KEY (case_id, face_id, reviewer),
+        FOREIGN KEY (case_id, face_id) REFERENCES review_candidates (case_id, face_id) ON DELETE CASCADE
+    );
+    """,
 )
 
 

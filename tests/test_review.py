@@ -1,0 +1,104 @@
+"""Human review: matches stay unverified until two different reviewers confirm them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+import faceledger
+from faceledger.errors import AccessDeniedException
+from faceledger.service import FaceService
+from faceledger.service.access import Caller, Role
+from faceledger.service.ledgering import RequestContext, acting_as
+
+from api_server import running_server, send_raw
+from conftest import image_bytes
+
+OBAMA = ("facerec_examples", "obama", "obama.jpg")
+OBAMA_2 = ("facerec_examples", "obama", "obama2.jpg")
+SEARCHER = Caller("FLSEARCHER0000000000", Role.SEARCHER, None)
+ALICE = Caller("FLREVIEWERALICE00000", Role.REVIEWER, None)
+BOB = Caller("FLREVIEWERBOB0000000", Role.REVIEWER, None)
+
+
+def _decide(service: FaceService, who: Caller, case_id: str, face_id: str, decision: str) -> dict:
+    with acting_as(RequestContext(who)):
+        return service.decide_review(case_id=case_id, face_id=face_id, decision=decision, note=f"{who.access_key_id} looked")
+
+
+def test_two_different_reviewers_verify_a_match(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", review_required=True)
+    face_ids = [service.index_faces(collection_id="c", image=image_bytes(*p))["FaceRecords"][0]["Face"]["FaceId"]
+                for p in (OBAMA, ("facerec_examples", "obama", "obama2.jpg"))]
+    with acting_as(RequestContext(SEARCHER, purpose="reunification", case_ref="R-1")):
+        result = service.search_faces_by_image(
+            collection_id="c", image=image_bytes("facerec_examples", "_test_unlabeled", "obama1.jpg"))
+    assert {m["Face"]["FaceId"] for m in result["FaceMatches"]} == set(face_ids)
+    assert all(m["Verified"] is False for m in result["FaceMatches"])
+    case_id = result["FaceledgerReview"]["CaseId"]
+    first, second = face_ids
+
+    with pytest.raises(AccessDeniedException):  # a searcher may not review
+        _decide(service, SEARCHER, case_id, first, "confirm")
+    assert _decide(service, ALICE, case_id, first, "confirm")["Candidates"][0]["Status"] == "UNVERIFIED"
+    statuses = {c["FaceId"]: c["Status"] for c in _decide(service, ALICE, case_id, first, "confirm")["Candidates"]}
+    assert statuses[first] == "UNVERIFIED"  # the same reviewer twice is still one person
+    statuses = {c["FaceId"]: c["Status"] for c in _decide(service, BOB, case_id, first, "confirm")["Candidates"]}
+    assert statuses[first] == "VERIFIED"
+    _decide(service, ALICE, case_id, second, "confirm")
+    case = _decide(service, BOB, case_id, second, "reject")
+    assert {c["FaceId"]: c["Status"] for c in case["Candidates"]}[second] == "REJECTED"
+    assert case["Status"] == "CLOSED" and (case["Purpose"], case["CaseReference"]) == ("reunification", "R-1")
+    decisions = [e for e in service.ledger.entries() if e.operation == "DecideReview"]
+    assert [(e.access_key_id, e.outcome) for e in decisions] == [
+        (SEARCHER.access_key_id, "denied"), (ALICE.access_key_id, "ok"), (ALICE.access_key_id, "ok"),
+        (BOB.access_key_id, "ok"), (ALICE.access_key_id, "ok"), (BOB.access_key_id, "ok")]
+    search_entry = [e for e in service.ledger.entries() if e.operation == "SearchFacesByImage"][0]
+    assert search_entry.result["ReviewCaseId"] == case_id
+
+
+def test_the_searcher_cannot_review_their_own_search(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", review_required=True)
+    face_id = service.index_faces(collection_id="c", image=image_bytes(*OBAMA))["FaceRecords"][0]["Face"]["FaceId"]
+    result = service.search_faces_by_image(collection_id="c", image=image_bytes(*OBAMA_2))  # as the local admin
+    with pytest.raises(AccessDeniedException, match="own search"):
+        service.decide_review(case_id=result["FaceledgerReview"]["CaseId"], face_id=face_id, decision="confirm",
+                              note="looks like him")
+
+
+def test_review_over_http(tmp_path: Path) -> None:
+    with faceledger.open(tmp_path) as service, running_server(service) as server:
+        admin = server.client_with_role("admin")
+        admin.create_collection(CollectionId="c")
+        face_id = admin.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})["FaceRecords"][0]["Face"]["FaceId"]
+        policy = _extension(server, service.create_access_key(role="admin"), "PutCollectionPolicy",
+                            {"CollectionId": "c", "ReviewRequired": True})
+        assert policy == (200, {**policy[1], "review_required": True})
+        searcher = server.client_with_role("searcher")
+        reply = searcher.search_faces_by_image(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)})
+        case_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-review-case"]
+        statuses = []
+        for _ in range(2):
+            status, case = _extension(server, service.create_access_key(role="reviewer"), "DecideReview",
+                                      {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "same man"})
+            assert status == 200
+            statuses.append(case["Candidates"][0]["Status"])
+        assert statuses == ["UNVERIFIED", "VERIFIED"]
+        status, error = _extension(server, service.create_access_key(role="searcher"), "DecideReview",
+                                   {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "x"})
+        assert (status, error["__type"]) == (400, "AccessDeniedException")
+
+
+def _extension(server, key: dict, operation: str, body: dict) -> tuple[int, dict]:
+    data = json.dumps(body).encode()
+    request = AWSRequest(method="POST", url=server.url + "/", data=data, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"FaceledgerService.{operation}"})
+    SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "rekognition", "us-east-1").add_auth(request)
+    return send_raw(request)
