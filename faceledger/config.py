@@ -44,8 +44,10 @@ class Settings:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     region: str = "local"
     account_id: str = "000000000000"
-    # Off only to measure what template encryption costs (benchmarks); see store/templates.py.
+    # Off only to measure what template encryption and the audit ledger cost (benchmarks); see
+    # store/templates.py and ledger/chain.py. Never turn them off where real faces are kept.
     encrypt_templates: bool = True
+    audit_ledger: bool = True
 
     @property
     def database_path(self) -> Path:

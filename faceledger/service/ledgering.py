@@ -25,6 +25,7 @@ from faceledger.service.access import Caller, Role
 from faceledger.vision import DecodedImage
 
 if TYPE_CHECKING:
+    from faceledger.config import Settings
     from faceledger.service.access import AccessControl
     from faceledger.store import SQLiteStore
 
@@ -129,6 +130,7 @@ class LedgeredOperations:
     store: SQLiteStore
     ledger: Ledger
     access: AccessControl
+    settings: Settings
     collection_id_from_arn: Callable[[str], str]
 
     def run_ledgered(self, operation: str, method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -148,7 +150,7 @@ class LedgeredOperations:
             with self.store.unit_of_work():
                 response = method(self, **kwargs)
                 entry.ended_at, entry.result = time.time(), summarize(response)
-                self.ledger.append(entry)
+                self._append(entry)
             return response
         except FaceledgerError as error:
             self._append_failure(entry, error)
@@ -169,12 +171,16 @@ class LedgeredOperations:
         )
         self._append_failure(entry, error)
 
+    def _append(self, entry: LedgerEntry) -> None:
+        if self.settings.audit_ledger:
+            self.ledger.append(entry)
+
     def _append_failure(self, entry: LedgerEntry, error: FaceledgerError) -> None:
         entry.ended_at = time.time()
         entry.outcome = "denied" if isinstance(error, AccessDeniedException) else "error"
         entry.error = error.code
         entry.result = {}
-        self.ledger.append(entry)
+        self._append(entry)
 
     def _collection_of(self, kwargs: dict[str, Any]) -> str | None:
         if isinstance(kwargs.get("collection_id"), str):
