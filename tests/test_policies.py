@@ -108,3 +108,19 @@ def test_expired_faces_are_purged_and_unfindable_anywhere(tmp_path: Path) -> Non
     files = b"".join(p.read_bytes() for p in tmp_path.glob("faceledger.sqlite3*"))
     # the template's ciphertext is gone from the database file and its write-ahead log alike
     assert len(files) > 10_000 and sealed[12:44] not in files
+
+
+def test_erasure_leaves_no_plaintext_even_without_encryption(tmp_path: Path) -> None:
+    """With encryption switched off (benchmarks only) the float bytes themselves are stored;
+    erasure must still remove every copy from the database file and its write-ahead log."""
+    from faceledger.config import Settings
+
+    with FaceService(Settings(data_dir=tmp_path, encrypt_templates=False)) as service:
+        ids = _with_faces(service)
+        raw = service.store.get_face("c", ids[0])[1].embedding.tobytes()
+        files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("faceledger.sqlite3*"))  # noqa: E731
+        assert raw[:64] in files()
+        service.put_collection_policy(collection_id="c", consent_required=True)
+        consent = service.record_consent(collection_id="c", external_image_id="obama", basis="b", reference="r")
+        assert service.withdraw_consent(collection_id="c", consent_id=consent["ConsentId"])["ErasedFaceIds"] == [ids[0]]
+        assert raw[:16] not in files()
