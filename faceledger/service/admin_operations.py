@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from faceledger.config import Settings
+from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, LedgerEntry
 from faceledger.service.access import AccessControl
 from faceledger.service.ledgering import ledgered
@@ -21,6 +22,7 @@ class AdminOperations:
     store: SQLiteStore
     ledger: Ledger
     access: AccessControl
+    indexes: VectorIndexRegistry
 
     @ledgered("CreateAccessKey")
     def create_access_key(
@@ -43,8 +45,11 @@ class AdminOperations:
 
     @ledgered("RotateTemplateKey")
     def rotate_template_key(self) -> dict[str, Any]:
-        """Re-encrypt every face template under a new template key."""
-        return {"Reencrypted": rotate_template_key(self.store, self.settings.data_dir)}
+        """Re-encrypt every face template under a new template key (saved vector indexes, sealed
+        with the old key, are deleted and rebuilt when next needed)."""
+        count = rotate_template_key(self.store, self.settings.data_dir)
+        self.store.after_commit(self.indexes.forget_saved)
+        return {"Reencrypted": count}
 
     @ledgered("ExportLedger")
     def export_ledger(self, *, write: Callable[[LedgerEntry], None], **filters: Any) -> dict[str, Any]:

@@ -83,7 +83,10 @@ class FaceService(
         self.policies = PolicyStore(self.store)
         self.reviews = ReviewStore(self.store)
         self.analyzer = analyzer or FaceAnalyzer()
-        self.indexes = VectorIndexRegistry(EMBEDDING_DIM, self.store.load_embeddings, self.store.generation)
+        self.indexes = VectorIndexRegistry(
+            EMBEDDING_DIM, self.store.load_embeddings, self.store.generation,
+            persist_dir=data_dir / "index", cipher=lambda: self.store.templates,
+        )
         self._access: AccessControl | None = None
 
     @property
@@ -94,6 +97,7 @@ class FaceService(
         return self._access
 
     def close(self) -> None:
+        self.indexes.save()
         self.store.close()
 
     def __enter__(self) -> FaceService:

@@ -72,7 +72,7 @@ class SQLiteStore(Database):
         with self.write() as db:
             count = _reseal(db, self.templates, new)
             db.execute("UPDATE store_meta SET value = ? WHERE name = 'template_key'", (new.fingerprint,))
-        self.templates = new
+        self.after_commit(lambda: setattr(self, "templates", new))
         return count
 
     # -- collections -----------------------------------------------------------------------

@@ -36,18 +36,23 @@ class TemplateCipher:
         self.fingerprint = "aesgcm:" + hashlib.sha256(b"faceledger template key" + key).hexdigest()[:16]
 
     def seal(self, face_id: str, vector: np.ndarray) -> bytes:
-        nonce = os.urandom(_NONCE)
-        plain = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-        return nonce + self._aead.encrypt(nonce, plain, face_id.encode())
+        return self.seal_bytes(face_id, np.ascontiguousarray(vector, dtype=np.float32).tobytes())
 
     def open(self, face_id: str, sealed: bytes) -> np.ndarray:
+        return np.frombuffer(self.open_bytes(face_id, sealed), dtype=np.float32)
+
+    def seal_bytes(self, label: str, data: bytes) -> bytes:
+        """Encrypt ``data`` bound to ``label`` (it decrypts only under the same label)."""
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, data, label.encode())
+
+    def open_bytes(self, label: str, sealed: bytes) -> bytes:
         try:
-            plain = self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], face_id.encode())
+            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], label.encode())
         except InvalidTag:
             raise InternalServerError(
-                "A face template does not decrypt: the template key is not the one it was sealed with."
+                f"{label} does not decrypt: the template key is not the one it was sealed with."
             ) from None
-        return np.frombuffer(plain, dtype=np.float32)
 
 
 class PlainTemplates:
@@ -60,6 +65,12 @@ class PlainTemplates:
 
     def open(self, face_id: str, sealed: bytes) -> np.ndarray:
         return np.frombuffer(sealed, dtype=np.float32)
+
+    def seal_bytes(self, label: str, data: bytes) -> bytes:
+        return data
+
+    def open_bytes(self, label: str, sealed: bytes) -> bytes:
+        return sealed
 
 
 TemplateCodec = TemplateCipher | PlainTemplates
@@ -98,5 +109,6 @@ def rotate_template_key(store: SQLiteStore, data_dir: Path) -> int:
     new_key = os.urandom(KEY_BYTES)
     write_key_file(pending, new_key)
     count = store.reseal_templates(TemplateCipher(new_key))
-    pending.replace(path)
+    # inside a unit of work the re-encryption commits later: only then may the key file change
+    store.after_commit(lambda: pending.replace(path))
     return count

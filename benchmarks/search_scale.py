@@ -1,0 +1,108 @@
+"""Search at scale: HNSW (the index faceledger uses above 50,000 faces) against exact search.
+
+    python benchmarks/search_scale.py [--faces 1000000] [--probes 1000]
+
+Gallery: the 13,233 real LFW templates (from the evaluation cache: run
+``faceledger eval identification --dataset lfw`` once) plus synthetic vectors drawn from a
+Gaussian with the real templates' mean and full covariance, so that the geometry looks like faces'
+(uniform noise would make HNSW look far worse than on faces). Probes: real LFW images' plain
+(unflipped) embeddings, so each probe's true neighbour is its own flip-averaged template or
+another photo of the same person.
+
+Prints build time, recall@10 and top-1 agreement against exact FAISS flat search on the same
+vectors, single-query p50/p99 latency for both, the index's memory, and save/load times of the
+encrypted saved index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import require  # noqa: E402
+
+import faceledger.index.vector_index as vector_index  # noqa: E402
+from faceledger.eval.embeddings import EmbeddingConfig, embed_images  # noqa: E402
+from faceledger.index.vector_index import HNSW_SEARCH_DEPTH, CollectionIndex  # noqa: E402
+from faceledger.store.templates import TemplateCipher  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=int, default=1_000_000)
+    parser.add_argument("--probes", type=int, default=1000)
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+
+    root = require("lfw")
+    paths = sorted(str(p.relative_to(root)) for p in root.glob("*/*.jpg"))
+    embedded = embed_images(root, paths, config=EmbeddingConfig(face_choice="centre"))
+    found = embedded.found
+    real = embedded.templates(flip=True)[found].astype(np.float32)
+    probes_all = embedded.vectors[found].astype(np.float32)
+    rng = np.random.default_rng(1)
+    synthetic = rng.multivariate_normal(real.mean(0), np.cov(real, rowvar=False), size=args.faces - len(real))
+    gallery = np.concatenate([real, synthetic.astype(np.float32)])
+    seqs = np.arange(len(gallery), dtype=np.int64)
+    probes = probes_all[rng.choice(len(probes_all), size=args.probes, replace=False)]
+    print(f"gallery {len(gallery):,} ({len(real):,} real LFW templates), {args.probes} real probes, "
+          f"{os.cpu_count()} cores; RSS {rss_mb():.0f} MB before indexes")
+
+    started = time.perf_counter()
+    exact = CollectionIndex(128, seqs, gallery, 1, approximate=False)
+    print(f"exact (flat) index: built in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    approximate = CollectionIndex(128, seqs, gallery, 1, approximate=True)
+    print(f"HNSW (M=32, efConstruction=80): built in {time.perf_counter() - started:.1f} s; RSS {rss_mb():.0f} MB")
+
+    faiss.omp_set_num_threads(1)  # single-query latency: one query per core, as a server runs them
+    truth, exact_times = [], []
+    for probe in probes:
+        t = time.perf_counter()
+        truth.append([n.seq for n in exact.search(probe[None, :], 10)[0]])
+        exact_times.append(time.perf_counter() - t)
+    for depth in sorted({64, 128, HNSW_SEARCH_DEPTH, 384}):
+        vector_index.HNSW_SEARCH_DEPTH = depth  # read by every search
+        recalls, top1, times = [], 0, []
+        for probe, expected in zip(probes, truth):
+            t = time.perf_counter()
+            got = [n.seq for n in approximate.search(probe[None, :], 10)[0]]
+            times.append(time.perf_counter() - t)
+            recalls.append(len(set(got) & set(expected)) / 10)
+            top1 += got[0] == expected[0]
+        print(f"HNSW efSearch {depth:3d}: recall@10 {np.mean(recalls):.4f}, top-1 equal {top1 / len(probes):.4f}, "
+              f"p50 {percentile(times, 0.5) * 1000:.3f} ms, p99 {percentile(times, 0.99) * 1000:.3f} ms")
+    print(f"exact search:      p50 {percentile(exact_times, 0.5) * 1000:.3f} ms, p99 {percentile(exact_times, 0.99) * 1000:.3f} ms")
+
+    cipher = TemplateCipher(os.urandom(32))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "big.faiss"
+        started = time.perf_counter()
+        approximate.save(path, cipher)
+        saved = time.perf_counter() - started
+        started = time.perf_counter()
+        loaded = CollectionIndex.load(path, 1, cipher)
+        print(f"encrypted save {saved:.1f} s ({path.stat().st_size / 2**20:.0f} MiB), load {time.perf_counter() - started:.1f} s; "
+              f"loaded index answers the same: {[n.seq for n in loaded.search(probes[:1], 10)[0]] == [n.seq for n in approximate.search(probes[:1], 10)[0]]}")
+    print(f"peak RSS of this process (both indexes and the raw vectors): {rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

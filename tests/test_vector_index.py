@@ -1,0 +1,87 @@
+"""The approximate (HNSW) index: exact top-1 on real probes, tombstoned deletes, encrypted
+persistence reused after a restart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import faceledger
+import faceledger.index.vector_index as vector_index
+from faceledger.eval.embeddings import EmbeddingConfig, embed_images
+from faceledger.index.vector_index import CollectionIndex
+from faceledger.store.templates import TemplateCipher
+
+from conftest import data_path, image_bytes
+
+
+@pytest.fixture(scope="module")
+def lfw_sample(tmp_path_factory: pytest.TempPathFactory):
+    root = data_path("lfw")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())[:80]
+    paths = [f"{f.name}/{image.name}" for f in folders for image in sorted(f.iterdir())]
+    embedded = embed_images(root, paths, config=EmbeddingConfig(face_choice="centre"),
+                            cache_dir=tmp_path_factory.mktemp("cache"), workers=2)
+    return embedded.templates(flip=True)[embedded.found], embedded.vectors[embedded.found]
+
+
+def test_hnsw_returns_the_exact_top1_for_real_lfw_probes(lfw_sample) -> None:
+    templates, probes = lfw_sample
+    rng = np.random.default_rng(0)
+    synthetic = rng.multivariate_normal(templates.mean(0), np.cov(templates, rowvar=False), 20_000)
+    gallery = np.concatenate([templates, synthetic]).astype(np.float32)
+    seqs = np.arange(len(gallery))
+    exact = CollectionIndex(128, seqs, gallery, 1, approximate=False)
+    approximate = CollectionIndex(128, seqs, gallery, 1, approximate=True)
+    assert approximate.approximate and len(approximate) == len(gallery)
+    agree = 0
+    for probe in probes:
+        want = exact.search(probe[None, :], 5)[0]
+        got = approximate.search(probe[None, :], 5)[0]
+        agree += got[0].seq == want[0].seq
+        # exact distances (to float32 rounding: 1e-5 in d^2 is 0.0006 similarity points)
+        assert got[0].squared_distance == pytest.approx(want[0].squared_distance, abs=1e-5)
+    assert agree == len(probes)
+
+
+def test_tombstones_and_encrypted_save_load(tmp_path: Path, lfw_sample) -> None:
+    templates, probes = lfw_sample
+    index = CollectionIndex(128, np.arange(len(templates)), templates, 7, approximate=True)
+    best = index.search(probes[:1], 1)[0][0].seq
+    index.remove([best])
+    assert best not in [n.seq for n in index.search(probes[:1], 10)[0]]
+    assert len(index) == len(templates) - 1
+    cipher = TemplateCipher(os.urandom(32))
+    path = tmp_path / "c.faiss"
+    index.save(path, cipher)
+    assert templates[3].tobytes()[:32] not in path.read_bytes()  # no template in the clear on disk
+    assert CollectionIndex.load(path, 8, cipher) is None  # another generation: rebuild instead
+    loaded = CollectionIndex.load(path, 7, cipher)
+    assert [n.seq for n in loaded.search(probes[:3], 5)[1]] == [n.seq for n in index.search(probes[:3], 5)[1]]
+    assert best not in [n.seq for n in loaded.search(probes[:1], 10)[0]]
+
+
+def test_service_saves_and_reuses_the_approximate_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_index, "APPROXIMATE_FROM", 2)
+    probe = image_bytes("facerec_examples", "obama", "obama2.jpg")
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        ids = [service.index_faces(collection_id="c", image=image_bytes("facerec_examples", *p))
+               ["FaceRecords"][0]["Face"]["FaceId"] for p in (("obama", "obama.jpg"), ("biden", "biden.jpg"),
+                                                              ("rose_leslie", "img1.jpg"))]
+        assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"][0]["Face"]["FaceId"] == ids[0]
+        assert service.indexes.for_search("c").approximate
+        assert (tmp_path / "index" / "c.faiss").exists()
+        # an add after the save: applied in step, saved again at close
+        ids.append(service.index_faces(collection_id="c", image=image_bytes("facerec_examples", "biden", "biden2.jpg"))
+                   ["FaceRecords"][0]["Face"]["FaceId"])
+    loads = []
+    with faceledger.open(tmp_path) as service:
+        real_load = service.indexes._load
+        service.indexes._load = lambda collection: loads.append(collection) or real_load(collection)
+        biden = service.search_faces(collection_id="c", face_id=ids[1])["FaceMatches"]
+        assert [m["Face"]["FaceId"] for m in biden] == [ids[3]]
+        assert loads == []  # read from the saved index, not rebuilt from the store
