@@ -48,6 +48,16 @@ def _options(flip: bool, face: str, cache_dir: Path | None, workers: int | None,
     return EvalOptions(flip=flip, face=face, cache_dir=cache_dir, workers=workers, on_progress=on_progress)
 
 
+def _evaluate(name: str, run: Callable[[Any], Any], *, flip: bool, face: str, cache_dir: Path | None,
+              workers: int | None, out: Path | None, as_json: bool) -> Any:
+    """Run an evaluation with a progress bar, write its report and print it; returns what
+    ``run`` returned."""
+    with _progress(not as_json) as update:
+        outcome = run(_options(flip, face, cache_dir, workers, update))
+    _finish(outcome[1] if isinstance(outcome, tuple) else outcome, out, name, as_json)
+    return outcome
+
+
 def _finish(result: Any, out: Path | None, default_name: str, as_json: bool) -> None:
     folder = out or Path("faceledger-reports") / default_name
     page = result.write(folder)
@@ -84,10 +94,8 @@ def eval_verification(
 
     pairs = pairs or next((p for p in (dataset.parent / "lfw_meta" / "pairs.txt", dataset / "pairs.txt") if p.exists()),
                           dataset / "pairs.txt")
-    with _progress(not as_json) as update:
-        result = runs.verification(dataset, pairs, _options(flip, "centre", cache_dir, workers, update),
-                                 folds=folds, per_fold=per_fold)
-    _finish(result, out, "verification", as_json)
+    _evaluate("verification", lambda options: runs.verification(dataset, pairs, options, folds=folds, per_fold=per_fold),
+              flip=flip, face="centre", cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
 
 
 @eval_app.command("identification")
@@ -104,10 +112,8 @@ def eval_identification(
     """Open-set 1:N: FNIR at FPIR 0.01 and 0.001, rank-1 hit rate, false leads at the default threshold."""
     from faceledger.eval import runs
 
-    with _progress(not as_json) as update:
-        result = runs.identification(dataset, _options(flip, "centre", cache_dir, workers, update),
-                                     limit_identities=limit_identities)
-    _finish(result, out, "identification", as_json)
+    _evaluate("identification", lambda options: runs.identification(dataset, options, limit_identities=limit_identities),
+              flip=flip, face="centre", cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
 
 
 @eval_app.command("groups")
@@ -127,10 +133,9 @@ def eval_groups(
     """FMR and FNMR per group with 95% intervals, the max/min ratio, and warnings where data is thin."""
     from faceledger.eval import runs
 
-    with _progress(not as_json) as update:
-        result = runs.groups(dataset, groups, _options(flip, "centre", cache_dir, workers, update), column=column,
-                             threshold=threshold, limit_identities=limit_identities)
-    _finish(result, out, "groups", as_json)
+    _evaluate("groups", lambda options: runs.groups(dataset, groups, options, column=column, threshold=threshold,
+                                                    limit_identities=limit_identities),
+              flip=flip, face="centre", cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
 
 
 @reports_errors
@@ -149,10 +154,8 @@ def calibrate(
     --collection, searches of that collection then default to its safe threshold."""
     from faceledger.eval import runs
 
-    with _progress(not as_json) as update:
-        table, result = runs.calibrate(dataset, _options(flip, face, cache_dir, workers, update),
-                                       limit_identities=limit_identities)
-    _finish(result, out, "calibration", as_json)
+    table, _ = _evaluate("calibration", lambda options: runs.calibrate(dataset, options, limit_identities=limit_identities),
+                         flip=flip, face=face, cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
     if collection is not None:
         safe_search_threshold(table)  # refuses a table too small to show FMR <= 1e-4
         with open_service() as service:

@@ -81,18 +81,20 @@ def keys_list(as_json: JsonOption = False) -> None:
 @reports_errors
 def keys_disable(access_key_id: str) -> None:
     """Refuse every request signed with this key from now on (reversible)."""
-    with open_service() as service:
-        service.set_access_key_enabled(access_key_id=access_key_id, enabled=False)
-    render.console.print(f"Disabled {access_key_id}")
+    _set_enabled(access_key_id, False)
 
 
 @keys_app.command("enable")
 @reports_errors
 def keys_enable(access_key_id: str) -> None:
     """Accept a disabled key again."""
+    _set_enabled(access_key_id, True)
+
+
+def _set_enabled(access_key_id: str, enabled: bool) -> None:
     with open_service() as service:
-        service.set_access_key_enabled(access_key_id=access_key_id, enabled=True)
-    render.console.print(f"Enabled {access_key_id}")
+        service.set_access_key_enabled(access_key_id=access_key_id, enabled=enabled)
+    render.console.print(f"{'Enabled' if enabled else 'Disabled'} {access_key_id}")
 
 
 @keys_app.command("delete")
