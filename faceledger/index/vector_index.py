@@ -40,9 +40,9 @@ class Neighbour:
 
 # Below this many faces an exact (flat) search takes under ~2 ms on 2 cores; above it, HNSW.
 APPROXIMATE_FROM = 50_000
-HNSW_NEIGHBOURS = 32  # M: graph degree; more is better recall, more memory
-HNSW_BUILD_DEPTH = 80  # efConstruction
-HNSW_SEARCH_DEPTH = 256  # efSearch: recall@10 0.995 at 200,000 LFW-like faces (benchmarks/search_scale.py)
+HNSW_NEIGHBOURS = 48  # M: graph degree; more is better recall, more memory
+HNSW_BUILD_DEPTH = 160  # efConstruction: a better graph is worth more than a deeper search
+HNSW_SEARCH_DEPTH = 128  # efSearch (benchmarks/search_scale.py measures recall and latency)
 
 
 class CollectionIndex:
