@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -173,4 +172,3 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert done.returncode == 4
     assert done.stderr.strip() == "error: ResourceNotFoundException: Collection 'nothing' does not exist."
-    assert sys.executable

@@ -31,6 +31,7 @@ from faceledger.errors import (
 )
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
+from faceledger.store.access_keys import AccessKey
 from faceledger.service.ledgering import RequestContext, acting_as
 
 access_log = logging.getLogger("faceledger.access")
@@ -151,15 +152,17 @@ def _signed_request(request: Request, body: bytes) -> sigv4.SignedRequest:
 
 def _authenticate(service: FaceService, settings: ApiSettings, signed: sigv4.SignedRequest) -> Caller:
     keys = service.access.keys
+    found: dict[str, AccessKey] = {}
 
     def secret_for(access_key_id: str) -> str | None:
         key = keys.get(access_key_id)
-        return keys.secret(access_key_id) if key is not None and key.enabled else None
+        if key is None or not key.enabled:
+            return None
+        found[access_key_id] = key
+        return keys.secret(access_key_id)
 
     access_key_id = sigv4.verify_request(signed, secret_for, max_skew=timedelta(seconds=settings.clock_skew_seconds))
-    key = keys.get(access_key_id)
-    assert key is not None  # verify_request succeeded, so the key exists
-    return service.access.caller(key)
+    return service.access.caller(found[access_key_id])
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -406,9 +406,12 @@ class FaceService(
             for similarity, record in matches
         ]
 
-    def _largest_face(self, decoded: DecodedImage, level: QualityFilter) -> tuple[Face, list[Face]]:
-        """The embedded largest face (which must pass ``level``) and the other faces, unembedded."""
-        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
+    def _largest_face(
+        self, decoded: DecodedImage, level: QualityFilter, *, with_others: bool = False
+    ) -> tuple[Face, list[Face]]:
+        """The embedded largest face (which must pass ``level``) and, with ``with_others``, the
+        other faces, unembedded (otherwise only the largest is analysed)."""
+        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE if with_others else 1)
         if not faces:
             raise InvalidParameterException(_NO_FACE)
         reasons = quality_failures(faces[0], level)

@@ -124,6 +124,15 @@ def summarize(response: Any) -> dict[str, Any]:
     return summary
 
 
+def _new_entry(operation: str) -> LedgerEntry:
+    """An entry for ``operation`` starting now, on behalf of the current request context."""
+    context = current_context()
+    return LedgerEntry(
+        operation=operation, started_at=time.time(), access_key_id=context.caller.access_key_id,
+        role=context.caller.role.value, purpose=context.purpose, case_ref=context.case_ref,
+    )
+
+
 class LedgeredOperations:
     """Mixed into :class:`FaceService`, which provides the members declared here."""
 
@@ -138,15 +147,11 @@ class LedgeredOperations:
         if depth:
             return method(self, **kwargs)
         token = _depth.set(depth + 1)
-        context = current_context()
-        entry = LedgerEntry(
-            operation=operation, started_at=time.time(), access_key_id=context.caller.access_key_id,
-            role=context.caller.role.value, input_sha256=input_hashes(kwargs), purpose=context.purpose,
-            case_ref=context.case_ref,
-        )
+        entry = _new_entry(operation)
+        entry.input_sha256 = input_hashes(kwargs)
         try:
             entry.collection_id = self._collection_of(kwargs)
-            self.access.authorize(context.caller, operation, entry.collection_id)
+            self.access.authorize(current_context().caller, operation, entry.collection_id)
             with self.store.unit_of_work():
                 response = method(self, **kwargs)
                 entry.ended_at, entry.result = time.time(), summarize(response)
@@ -163,12 +168,8 @@ class LedgeredOperations:
 
     def record_failure(self, operation: str, error: FaceledgerError, collection_id: str | None = None) -> None:
         """Ledger an operation refused before it reached the service (e.g. malformed on the wire)."""
-        context = current_context()
-        entry = LedgerEntry(
-            operation=operation, started_at=time.time(), access_key_id=context.caller.access_key_id,
-            role=context.caller.role.value, collection_id=collection_id, purpose=context.purpose,
-            case_ref=context.case_ref,
-        )
+        entry = _new_entry(operation)
+        entry.collection_id = collection_id
         self._append_failure(entry, error)
 
     def _append(self, entry: LedgerEntry) -> None:

@@ -21,7 +21,6 @@ from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, SQLiteStore
 from faceledger.store.request_tokens import RequestTokenStore, request_hash
 from faceledger.vision import DecodedImage, Face
-from faceledger.vision.quality import QualityFilter
 
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
 
@@ -34,7 +33,7 @@ class UserOperations:
     face_model_version: str
     decode: Callable[[Any], DecodedImage]
     search_by_embedding: Callable[..., list[tuple[float, FaceRecord]]]
-    _largest_face: Callable[[DecodedImage, QualityFilter], tuple[Face, list[Face]]]
+    _largest_face: Callable[..., tuple[Face, list[Face]]]
     search_limits: Callable[[str, float | None, int | None, str], tuple[float, int]]
 
     def _idempotent(
@@ -249,7 +248,7 @@ class UserOperations:
         self.store.require_collection(collection_id)
         threshold, max_users = self.search_limits(collection_id, user_match_threshold, max_users, "UserMatchThreshold")
         decoded = self.decode(image)
-        probe, others = self._largest_face(decoded, level)
+        probe, others = self._largest_face(decoded, level, with_others=True)
         return {
             "UserMatches": self._user_matches(collection_id, [probe.embedding], threshold, max_users),  # type: ignore[list-item]
             "FaceModelVersion": self.face_model_version,
