@@ -19,6 +19,13 @@ def default_data_dir() -> Path:
     return base / "faceledger"
 
 
+def cache_root() -> Path:
+    """Rebuildable files (converted models, evaluation embeddings): ``$XDG_CACHE_HOME/faceledger``,
+    else ``~/.cache/faceledger``."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "faceledger"
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """Limits checked before an image is decoded, so a decompression bomb is never expanded.

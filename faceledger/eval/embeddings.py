@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceledger.config import cache_root
 from faceledger.vision import FaceAnalyzer, read_image_file
 from faceledger.vision.embed import EMBEDDING_DIM
 
@@ -28,8 +29,7 @@ CACHE_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base).expanduser() if base else Path.home() / ".cache") / "faceledger" / "eval"
+    return cache_root() / "eval"
 
 
 @dataclass
