@@ -104,8 +104,9 @@ def test_index_resumes_after_interrupt_and_skips_known_files(
     code, out, _ = run(data, "index", str(photos), "--collection", "family", "--json")
     summary = json.loads(out)
     assert code == 0 and not summary["Interrupted"]
-    # broken.jpg (unreadable, never recorded) and biden.jpg came before Ctrl-C
-    assert summary["ImagesSkipped"] == 1
+    # broken.jpg fails to decode (never recorded, no IndexFaces call); biden.jpg and biden2.jpg
+    # were indexed before Ctrl-C
+    assert summary["ImagesSkipped"] == 2
     code, out, _ = run(data, "collection", "describe", "family", "--json")
     assert json.loads(out)["FaceCount"] == 4  # every face exactly once
 

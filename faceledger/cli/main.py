@@ -6,6 +6,7 @@ error's exit code (see faceledger.errors); never a traceback.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -185,6 +186,7 @@ def index(
     quality_filter: Annotated[str, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH.")] = "AUTO",
     max_faces: Annotated[int | None, typer.Option(help="Index at most this many faces per image.")] = None,
     keep_images: Annotated[bool, typer.Option(help="Also store the image bytes (off: only faces).")] = False,
+    workers: Annotated[int, typer.Option(help="Processes decoding and detecting (0: one per CPU core).")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Index every image under PATH; files already indexed (same SHA-256) are skipped, so an
@@ -200,6 +202,8 @@ def index(
     started = time.monotonic()
     with open_service() as service:
         files = find_image_files(path)
+        # Starting a worker costs about a second; a handful of files is faster in this process.
+        workers = workers or (os.cpu_count() or 1 if len(files) >= 8 else 1)
         progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -215,6 +219,7 @@ def index(
                 for result in index_files(
                     service, collection, root, files,
                     quality_filter=quality_filter, max_faces=max_faces, store_images=keep_images,
+                    workers=workers,
                 ):
                     counts[result.outcome] += 1
                     faces_indexed += result.faces_indexed

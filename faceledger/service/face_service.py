@@ -48,9 +48,9 @@ from faceledger.store.policies import PolicyStore
 from faceledger.store.request_tokens import RequestTokenStore
 from faceledger.store.reviews import ReviewStore
 from faceledger.store.templates import PlainTemplates, open_template_cipher
-from faceledger.vision import DecodedImage, Face, FaceAnalyzer, decode_image
+from faceledger.vision import AnalyzedImage, DecodedImage, Face, FaceAnalyzer, decode_image
 from faceledger.vision.embed import EMBEDDING_DIM
-from faceledger.vision.quality import QualityFilter, quality_failures
+from faceledger.vision.quality import QualityFilter, quality_failures, select_for_indexing
 
 # CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see similarity.py); searches
 # default to the calibrated threshold of the collection (see thresholds.py).
@@ -58,6 +58,13 @@ DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_MAX_FACES = 100
 MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100 largest faces
 _NO_FACE = "There are no faces in the image. Should be at least 1."
+
+
+def _encoded(image: ImageInput) -> bytes | None:
+    """The encoded file behind ``image``, where the caller still has it."""
+    if isinstance(image, AnalyzedImage):
+        return image.encoded
+    return None if isinstance(image, DecodedImage) else bytes(image)
 
 
 class FaceService(
@@ -188,20 +195,12 @@ class FaceService(
             validation.integer(max_faces, "MaxFaces", 1)
         self.store.require_collection(collection_id)
         self.require_consent(collection_id, external_image_id)
-        decoded = self.decode(image)
-        faces = self.analyzer.analyze(decoded.pixels, embed=False)
-        accepted: list[Face] = []
-        unindexed: list[Response] = []
-        for face in faces:
-            reasons = quality_failures(face, level)
-            if not reasons and max_faces is not None and len(accepted) >= max_faces:
-                reasons = ["EXCEEDS_MAX_FACES"]
-            if reasons:
-                unindexed.append(
-                    {"Reasons": reasons, "FaceDetail": face_detail(face, decoded.width, decoded.height)}
-                )
-            else:
-                accepted.append(face)
+        analyzed = image if isinstance(image, AnalyzedImage) else self.analyzer.analyze_image(self.decode(image))
+        accepted, refused = select_for_indexing(analyzed.faces, level, max_faces)
+        unindexed = [
+            {"Reasons": reasons, "FaceDetail": face_detail(face, analyzed.width, analyzed.height)}
+            for face, reasons in refused
+        ]
         self.analyzer.embed_faces(accepted)
 
         now = time.time()
@@ -212,10 +211,10 @@ class FaceService(
                 collection_id=collection_id,
                 image_id=image_id,
                 external_image_id=external_image_id,
-                image_sha256=decoded.sha256,
-                bounding_box=face.box.relative(decoded.width, decoded.height),
+                image_sha256=analyzed.sha256,
+                bounding_box=face.box.relative(analyzed.width, analyzed.height),
                 confidence=face.confidence,
-                landmarks=relative_landmarks(face, decoded.width, decoded.height),
+                landmarks=relative_landmarks(face, analyzed.width, analyzed.height),
                 quality=quality_record(face),
                 embedding=face.embedding,  # type: ignore[arg-type]
                 created_at=now,
@@ -225,14 +224,14 @@ class FaceService(
         image_record = ImageRecord(
             image_id=image_id,
             collection_id=collection_id,
-            image_sha256=decoded.sha256,
+            image_sha256=analyzed.sha256,
             external_image_id=external_image_id,
-            width=decoded.width,
-            height=decoded.height,
+            width=analyzed.width,
+            height=analyzed.height,
             face_count=len(records),
             indexed_at=now,
             source_path=source_path,
-            content=bytes(image) if store_image and not isinstance(image, DecodedImage) else None,
+            content=_encoded(image) if store_image else None,
         )
         seqs, before, after = self.store.add_image(image_record, records)
         vectors = np.stack([r.embedding for r in records]) if records else np.empty((0, EMBEDDING_DIM))
@@ -241,7 +240,7 @@ class FaceService(
             "FaceRecords": [
                 {
                     "Face": stored_face(record, self.face_model_version),
-                    "FaceDetail": face_detail(face, decoded.width, decoded.height),
+                    "FaceDetail": face_detail(face, analyzed.width, analyzed.height),
                 }
                 for record, face in zip(records, accepted)
             ],

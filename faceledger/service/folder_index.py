@@ -1,4 +1,4 @@
-"""Indexing a folder tree of photos: one image at a time, each in its own transaction.
+"""Indexing a folder tree of photos: analysed in parallel, each image in its own transaction.
 
 Every image that was indexed (with or without faces) is recorded by SHA-256, so an interrupted
 run resumes where it stopped and a re-run skips what is already there, whatever the file names.
@@ -7,14 +7,22 @@ run resumes where it stopped and a re-run skips what is already there, whatever 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import re
+import signal
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from faceledger.config import ImageLimits
 from faceledger.errors import AccessDeniedException, ImageTooLargeException, InvalidImageFormatException
+from faceledger.service import validation
 from faceledger.service.face_service import FaceService
+from faceledger.vision import AnalyzedImage, FaceAnalyzer, decode_image
+from faceledger.vision.quality import QualityFilter, select_for_indexing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 _NOT_ALLOWED_IN_ID = re.compile(r"[^a-zA-Z0-9_.\-:]")
@@ -52,6 +60,36 @@ def external_image_id_for(path: Path, root: Path) -> str:
     return text[-255:]
 
 
+@dataclass
+class _Pending:
+    """A file read and hashed, on its way through analysis to the store."""
+
+    path: Path
+    data: bytes
+    analysis: Future | AnalyzedImage | None = None
+    error: str | None = None
+
+
+_worker_analyzer: FaceAnalyzer | None = None
+_worker_limits: ImageLimits | None = None
+
+
+def _start_worker(limits: ImageLimits) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what happens to the work.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _worker_analyzer, _worker_limits
+    _worker_analyzer, _worker_limits = FaceAnalyzer(), limits
+
+
+def _analyze_in_worker(data: bytes) -> AnalyzedImage | str:
+    """Decode and analyse one image in a worker; a decoding error comes back as its message."""
+    assert _worker_analyzer is not None and _worker_limits is not None
+    try:
+        return _worker_analyzer.analyze_image(decode_image(data, _worker_limits))
+    except (InvalidImageFormatException, ImageTooLargeException) as exc:
+        return exc.message
+
+
 def index_files(
     service: FaceService,
     collection_id: str,
@@ -61,45 +99,130 @@ def index_files(
     quality_filter: str = "AUTO",
     max_faces: int | None = None,
     store_images: bool = False,
+    workers: int = 1,
 ) -> Iterator[FileResult]:
-    """Index ``files`` (found under ``root``) one by one, yielding the outcome of each."""
+    """Index ``files`` (found under ``root``), yielding the outcome of each in file order.
+
+    With ``workers`` > 1, that many processes decode and detect while this process embeds the
+    accepted faces of several images in one batch and writes each image in its own transaction.
+    At most a few images per worker are in flight, so memory stays bounded whatever the number
+    of files; the store only ever holds whole images, so an interrupted run loses nothing that
+    was acknowledged and resumes by SHA-256.
+    """
     service.store.require_collection(collection_id)
+    level = validation.quality_filter(quality_filter)
     limits = service.settings.image_limits
-    for path in files:
-        try:
-            if path.stat().st_size > limits.max_bytes:
-                raise ImageTooLargeException(
-                    f"{path.stat().st_size:,} bytes is over the limit of {limits.max_bytes:,}"
-                )
-            data = path.read_bytes()
-        except OSError as exc:
-            yield FileResult(path, Outcome.UNREADABLE, error=exc.strerror or str(exc))
+    if workers <= 1:
+        for path in files:
+            item = _read(service, collection_id, path, limits)
+            if isinstance(item, FileResult):
+                yield item
+                continue
+            try:
+                item.analysis = service.analyzer.analyze_image(decode_image(item.data, limits))
+            except (InvalidImageFormatException, ImageTooLargeException) as exc:
+                item.error = exc.message
+            yield from _store(service, collection_id, root, [item], level, max_faces, store_images)
+        return
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads and DB handles
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(limits,))
+    try:
+        window: deque[_Pending | FileResult] = deque()
+        paths = iter(files)
+        exhausted = False
+        while window or not exhausted:
+            while not exhausted and len(window) < _IN_FLIGHT_PER_WORKER * workers:
+                path = next(paths, None)
+                if path is None:
+                    exhausted = True
+                    break
+                item = _read(service, collection_id, path, limits)
+                if isinstance(item, _Pending):
+                    item.analysis = pool.submit(_analyze_in_worker, item.data)
+                window.append(item)
+            # Take every finished image from the front (file order), then embed them together.
+            ready: list[_Pending] = []
+            while window and (isinstance(window[0], FileResult) or not ready or window[0].analysis.done()):
+                head = window.popleft()
+                if isinstance(head, FileResult):
+                    if ready:
+                        yield from _store(service, collection_id, root, ready, level, max_faces, store_images)
+                        ready = []
+                    yield head
+                    continue
+                result = head.analysis.result()
+                if isinstance(result, str):
+                    head.analysis, head.error = None, result
+                else:
+                    head.analysis = result
+                ready.append(head)
+                if sum(len(r.analysis.faces) for r in ready if r.analysis) >= _EMBED_BATCH:
+                    break
+            yield from _store(service, collection_id, root, ready, level, max_faces, store_images)
+    finally:
+        # Interrupted or finished: drop what is queued, let running analyses end, keep nothing half-done.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Images queued per worker: enough to keep every worker busy while this process embeds and writes.
+_IN_FLIGHT_PER_WORKER = 4
+# Faces embedded in one batch (two chips each with flip augmentation).
+_EMBED_BATCH = 16
+
+
+def _read(service: FaceService, collection_id: str, path: Path, limits: ImageLimits) -> _Pending | FileResult:
+    try:
+        if path.stat().st_size > limits.max_bytes:
+            return FileResult(
+                path,
+                Outcome.UNREADABLE,
+                error=f"{path.stat().st_size:,} bytes is over the limit of {limits.max_bytes:,}",
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        return FileResult(path, Outcome.UNREADABLE, error=exc.strerror or str(exc))
+    if service.find_indexed_image(collection_id=collection_id, image_sha256=hashlib.sha256(data).hexdigest()):
+        return FileResult(path, Outcome.SKIPPED)
+    return _Pending(path, data)
+
+
+def _store(
+    service: FaceService,
+    collection_id: str,
+    root: Path,
+    items: list[_Pending],
+    level: QualityFilter,
+    max_faces: int | None,
+    store_images: bool,
+) -> Iterator[FileResult]:
+    """Embed the faces each image will keep, in one batch, then index the images one by one."""
+    analysed = [item.analysis for item in items if isinstance(item.analysis, AnalyzedImage)]
+    service.analyzer.embed_faces(
+        [face for image in analysed for face in select_for_indexing(image.faces, level, max_faces)[0]]
+    )
+    for item in items:
+        if item.error is not None or item.analysis is None:
+            yield FileResult(item.path, Outcome.UNREADABLE, error=item.error)
             continue
-        except ImageTooLargeException as exc:
-            yield FileResult(path, Outcome.UNREADABLE, error=exc.message)
-            continue
-        if service.find_indexed_image(collection_id=collection_id, image_sha256=hashlib.sha256(data).hexdigest()):
-            yield FileResult(path, Outcome.SKIPPED)
-            continue
+        if store_images:
+            item.analysis.encoded = item.data
         try:
             response = service.index_faces(
                 collection_id=collection_id,
-                image=data,
-                external_image_id=external_image_id_for(path, root),
+                image=item.analysis,
+                external_image_id=external_image_id_for(item.path, root),
                 max_faces=max_faces,
-                quality_filter=quality_filter,
+                quality_filter=level.value,
                 store_image=store_images,
-                source_path=str(path.relative_to(root) if path != root else path.name),
+                source_path=str(item.path.relative_to(root) if item.path != root else item.path.name),
             )
-        except (InvalidImageFormatException, ImageTooLargeException) as exc:
-            yield FileResult(path, Outcome.UNREADABLE, error=exc.message)
-            continue
         except AccessDeniedException as exc:
-            yield FileResult(path, Outcome.REFUSED, error=exc.message)
+            yield FileResult(item.path, Outcome.REFUSED, error=exc.message)
             continue
         indexed = len(response["FaceRecords"])
         yield FileResult(
-            path,
+            item.path,
             Outcome.INDEXED if indexed else Outcome.NO_FACE,
             faces_indexed=indexed,
             faces_unindexed=len(response["UnindexedFaces"]),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from faceledger.errors import AccessDeniedException, FaceledgerError, InternalServerError
 from faceledger.ledger.chain import Ledger, LedgerEntry
 from faceledger.service.access import Caller, Role
-from faceledger.vision import DecodedImage
+from faceledger.vision import AnalyzedImage, DecodedImage
 
 if TYPE_CHECKING:
     from faceledger.config import Settings
@@ -86,7 +86,7 @@ def input_hashes(kwargs: dict[str, Any]) -> list[str]:
     hashes = []
     for name in _IMAGE_ARGUMENTS:
         image = kwargs.get(name)
-        if isinstance(image, DecodedImage):
+        if isinstance(image, (DecodedImage, AnalyzedImage)):
             hashes.append(image.sha256)
         elif isinstance(image, (bytes, bytearray, memoryview)):
             hashes.append(hashlib.sha256(bytes(image)).hexdigest())

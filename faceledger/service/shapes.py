@@ -11,9 +11,11 @@ from typing import Any
 from faceledger.store.records import FaceRecord
 from faceledger.vision.face import Face
 from faceledger.vision.image import DecodedImage
+from faceledger.vision.pipeline import AnalyzedImage
 
 Response = dict[str, Any]
-ImageInput = bytes | DecodedImage  # encoded bytes from a request, or an image decoded already
+# Encoded bytes from a request, an image decoded already, or (IndexFaces only) one analysed already.
+ImageInput = bytes | DecodedImage | AnalyzedImage
 
 
 def relative_landmarks(face: Face, width: int, height: int) -> dict[str, tuple[float, float]]:

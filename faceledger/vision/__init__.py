@@ -2,10 +2,11 @@
 
 from faceledger.vision.face import BoundingBox, Face, FaceQuality, Landmarks, Pose
 from faceledger.vision.image import DecodedImage, decode_image, read_image_file
-from faceledger.vision.pipeline import FaceAnalyzer
+from faceledger.vision.pipeline import AnalyzedImage, FaceAnalyzer
 from faceledger.vision.quality import QualityFilter
 
 __all__ = [
+    "AnalyzedImage",
     "BoundingBox",
     "DecodedImage",
     "Face",

@@ -13,8 +13,22 @@ import numpy as np
 from faceledger.vision.detect import HogFaceDetector
 from faceledger.vision.embed import Embedder, OnnxResNetEmbedder
 from faceledger.vision.face import Face
+from faceledger.vision.image import DecodedImage
 from faceledger.vision.landmarks import align_chip, locate_landmarks
 from faceledger.vision.quality import assess_quality
+
+
+@dataclass
+class AnalyzedImage:
+    """An image decoded and analysed ahead of the operation that uses it (by a worker process
+    during bulk indexing): what indexing needs from it, without the pixels."""
+
+    sha256: str
+    width: int
+    height: int
+    faces: list[Face]
+    # The encoded file, only where the caller wants it kept (IndexFaces with store_image).
+    encoded: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -48,6 +62,11 @@ class FaceAnalyzer:
         if embed:
             self.embed_faces(faces)
         return faces
+
+    def analyze_image(self, image: DecodedImage) -> AnalyzedImage:
+        """Detection, landmarks, chips and quality of every face in ``image``; no embeddings."""
+        faces = self.analyze(image.pixels, embed=False)
+        return AnalyzedImage(image.sha256, image.width, image.height, faces)
 
     def embed_faces(self, faces: list[Face]) -> None:
         """Fill in the embedding of each face that has a chip, in one batch."""

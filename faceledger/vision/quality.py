@@ -116,3 +116,21 @@ def quality_failures(face: Face, level: QualityFilter) -> list[str]:
     if abs(quality.pose.yaw) > bar.max_abs_yaw or abs(quality.pose.pitch) > bar.max_abs_pitch:
         reasons.append("EXTREME_POSE")
     return reasons
+
+
+def select_for_indexing(
+    faces: list[Face], level: QualityFilter, max_faces: int | None
+) -> tuple[list[Face], list[tuple[Face, list[str]]]]:
+    """The faces IndexFaces keeps (the largest ``max_faces`` that pass ``level``; ``faces`` come
+    largest first) and every other face with its Rekognition reasons."""
+    accepted: list[Face] = []
+    refused: list[tuple[Face, list[str]]] = []
+    for face in faces:
+        reasons = quality_failures(face, level)
+        if not reasons and max_faces is not None and len(accepted) >= max_faces:
+            reasons = ["EXCEEDS_MAX_FACES"]
+        if reasons:
+            refused.append((face, reasons))
+        else:
+            accepted.append(face)
+    return accepted, refused
