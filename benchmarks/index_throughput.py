@@ -1,25 +1,30 @@
 """Bulk indexing throughput: faceledger against the face_recognition package, same images.
 
-    python benchmarks/index_throughput.py [FOLDER ...] [--repeat N]
+    python benchmarks/index_throughput.py [FOLDER ...] [--lfw N] [--workers N] [--repeat N]
 
-Default folders: the shared data's facerec_examples, deepface_unit and detection_multi/images
-(46 real photos from 374x630 to 2500x1728 pixels, 1 to 30+ faces each). Both pipelines run in
-this process on the same files, in the same order:
+Default files: the shared data's facerec_examples, deepface_unit and detection_multi/images
+(46 real photos from 374x630 to 2500x1728 pixels, 1 to 30+ faces each) plus N LFW images
+(250x250, every k-th; default 300). All pipelines run in this process on the same files, in the
+same order:
 
 - face_recognition (the peer, ``pip install --no-deps face_recognition``): ``load_image_file``,
   ``face_locations(upsample=1, model="hog")``, ``face_encodings(model="small")``; embeddings
   kept in a Python list (no store).
-- faceledger: ``FaceService.index_faces`` with QualityFilter NONE into a fresh SQLite store:
-  decode with limits, detect, 5-point landmarks, align, quality, embed, one transaction per
-  image, index update.
+- faceledger: ``index_files`` (what ``faceledger index`` runs) with QualityFilter NONE into a
+  fresh SQLite store: decode with limits, detect, 5-point landmarks, align, quality, embed (flip
+  augmentation: two chips per face), one transaction per image, index update. Once in one
+  process, once with worker processes decoding and detecting (default: one per core).
 
-Prints images/s and faces/s for both and the ratio faceledger / face_recognition.
+Prints images/s and faces/s for each, the ratio against face_recognition, and peak resident
+memory of this process and of the largest worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.resources
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import require  # noqa: E402
 
 import faceledger  # noqa: E402
-from faceledger.service import find_image_files  # noqa: E402
+from faceledger.service import find_image_files, index_files  # noqa: E402
 
 
 def import_face_recognition() -> types.ModuleType:
@@ -60,42 +65,52 @@ def run_peer(files: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - started, len(embeddings)
 
 
-def run_faceledger(files: list[Path]) -> tuple[float, int]:
+def run_faceledger(files: list[Path], workers: int = 1) -> tuple[float, int]:
+    root = Path(os.path.commonpath([str(f.parent) for f in files]))
     with tempfile.TemporaryDirectory() as data_dir, faceledger.open(data_dir) as service:
         service.create_collection(collection_id="bench")
-        faces = 0
         started = time.perf_counter()
-        for path in files:
-            result = service.index_faces(
-                collection_id="bench", image=path.read_bytes(), quality_filter="NONE"
-            )
-            faces += len(result["FaceRecords"])
+        faces = sum(
+            result.faces_indexed
+            for result in index_files(service, "bench", root, files, quality_filter="NONE", workers=workers)
+        )
         return time.perf_counter() - started, faces
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path)
+    parser.add_argument("--lfw", type=int, default=300, help="LFW images added to the default folders")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="faceledger worker processes")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each pipeline (best is kept)")
     args = parser.parse_args()
     folders = args.folders or [
         require("facerec_examples"), require("deepface_unit"), require("detection_multi", "images")
     ]
     files = [f for folder in folders for f in find_image_files(folder)]
-    # warm both: model loading is a one-off cost, not throughput
+    if not args.folders and args.lfw:
+        lfw = find_image_files(require("lfw"))
+        files += lfw[:: max(1, len(lfw) // args.lfw)][: args.lfw]
+    # warm up: model loading is a one-off cost, not throughput
     run_faceledger(files[:1])
     run_peer(files[:1])
-    results = {}
-    for name, runner in (("face_recognition", run_peer), ("faceledger", run_faceledger)):
+    print(f"{len(files)} images, {os.cpu_count()} CPU cores")
+    runs = {
+        "face_recognition (peer)": run_peer,
+        "faceledger, 1 process": run_faceledger,
+        f"faceledger, {args.workers} workers": lambda fs: run_faceledger(fs, args.workers),
+    }
+    peer_rate = None
+    for name, runner in runs.items():
         seconds, faces = min(runner(files) for _ in range(args.repeat))
-        results[name] = (seconds, faces)
+        peer_rate = peer_rate or len(files) / seconds
         print(
-            f"{name:17s} {len(files)} images, {faces} faces in {seconds:6.1f} s: "
-            f"{len(files) / seconds:5.2f} images/s, {faces / seconds:5.2f} faces/s"
+            f"{name:26s} {faces:5d} faces in {seconds:6.1f} s: {len(files) / seconds:6.2f} images/s, "
+            f"{faces / seconds:6.2f} faces/s, x{len(files) / seconds / peer_rate:.2f} the peer's images/s"
         )
-    peer_s, peer_faces = results["face_recognition"]
-    own_s, own_faces = results["faceledger"]
-    print(f"ratio faceledger/face_recognition: images/s x{peer_s / own_s:.2f}, faces/s x{(own_faces / own_s) / (peer_faces / peer_s):.2f}")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: this process {own:.0f} MiB, largest worker {workers:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 
 from faceledger.service.similarity import similarity_between
 from faceledger.vision import FaceAnalyzer, read_image_file
+from faceledger.vision.blazeface import BlazeFaceDetector
 from faceledger.vision.detect import HogFaceDetector
 
 from conftest import data_path
@@ -40,12 +41,46 @@ def test_finds_both_faces_of_a_couple(analyzer: FaceAnalyzer, name: str) -> None
     assert len(analyzer.analyze(image.pixels, embed=False)) == 2
 
 
-def test_small_faces_in_a_crowd_need_the_upsampled_scan(analyzer: FaceAnalyzer) -> None:
+def test_small_faces_in_a_crowd_need_the_finer_scans(analyzer: FaceAnalyzer) -> None:
     image = read_image_file(data_path("detection_multi", "images", "retinaface_wider_test.jpg"))
     at_native_scale = HogFaceDetector(min_face_size=80).detect(image.pixels)
+    hog_upsampled = HogFaceDetector(min_face_size=40, max_work_pixels=10**9).detect(image.pixels)
+    whole_image_only = BlazeFaceDetector(min_face_size=10**4).detect(image.pixels)
     default = analyzer.detector.detect(image.pixels)
-    assert len(default) >= 12
-    assert len(default) > len(at_native_scale)
+    assert len(at_native_scale) < len(hog_upsampled) <= 13
+    assert len(whole_image_only) < 12 <= len(hog_upsampled) + 2 <= len(default)
+
+
+def test_no_false_faces_on_portraits(analyzer: FaceAnalyzer) -> None:
+    """One face per portrait: a tile edge cutting a face, or a curtain beside it, gives no box."""
+    portraits = [p for p in sorted(data_path("facerec_examples").glob("*/*.jp*g")) if p.parent.name != "_test_unlabeled"]
+    assert len(portraits) == 9
+    for path in portraits:
+        faces = analyzer.detector.detect(read_image_file(path).pixels)
+        assert len(faces) == 1, path.name
+        assert faces[0].confidence > 80
+
+
+def test_fallback_pass_finds_a_doubtful_face_with_a_low_confidence() -> None:
+    pixels = read_image_file(data_path("lfw", "Bill_Simon", "Bill_Simon_0008.jpg")).pixels
+    assert BlazeFaceDetector(fallback_threshold=None).detect(pixels) == []
+    found = BlazeFaceDetector().detect(pixels)
+    assert len(found) == 1 and found[0].confidence < 60  # every QualityFilter rejects it
+    box = found[0].box
+    assert abs(box.left + box.width / 2 - 125) < 25 and abs(box.top + box.height / 2 - 125) < 25
+
+
+def test_missing_blazeface_weights_are_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceledger.errors import InternalServerError
+    from faceledger.vision import blazeface
+
+    blazeface.model_file.cache_clear()
+    monkeypatch.setattr(blazeface.importlib.util, "find_spec", lambda name: None)
+    try:
+        with pytest.raises(InternalServerError, match="pip install --no-deps mediapipe"):
+            blazeface.model_file("face_detection_full_range_sparse.tflite")
+    finally:
+        blazeface.model_file.cache_clear()
 
 
 def test_faces_are_sorted_largest_first(analyzer: FaceAnalyzer) -> None:

@@ -16,14 +16,14 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from faceledger.config import cache_root
 from faceledger.vision import FaceAnalyzer, read_image_file
-from faceledger.vision.embed import EMBEDDING_DIM
+from faceledger.vision.embed import EMBEDDING_DIM, OnnxResNetEmbedder
 
 CACHE_FORMAT = 1
 
@@ -65,7 +65,7 @@ class EmbeddingConfig:
 
     face_choice: str = "largest"
     model_version: str = "dlib-resnet-v1"
-    detector: str = "hog-40px-4MP-fallback-0.5"
+    detector: str = field(default_factory=lambda: FaceAnalyzer().detector.name)
 
     def key(self, root: Path) -> str:
         text = json.dumps([CACHE_FORMAT, str(root.resolve()), self.face_choice, self.model_version, self.detector])
@@ -117,7 +117,8 @@ def _embed_one(job: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """(embedding, mirrored-chip embedding) of the chosen face; NaN rows when none is found."""
     global _analyzer
     if _analyzer is None:
-        _analyzer = FaceAnalyzer()
+        # One embedding thread per worker: the workers already use every core.
+        _analyzer = FaceAnalyzer(embedder=OnnxResNetEmbedder(threads=1))
     path, face_choice = job
     nothing = np.full(EMBEDDING_DIM, np.nan, dtype=np.float32)
     try:

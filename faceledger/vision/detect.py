@@ -1,8 +1,9 @@
 """Face detection with dlib's HOG detector on an image rescaled to a chosen face-size floor.
 
-Why this strategy: on the shared group photos and on LFW, dlib's HOG detector found as many
-faces as its CNN (MMOD) detector at under a tenth of the time on a 2-core CPU (figures in the
-closing note of the foundation issue). HOG's window is 80x80 pixels, so a face smaller than that
+The default detector is BlazeFace (vision/blazeface.py), which finds more faces in a third of the
+time or less (benchmarks/detect.py); HOG stays as the alternative that needs no TFLite runtime.
+On the shared group photos and on LFW, HOG found as many faces as dlib's CNN (MMOD) detector at
+under a tenth of its time on a 2-core CPU. HOG's window is 80x80 pixels, so a face smaller than that
 is only found after upsampling; instead of a fixed upsampling count, the image is rescaled so that
 ``min_face_size`` pixels become 80, capped at ``max_work_pixels`` so that a 40-megapixel photo
 is not blown up to 160 megapixels. On a large photo the cap wins and the smallest face found is
@@ -14,12 +15,24 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 import dlib
 import numpy as np
 from PIL import Image
 
 from faceledger.vision.face import BoundingBox, Face
+
+class FaceDetector(Protocol):
+    """What the pipeline needs from a detector."""
+
+    @property
+    def name(self) -> str: ...
+
+    def detect(self, pixels: np.ndarray) -> list[Face]: ...
+
+    def smallest_findable_face(self, width: int, height: int) -> float: ...
+
 
 HOG_WINDOW = 80  # pixels: the side of the face window dlib's frontal detector was trained on
 
@@ -63,6 +76,12 @@ class HogFaceDetector:
     # the face in 11 of 12 images where the first pass found none (first 2,500 images). Such
     # faces carry a low confidence (below 73), so QualityFilter AUTO and up reject them.
     fallback_threshold: float | None = -0.5
+
+    @property
+    def name(self) -> str:
+        """Identifies the settings (part of the evaluation cache key)."""
+        return (f"hog-{self.min_face_size}px-{self.max_work_pixels // 1_000_000}MP-{self.score_threshold}"
+                f"-fallback-{self.fallback_threshold}")
 
     def scale_for(self, width: int, height: int) -> float:
         wanted = HOG_WINDOW / self.min_face_size
