@@ -62,10 +62,11 @@ def test_no_false_faces_on_portraits(analyzer: FaceAnalyzer) -> None:
 
 
 def test_fallback_pass_finds_a_doubtful_face_with_a_low_confidence() -> None:
-    pixels = read_image_file(data_path("lfw", "Bill_Simon", "Bill_Simon_0008.jpg")).pixels
+    pixels = read_image_file(data_path("lfw", "George_HW_Bush", "George_HW_Bush_0002.jpg")).pixels
     assert BlazeFaceDetector(fallback_threshold=None).detect(pixels) == []
     found = BlazeFaceDetector().detect(pixels)
-    assert len(found) == 1 and found[0].confidence < 60  # every QualityFilter rejects it
+    # below the 73 of the detection threshold: QualityFilter AUTO (70) and up reject it
+    assert len(found) == 1 and found[0].confidence < 70
     box = found[0].box
     assert abs(box.left + box.width / 2 - 125) < 25 and abs(box.top + box.height / 2 - 125) < 25
 

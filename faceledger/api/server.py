@@ -79,8 +79,17 @@ def serve_in_thread(
 def background_duties(service: FaceService, sign_every: float = 60.0, purge_every: float = 3600.0) -> Iterator[None]:
     """While the server runs: sign the audit ledger's head every ``sign_every`` seconds (so at
     most that much of the ledger rests on the hash chain alone) and purge faces past their
-    retention or consent every ``purge_every`` seconds; sign once more when it stops."""
+    retention or consent every ``purge_every`` seconds; sign once more when it stops. First of all,
+    load every collection's vector index, so the first searches do not wait for it (a search that
+    comes earlier waits for its collection's index only)."""
     stop = threading.Event()
+
+    def load_indexes() -> None:
+        try:
+            for collection_id in service.store.list_collection_ids(None, 1_000_000):
+                service.indexes.for_search(collection_id)
+        except Exception:  # noqa: BLE001 - a search rebuilds whatever failed to load here
+            log.exception("loading the vector indexes failed")
 
     def run() -> None:
         next_purge = time.monotonic()
@@ -95,6 +104,7 @@ def background_duties(service: FaceService, sign_every: float = 60.0, purge_ever
             if stop.wait(sign_every):
                 return
 
+    threading.Thread(target=load_indexes, name="faceledger-index-loader", daemon=True).start()
     thread = threading.Thread(target=run, name="faceledger-duties", daemon=True)
     thread.start()
     try:

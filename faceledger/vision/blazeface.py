@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -83,14 +84,33 @@ def model_file(name: str) -> Path:
 _per_thread = threading.local()
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+def _quietly_open(path: Path):
+    """A TFLite interpreter for ``path``. The runtime announces its XNNPACK delegate on the
+    process's stderr (file descriptor 2, below Python's logging), once per interpreter; that line
+    is kept out of the CLI's and the server's output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _STDERR_LOCK:
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                interpreter = Interpreter(model_path=str(path), num_threads=1)
+                interpreter.allocate_tensors()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return interpreter
+
+
 def _interpreter(model: _Model):
     # A TFLite interpreter holds its tensors; each thread gets its own (about 1 MB each).
     cached = _per_thread.__dict__.setdefault("blazeface", {})
     if model.file not in cached:
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(model_file(model.file)), num_threads=1)
-        interpreter.allocate_tensors()
+        interpreter = _quietly_open(model_file(model.file))
         outputs = {tuple(d["shape"])[-1]: d["index"] for d in interpreter.get_output_details()}
         cached[model.file] = (interpreter, interpreter.get_input_details()[0]["index"], outputs[16], outputs[1])
     return cached[model.file]
@@ -177,7 +197,7 @@ class BlazeFaceDetector:
     @property
     def name(self) -> str:
         """Identifies the settings (part of the evaluation cache key)."""
-        return (f"blazeface-full-{self.min_face_size}px-{self.score_threshold}-tile{self.smallest_in_tile}"
+        return (f"blazeface-full-from-half-tile-{self.min_face_size}px-{self.score_threshold}-tile{self.smallest_in_tile}"
                 f"-max{self.max_tiles}-fallback-{self.fallback_threshold}-confirm-{self.confident_score}"
                 f"-box{_TO_HOG_BOX}")
 
@@ -191,8 +211,11 @@ class BlazeFaceDetector:
     confident_score: float = 0.8
 
     def scales(self, width: int, height: int) -> list[float]:
-        """Image-to-model scales, coarsest (whole image in one tile) first."""
-        scale = INPUT / max(width, height)
+        """Image-to-model scales, coarsest first: the whole image in half a tile (the model
+        scores a face best at 30-60 of its 192 pixels, and misses some larger ones), then twice
+        that, and so on down to the scale at which a ``min_face_size`` face is
+        ``smallest_in_tile`` pixels."""
+        scale = INPUT / 2 / max(width, height)
         finest = self.smallest_in_tile / self.min_face_size
         scales = [scale]
         while scale < finest:
@@ -230,7 +253,7 @@ class BlazeFaceDetector:
                     tile[: part.shape[0], : part.shape[1]] = part
                     boxes, scores = _run(FULL_RANGE, tile, self.score_threshold)
                     if level > 0:
-                        # Faces over half a tile were seen whole at the coarser level.
+                        # Faces over half a tile were seen, smaller, at the coarser level.
                         small = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) <= INPUT / 2
                         boxes, scores = boxes[small], scores[small]
                     scale_x, scale_y = size[0] / width, size[1] / height

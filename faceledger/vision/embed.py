@@ -75,6 +75,9 @@ def _onnx_session(threads: int):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle threads would otherwise spin for a while after each batch, taking the cores that
+    # detection workers and request threads need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = weight_file(RESNET_EMBEDDING)
     try:
         model: str | bytes = str(converted_model(source, cache_root() / "models"))
