@@ -129,14 +129,30 @@ class CollectionIndex:
         meta = json.loads(meta_path.read_text())
         if meta.get("generation") != generation:
             return None
-        data = cipher.open_bytes(_label(path, generation), path.read_bytes())
+        data = memoryview(cipher.open_bytes(_label(path, generation), path.read_bytes()))
         index = cls.__new__(cls)
-        index._index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index._index = _read_index(data)
+        del data
         index.approximate = bool(meta["approximate"])
         index.generation = generation
         index.removed = set(meta["removed"])
         index.dirty = False
         return index
+
+
+def _read_index(data: memoryview) -> faiss.Index:
+    """Deserialise an index by streaming ``data`` to FAISS in 16 MiB pieces. ``deserialize_index``
+    would first copy all of it into a buffer of its own: at a million faces that is 877 MiB more
+    at the peak (2.7 GiB instead of 1.8), and slower."""
+    position = 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        chunk = data[position : position + size]
+        position += len(chunk)
+        return bytes(chunk)
+
+    return faiss.read_index(faiss.PyCallbackIOReader(read, 1 << 24))
 
 
 def _label(path: Path, generation: int) -> str:
