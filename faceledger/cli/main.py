@@ -202,8 +202,8 @@ def index(
     started = time.monotonic()
     with open_service() as service:
         files = find_image_files(path)
-        # Starting a worker costs about a second; a handful of files is faster in this process.
-        workers = workers or (os.cpu_count() or 1 if len(files) >= 8 else 1)
+        # Starting a worker costs one to two seconds; a few dozen files are faster in this process.
+        workers = workers or (os.cpu_count() or 1 if len(files) >= 32 else 1)
         progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
