@@ -34,7 +34,7 @@ INPUT = 192  # the full-range model's input side
 # HOG box from a BlazeFace box: centre shift (x, y) and side, as fractions of the BlazeFace box
 # side; least-squares fit over LFW faces both detectors found (benchmarks/detect.py --fit).
 _TO_HOG_BOX = (-0.022, -0.009, 0.949)
-_MERGE_BELOW = 1.5  # no finer level when the whole-image pass is this close to the finest scale
+_ONE_PASS_BELOW = 1.5  # no finer level when the whole-image pass is this close to the finest scale
 
 
 def blazeface_confidence(score: float) -> float:
@@ -198,7 +198,7 @@ class BlazeFaceDetector:
     @property
     def name(self) -> str:
         """Identifies the settings (part of the evaluation cache key)."""
-        return (f"blazeface-full-from-half-tile-small-{_MERGE_BELOW}-{self.min_face_size}px-{self.score_threshold}-tile{self.smallest_in_tile}"
+        return (f"blazeface-full-from-half-tile-small-{_ONE_PASS_BELOW}-{self.min_face_size}px-{self.score_threshold}-tile{self.smallest_in_tile}"
                 f"-max{self.max_tiles}-fallback-{self.fallback_threshold}-confirm-{self.confident_score}"
                 f"-box{_TO_HOG_BOX}")
 
@@ -220,7 +220,7 @@ class BlazeFaceDetector:
         finest = self.smallest_in_tile / self.min_face_size
         scales = [scale]
         while scale < finest:
-            if len(scales) == 1 and finest / scale < _MERGE_BELOW:
+            if len(scales) == 1 and finest / scale < _ONE_PASS_BELOW:
                 # A small image (up to about 260 pixels: thumbnails, LFW's 250x250 crops) gets
                 # one model run, not two; its smallest findable face is up to 1.5 x
                 # min_face_size. On LFW this is also what aligns best (docs/accuracy.md).
