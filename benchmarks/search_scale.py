@@ -1,4 +1,5 @@
-"""Search at scale: HNSW (the index faceledger uses above 50,000 faces) against exact search.
+"""Search at scale: HNSW on 8-bit codes with exact re-ranking (the index faceledger uses above
+50,000 faces) against exact search.
 
     python benchmarks/search_scale.py [--faces 1000000] [--probes 1000]
 
