@@ -90,3 +90,18 @@ def test_batches_of_any_size_give_the_same_embeddings(shared_chips: list[np.ndar
     assert embedder.embed([]).shape == (0, 128)
     with pytest.raises(ValueError):
         embedder.embed([chips[0][:100]])
+
+
+def test_unwritable_cache_converts_in_memory(monkeypatch: pytest.MonkeyPatch, shared_chips: list[np.ndarray]) -> None:
+    from faceledger.vision import embed
+
+    def read_only(*_args, **_kwargs):
+        raise PermissionError("read-only home")
+
+    monkeypatch.setattr(embed, "converted_model", read_only)
+    embed._onnx_session.cache_clear()
+    try:
+        in_memory = OnnxResNetEmbedder(threads=1).embed(shared_chips[:4])
+    finally:
+        embed._onnx_session.cache_clear()
+    assert np.abs(in_memory - DlibResNetEmbedder().embed(shared_chips[:4])).max() <= TOLERANCE
