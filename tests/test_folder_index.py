@@ -83,3 +83,20 @@ def test_interrupted_parallel_run_keeps_whole_images_and_resumes(
         expected, _ = index_all(tmp_path / "fresh", folder, workers=1)
         total = service.describe_collection(collection_id="c")["FaceCount"]
         assert total == sum(r.faces_indexed for r in expected)  # every face exactly once
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_files_over_the_limits_are_reported_not_indexed(tmp_path: Path, folder: Path, workers: int) -> None:
+    from faceledger.config import ImageLimits
+
+    limits = ImageLimits(max_bytes=900_000, max_pixels=2_500_000)
+    with faceledger.open(tmp_path / "data", image_limits=limits) as service:
+        service.create_collection(collection_id="c")
+        results = {r.path.name: r for r in index_files(service, "c", folder, find_image_files(folder), workers=workers)}
+        stored = {face.external_image_id for _, face in service.store.list_faces("c", limit=4096)}
+    too_big = results["deepface_couple.jpg"]  # 944,694 bytes: refused before it is read
+    assert too_big.outcome is Outcome.UNREADABLE and "over the limit" in (too_big.error or "")
+    too_many_pixels = results["obama_and_biden.jpg"]  # 2000x1428: refused by the decoder's header check
+    assert too_many_pixels.outcome is Outcome.UNREADABLE and too_many_pixels.error
+    assert results["biden.jpg"].outcome is Outcome.INDEXED
+    assert not any("deepface_couple" in name or "obama_and_biden" in name for name in stored)

@@ -69,6 +69,13 @@ class _Pending:
     analysis: Future | AnalyzedImage | None = None
     error: str | None = None
 
+    def settle(self, outcome: AnalyzedImage | str) -> None:
+        """Record what analysis gave: the analysed image, or why the file could not be read."""
+        if isinstance(outcome, str):
+            self.analysis, self.error = None, outcome
+        else:
+            self.analysis = outcome
+
 
 _worker_analyzer: FaceAnalyzer | None = None
 _worker_limits: ImageLimits | None = None
@@ -81,13 +88,18 @@ def _start_worker(limits: ImageLimits) -> None:
     _worker_analyzer, _worker_limits = FaceAnalyzer(), limits
 
 
-def _analyze_in_worker(data: bytes) -> AnalyzedImage | str:
-    """Decode and analyse one image in a worker; a decoding error comes back as its message."""
-    assert _worker_analyzer is not None and _worker_limits is not None
+def _analyze(analyzer: FaceAnalyzer, data: bytes, limits: ImageLimits) -> AnalyzedImage | str:
+    """Decode and analyse one image; a decoding error comes back as its message (it must cross
+    a process boundary)."""
     try:
-        return _worker_analyzer.analyze_image(decode_image(data, _worker_limits))
+        return analyzer.analyze_image(decode_image(data, limits))
     except (InvalidImageFormatException, ImageTooLargeException) as exc:
         return exc.message
+
+
+def _analyze_in_worker(data: bytes) -> AnalyzedImage | str:
+    assert _worker_analyzer is not None and _worker_limits is not None
+    return _analyze(_worker_analyzer, data, _worker_limits)
 
 
 def index_files(
@@ -118,10 +130,7 @@ def index_files(
             if isinstance(item, FileResult):
                 yield item
                 continue
-            try:
-                item.analysis = service.analyzer.analyze_image(decode_image(item.data, limits))
-            except (InvalidImageFormatException, ImageTooLargeException) as exc:
-                item.error = exc.message
+            item.settle(_analyze(service.analyzer, item.data, limits))
             yield from _store(service, collection_id, root, [item], level, max_faces, store_images)
         return
 
@@ -151,11 +160,7 @@ def index_files(
                         ready = []
                     yield head
                     continue
-                result = head.analysis.result()
-                if isinstance(result, str):
-                    head.analysis, head.error = None, result
-                else:
-                    head.analysis = result
+                head.settle(head.analysis.result())
                 ready.append(head)
                 if sum(len(r.analysis.faces) for r in ready if r.analysis) >= _EMBED_BATCH:
                     break
@@ -173,12 +178,9 @@ _EMBED_BATCH = 16
 
 def _read(service: FaceService, collection_id: str, path: Path, limits: ImageLimits) -> _Pending | FileResult:
     try:
-        if path.stat().st_size > limits.max_bytes:
-            return FileResult(
-                path,
-                Outcome.UNREADABLE,
-                error=f"{path.stat().st_size:,} bytes is over the limit of {limits.max_bytes:,}",
-            )
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            return FileResult(path, Outcome.UNREADABLE, error=f"{size:,} bytes is over the limit of {limits.max_bytes:,}")
         data = path.read_bytes()
     except OSError as exc:
         return FileResult(path, Outcome.UNREADABLE, error=exc.strerror or str(exc))
