@@ -152,21 +152,30 @@ def _whole(model: _Model, image: Image.Image, threshold: float) -> tuple[np.ndar
     return boxes / [scale_x, scale_y, scale_x, scale_y], scores
 
 
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _intersections(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Area that ``box`` shares with each of ``boxes`` (all as x1, y1, x2, y2)."""
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    return width * height
+
+
 def _blend(boxes: np.ndarray, scores: np.ndarray, iou: float, contained: float) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe's weighted non-maximum suppression: the best box absorbs every box overlapping
     it (IoU over ``iou``, or mostly inside the smaller one: a face cut by a tile edge), and
     becomes their score-weighted mean. Best score first."""
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    areas = _areas(boxes)
     remaining = np.ones(len(boxes), dtype=bool)
     merged_boxes, merged_scores = [], []
     for best in range(len(boxes)):
         if not remaining[best]:
             continue
-        width = np.clip(np.minimum(boxes[best, 2], boxes[:, 2]) - np.maximum(boxes[best, 0], boxes[:, 0]), 0, None)
-        height = np.clip(np.minimum(boxes[best, 3], boxes[:, 3]) - np.maximum(boxes[best, 1], boxes[:, 1]), 0, None)
-        overlap = width * height
+        overlap = _intersections(boxes[best], boxes)
         same = remaining & (
             (overlap / (areas[best] + areas - overlap) > iou) | (overlap / np.minimum(areas[best], areas) > contained)
         )
@@ -252,6 +261,7 @@ class BlazeFaceDetector:
         for level, scale in enumerate(self.scales(width, height)):
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             work = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+            scale_x, scale_y = size[0] / width, size[1] / height
             for top in self._starts(size[1]):
                 for left in self._starts(size[0]):
                     tile = np.zeros((INPUT, INPUT, 3), np.uint8)
@@ -262,7 +272,6 @@ class BlazeFaceDetector:
                         # Faces over half a tile were seen, smaller, at the coarser level.
                         small = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) <= INPUT / 2
                         boxes, scores = boxes[small], scores[small]
-                    scale_x, scale_y = size[0] / width, size[1] / height
                     found.append(((boxes + [left, top, left, top]) / [scale_x, scale_y, scale_x, scale_y], scores))
         boxes, scores = np.concatenate([b for b, _ in found]), np.concatenate([s for _, s in found])
         if not len(boxes) and self.fallback_threshold is not None:
@@ -292,11 +301,8 @@ class BlazeFaceDetector:
         crop = np.asarray(image.crop(region).resize((INPUT, INPUT), Image.Resampling.BILINEAR))
         boxes, _ = _run(FULL_RANGE, crop, self.score_threshold)
         expected = np.array([3 / 8, 3 / 8, 5 / 8, 5 / 8]) * INPUT
-        width = np.clip(np.minimum(boxes[:, 2], expected[2]) - np.maximum(boxes[:, 0], expected[0]), 0, None)
-        height = np.clip(np.minimum(boxes[:, 3], expected[3]) - np.maximum(boxes[:, 1], expected[1]), 0, None)
-        overlap = width * height
-        union = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + (INPUT / 4) ** 2 - overlap
-        return bool(np.any(overlap / union > 0.3))
+        overlap = _intersections(expected, boxes)
+        return bool(np.any(overlap / (_areas(boxes) + _areas(expected) - overlap) > 0.3))
 
     def detect(self, pixels: np.ndarray) -> list[Face]:
         """Faces in an RGB ``uint8`` image, largest first, boxes in input-image pixels."""
