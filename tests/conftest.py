@@ -31,6 +31,21 @@ def image_bytes(*parts: str) -> bytes:
     return data_path(*parts).read_bytes()
 
 
+def interrupt_index_faces_on_call(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """Make ``FaceService.index_faces`` raise KeyboardInterrupt (Ctrl-C) on its ``call``-th call;
+    ``monkeypatch.undo()`` restores it."""
+    real_index_faces = FaceService.index_faces
+    calls = {"n": 0}
+
+    def interrupted(self, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real_index_faces(self, **kwargs)
+
+    monkeypatch.setattr(FaceService, "index_faces", interrupted)
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> FaceService:
     with faceledger.open(tmp_path / "data") as opened:

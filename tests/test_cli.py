@@ -11,9 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger.cli.main import app
-from faceledger.service import folder_index
 
-from conftest import data_path
+from conftest import data_path, interrupt_index_faces_on_call
 
 runner = CliRunner()
 
@@ -86,20 +85,11 @@ def test_index_resumes_after_interrupt_and_skips_known_files(
 ) -> None:
     data = tmp_path / "data"
     run(data, "collection", "create", "family")
-    real_index_faces = folder_index.FaceService.index_faces
-    calls = {"n": 0}
-
-    def interrupted_on_third(self, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_index_faces(self, **kwargs)
-
-    monkeypatch.setattr(folder_index.FaceService, "index_faces", interrupted_on_third)
+    interrupt_index_faces_on_call(monkeypatch, 3)
     code, out, err = run(data, "index", str(photos), "--collection", "family")
     assert code == 130
     assert "run the same command to resume" in err
-    monkeypatch.setattr(folder_index.FaceService, "index_faces", real_index_faces)
+    monkeypatch.undo()
 
     code, out, _ = run(data, "index", str(photos), "--collection", "family", "--json")
     summary = json.loads(out)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import faceledger
-from faceledger.service import Outcome, find_image_files, folder_index, index_files
+from faceledger.service import Outcome, find_image_files, index_files
 
-from conftest import data_path
+from conftest import data_path, interrupt_index_faces_on_call
 
 
 @pytest.fixture(scope="module")
@@ -55,24 +55,15 @@ def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, 
 def test_interrupted_parallel_run_keeps_whole_images_and_resumes(
     tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_index_faces = folder_index.FaceService.index_faces
-    calls = {"n": 0}
-
-    def interrupted_on_fifth(self, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_index_faces(self, **kwargs)
-
     files = find_image_files(folder)
     with faceledger.open(tmp_path / "data") as service:
         service.create_collection(collection_id="c")
-        monkeypatch.setattr(folder_index.FaceService, "index_faces", interrupted_on_fifth)
+        interrupt_index_faces_on_call(monkeypatch, 5)
         done = []
         with pytest.raises(KeyboardInterrupt):
             for result in index_files(service, "c", folder, files, workers=2):
                 done.append(result)
-        monkeypatch.setattr(folder_index.FaceService, "index_faces", real_index_faces)
+        monkeypatch.undo()
         kept = service.describe_collection(collection_id="c")["FaceCount"]
         assert kept == sum(r.faces_indexed for r in done)
 
