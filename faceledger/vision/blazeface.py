@@ -49,24 +49,11 @@ def blazeface_confidence(score: float) -> float:
     return 100.0 / (1.0 + math.exp(-2.125 * (math.log(score / (1 - score)) - 0.151)))
 
 
-def _grid_anchors(cells: int, per_cell: int) -> np.ndarray:
-    centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-    x, y = np.meshgrid(centres, centres)
-    return np.repeat(np.stack([x.ravel(), y.ravel()], axis=1), per_cell, axis=0)
-
-
-@dataclass(frozen=True)
-class _Model:
-    """One BlazeFace network: its file, input side and SSD anchor centres (fractions of the input;
-    all anchors are of unit size, so box sizes come straight from the regressors)."""
-
-    file: str
-    side: int
-    anchors: np.ndarray
-
-
-# Faces up to about 5 m from the camera: used on every tile.
-FULL_RANGE = _Model("face_detection_full_range_sparse.tflite", INPUT, _grid_anchors(48, 1))
+MODEL = "face_detection_full_range_sparse.tflite"  # faces up to about 5 m from the camera
+# SSD anchors: one per 4x4 cell of the input, centres in input pixels. All are of unit size, so
+# box sizes come straight from the regressors.
+_CENTRES = (np.arange(INPUT // 4, dtype=np.float32) + 0.5) * 4
+_ANCHOR_X, _ANCHOR_Y = (grid.ravel() for grid in np.meshgrid(_CENTRES, _CENTRES))
 
 
 @cache
@@ -107,14 +94,14 @@ def _quietly_open(path: Path):
     return interpreter
 
 
-def _interpreter(model: _Model):
-    # A TFLite interpreter holds its tensors; each thread gets its own (about 1 MB each).
-    cached = _per_thread.__dict__.setdefault("blazeface", {})
-    if model.file not in cached:
-        interpreter = _quietly_open(model_file(model.file))
+def _interpreter():
+    """This thread's interpreter and its input, regressor and classifier tensor indices (a TFLite
+    interpreter holds its tensors, about 1 MB; threads cannot share one)."""
+    if not hasattr(_per_thread, "blazeface"):
+        interpreter = _quietly_open(model_file(MODEL))
         outputs = {tuple(d["shape"])[-1]: d["index"] for d in interpreter.get_output_details()}
-        cached[model.file] = (interpreter, interpreter.get_input_details()[0]["index"], outputs[16], outputs[1])
-    return cached[model.file]
+        _per_thread.blazeface = (interpreter, interpreter.get_input_details()[0]["index"], outputs[16], outputs[1])
+    return _per_thread.blazeface
 
 
 @dataclass(frozen=True)
@@ -125,29 +112,29 @@ class Detection:
     score: float
 
 
-def _run(model: _Model, tile: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (x1, y1, x2, y2 in pixels of the model-sized ``tile``) and scores above ``threshold``."""
-    interpreter, inputs, regressors, classifiers = _interpreter(model)
+def _run(tile: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x1, y1, x2, y2 in pixels of the INPUT-sized ``tile``) and scores above ``threshold``."""
+    interpreter, inputs, regressors, classifiers = _interpreter()
     interpreter.set_tensor(inputs, (tile.astype(np.float32) / 127.5 - 1.0)[None])
     interpreter.invoke()
     raw = interpreter.get_tensor(regressors)[0]
     logits = interpreter.get_tensor(classifiers)[0, :, 0]
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
     keep = np.flatnonzero(scores >= threshold)
-    centre_x = raw[keep, 0] + model.anchors[keep, 0] * model.side
-    centre_y = raw[keep, 1] + model.anchors[keep, 1] * model.side
+    centre_x = raw[keep, 0] + _ANCHOR_X[keep]
+    centre_y = raw[keep, 1] + _ANCHOR_Y[keep]
     half_w, half_h = raw[keep, 2] / 2, raw[keep, 3] / 2
     boxes = np.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=1)
     return boxes.reshape(-1, 4), scores[keep]
 
 
-def _whole(model: _Model, image: Image.Image, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """``model`` on the whole image, letterboxed into its input; boxes in image pixels."""
-    scale = model.side / max(image.size)
+def _whole(image: Image.Image, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The model on the whole image, letterboxed into its input; boxes in image pixels."""
+    scale = INPUT / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    tile = np.zeros((model.side, model.side, 3), np.uint8)
+    tile = np.zeros((INPUT, INPUT, 3), np.uint8)
     tile[: size[1], : size[0]] = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
-    boxes, scores = _run(model, tile, threshold)
+    boxes, scores = _run(tile, threshold)
     scale_x, scale_y = size[0] / image.width, size[1] / image.height
     return boxes / [scale_x, scale_y, scale_x, scale_y], scores
 
@@ -267,7 +254,7 @@ class BlazeFaceDetector:
                     tile = np.zeros((INPUT, INPUT, 3), np.uint8)
                     part = work[top : top + INPUT, left : left + INPUT]
                     tile[: part.shape[0], : part.shape[1]] = part
-                    boxes, scores = _run(FULL_RANGE, tile, self.score_threshold)
+                    boxes, scores = _run(tile, self.score_threshold)
                     if level > 0:
                         # Faces over half a tile were seen, smaller, at the coarser level.
                         small = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) <= INPUT / 2
@@ -277,7 +264,7 @@ class BlazeFaceDetector:
         if not len(boxes) and self.fallback_threshold is not None:
             # As with HOG: when nothing passes, the best box above a lower bar (with its lower
             # score, which QualityFilter AUTO and up reject).
-            boxes, scores = _blend(*_whole(FULL_RANGE, image, self.fallback_threshold), iou=0.3, contained=0.6)
+            boxes, scores = _blend(*_whole(image, self.fallback_threshold), iou=0.3, contained=0.6)
             return [Detection(box, float(score)) for box, score in zip(boxes[:1], scores[:1])]
         boxes, scores = _blend(boxes, scores, iou=0.3, contained=0.6)
         sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -299,7 +286,7 @@ class BlazeFaceDetector:
         region = (round(centre_x - side / 2), round(centre_y - side / 2), round(centre_x + side / 2), round(centre_y + side / 2))
         # PIL fills what lies outside the image with black, as the tiles are padded.
         crop = np.asarray(image.crop(region).resize((INPUT, INPUT), Image.Resampling.BILINEAR))
-        boxes, _ = _run(FULL_RANGE, crop, self.score_threshold)
+        boxes, _ = _run(crop, self.score_threshold)
         expected = np.array([3 / 8, 3 / 8, 5 / 8, 5 / 8]) * INPUT
         overlap = _intersections(expected, boxes)
         return bool(np.any(overlap / (_areas(boxes) + _areas(expected) - overlap) > 0.3))
