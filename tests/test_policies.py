@@ -12,7 +12,7 @@ import faceledger
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
-from faceledger.service.ledgering import RequestContext, acting_as
+from faceledger.service.context import RequestContext, acting_as
 
 from conftest import image_bytes
 

@@ -14,7 +14,7 @@ import faceledger
 from faceledger.errors import AccessDeniedException
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
-from faceledger.service.ledgering import RequestContext, acting_as
+from faceledger.service.context import RequestContext, acting_as
 
 from api_server import running_server, send_raw
 from conftest import image_bytes

@@ -32,7 +32,7 @@ from faceledger.errors import (
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.store.access_keys import AccessKey
-from faceledger.service.ledgering import RequestContext, acting_as
+from faceledger.service.context import RequestContext, acting_as
 
 access_log = logging.getLogger("faceledger.access")
 PURPOSE_HEADER = "x-faceledger-purpose"

@@ -14,7 +14,7 @@ from faceledger.cli import render
 from faceledger.config import Settings, default_data_dir
 from faceledger.errors import FaceledgerError, InvalidImageFormatException
 from faceledger.service import FaceService
-from faceledger.service.ledgering import RequestContext, acting_as, local_caller
+from faceledger.service.context import RequestContext, acting_as, local_caller
 
 F = TypeVar("F", bound=Callable[..., Any])
 

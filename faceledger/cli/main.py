@@ -42,7 +42,7 @@ from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
 from faceledger.errors import InvalidImageFormatException, InvalidParameterException
 from faceledger.service import Outcome, find_image_files, index_files
-from faceledger.service.ledgering import RequestContext, local_caller
+from faceledger.service.context import RequestContext, local_caller
 
 app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
 collection_app = typer.Typer(help="Create, describe, list and delete collections.", no_args_is_help=True)

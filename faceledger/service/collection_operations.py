@@ -11,7 +11,8 @@ from faceledger.config import Settings
 from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
-from faceledger.service.ledgering import current_context, ledgered
+from faceledger.service.context import current_context
+from faceledger.service.ledgering import ledgered
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.shapes import Response
 from faceledger.service.validation import MAX_PAGE_SIZE

@@ -10,18 +10,16 @@ rolled back. Calls made inside a marked call are covered by the outer entry.
 from __future__ import annotations
 
 import functools
-import getpass
 import hashlib
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from faceledger.errors import AccessDeniedException, FaceledgerError, InternalServerError
 from faceledger.ledger.chain import Ledger, LedgerEntry
-from faceledger.service.access import Caller, Role
+from faceledger.service.context import RequestContext, acting_as, current_context, local_caller
 from faceledger.vision import AnalyzedImage, DecodedImage
 
 if TYPE_CHECKING:
@@ -32,40 +30,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """Who is calling, and the declared purpose and case reference of the call."""
-
-    caller: Caller
-    purpose: str | None = None
-    case_ref: str | None = None
-
-
-def local_caller() -> Caller:
-    """The operator at this machine (CLI, Python API): full rights, named by the OS account."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Caller(f"local:{user}", Role.ADMIN, None)
-
-
-_context: ContextVar[RequestContext | None] = ContextVar("faceledger_request", default=None)
 _depth: ContextVar[int] = ContextVar("faceledger_ledger_depth", default=0)
-
-
-def current_context() -> RequestContext:
-    return _context.get() or RequestContext(local_caller())
-
-
-@contextmanager
-def acting_as(context: RequestContext) -> Iterator[None]:
-    """Run the enclosed operations on behalf of ``context`` (the API sets this per request)."""
-    token = _context.set(context)
-    try:
-        yield
-    finally:
-        _context.reset(token)
 
 
 def ledgered(operation: str) -> Callable[[F], F]:

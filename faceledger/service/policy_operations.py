@@ -17,7 +17,8 @@ from typing import Any
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
-from faceledger.service.ledgering import current_context, ledgered
+from faceledger.service.context import current_context
+from faceledger.service.ledgering import ledgered
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import SQLiteStore
 from faceledger.store.policies import CollectionPolicy, ConsentRecord, PolicyStore

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
-from faceledger.service.ledgering import current_context, ledgered
+from faceledger.service.context import current_context
+from faceledger.service.ledgering import ledgered
 from faceledger.store.policies import PolicyStore
 from faceledger.store.reviews import ReviewCase, ReviewStore
 
