@@ -11,8 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.common import JsonOption, open_service, reports_errors
-from faceledger.errors import InvalidParameterException
+from faceledger.cli.common import JsonOption, iso_time, open_service, reports_errors
 
 audit_app = typer.Typer(help="The tamper-evident audit ledger of every operation.", no_args_is_help=True)
 
@@ -23,18 +22,8 @@ CollectionFilter = Annotated[str | None, typer.Option("--collection", "-c", help
 CaseOption = Annotated[str | None, typer.Option("--case", help="Only this case reference.")]
 
 
-def _time(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidParameterException(f"{text!r} is not an ISO 8601 time.") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
-
-
 def _filters(since: str | None, until: str | None, key: str | None, collection: str | None, case: str | None) -> dict[str, Any]:
-    return {"since": _time(since), "until": _time(until), "access_key_id": key, "collection_id": collection,
+    return {"since": iso_time(since, "--since"), "until": iso_time(until, "--until"), "access_key_id": key, "collection_id": collection,
             "case_ref": case}
 
 
@@ -86,10 +75,10 @@ def audit_export(
     collection: CollectionFilter = None, case: CaseOption = None,
 ) -> None:
     """Write entries as JSON Lines (one entry per line); the export itself is ledgered."""
+    filters = _filters(since, until, key, collection, case)  # a bad time must not truncate OUT
     with open_service() as service, out.open("w") as handle:
         response = service.export_ledger(
-            write=lambda entry: handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n"),
-            **_filters(since, until, key, collection, case),
+            write=lambda entry: handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n"), **filters
         )
     render.console.print(f"Exported {response['ExportedCount']} entries to {out}")
 

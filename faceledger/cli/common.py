@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -12,7 +13,7 @@ import typer
 
 from faceledger.cli import render
 from faceledger.config import Settings, default_data_dir
-from faceledger.errors import FaceledgerError, InvalidImageFormatException
+from faceledger.errors import FaceledgerError, InvalidImageFormatException, InvalidParameterException
 from faceledger.service import FaceService
 from faceledger.service.context import RequestContext, acting_as, local_caller
 
@@ -56,6 +57,20 @@ def read_image(path: Path) -> bytes:
         raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
 
 
+def iso_time(text: str | None, option: str) -> float | None:
+    """The Unix time (seconds) of an ISO 8601 time given to ``option``; a time without an
+    offset is UTC. None stays None (the option was not given)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameterException(
+            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-11-29T08:00, UTC unless an offset is given)."
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def all_pages(fetch: Callable[[str | None], dict[str, Any]], member: str) -> list[Any]:
     """Every item of a paginated listing: ``fetch(next_token)`` until no NextToken comes back."""
     items: list[Any] = []
@@ -76,7 +91,8 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except FaceledgerError as exc:
-            render.errors.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False)
+            # soft_wrap: one line whatever the terminal's width, so that it can be grepped
+            render.errors.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.common import CollectionOption, JsonOption, open_service, reports_errors
+from faceledger.cli.common import CollectionOption, JsonOption, iso_time, open_service, reports_errors
 
 consent_app = typer.Typer(help="Consent records: required before indexing where a policy says so.", no_args_is_help=True)
 
@@ -43,13 +42,6 @@ def collection_policy(
     render.emit(response, as_json, _show_policy)
 
 
-def _timestamp(text: str | None) -> float | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
-
-
 @consent_app.command("record")
 @reports_errors
 def consent_record(
@@ -62,10 +54,11 @@ def consent_record(
     as_json: JsonOption = False,
 ) -> None:
     """Record the consent of the person shown in images indexed with EXTERNAL_IMAGE_ID."""
+    obtained, expires = iso_time(obtained_at, "--obtained-at"), iso_time(expires_at, "--expires-at")
     with open_service() as service:
         response = service.record_consent(
             collection_id=collection, external_image_id=external_image_id, basis=basis, reference=reference,
-            obtained_at=_timestamp(obtained_at), expires_at=_timestamp(expires_at),
+            obtained_at=obtained, expires_at=expires,
         )
     render.emit(response, as_json, lambda r: render.console.print(f"Recorded consent {r['ConsentId']}"))
 

@@ -1,0 +1,47 @@
+"""CLI option parsing: ISO 8601 times, defaults left to the service, help texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from faceledger.cli.main import app
+
+runner = CliRunner()
+
+
+def run(data_dir: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--data-dir", str(data_dir), *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["consent", "record", "x", "-c", "c", "--basis", "b", "--reference", "r", "--expires-at", "notatime"],
+        ["consent", "record", "x", "-c", "c", "--basis", "b", "--reference", "r", "--obtained-at", "2026-13-01"],
+        ["audit", "show", "--since", "yesterday"],
+        ["audit", "export", "--out", "{out}", "--until", "soon"],
+    ],
+)
+def test_a_time_that_is_not_iso_8601_is_one_error_line(tmp_path: Path, args: list[str]) -> None:
+    data = tmp_path / "data"
+    assert run(data, "collection", "create", "c")[0] == 0
+    args = [a.replace("{out}", str(tmp_path / "out.jsonl")) for a in args]
+    code, out, err = run(data, *args)
+    assert code == 2
+    assert err.startswith("error: InvalidParameterException: ") and "is not an ISO 8601 time" in err
+    assert err.count("\n") == 1  # one line, however long
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_consent_times_are_read_as_utc_unless_an_offset_is_given(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "collection", "create", "c")
+    code, _, _ = run(data, "consent", "record", "x", "-c", "c", "--basis", "b", "--reference", "r",
+                     "--obtained-at", "2026-01-01T10:00", "--expires-at", "2099-01-01T00:00+02:00")
+    assert code == 0
