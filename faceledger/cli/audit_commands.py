@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +34,7 @@ def audit_verify(as_json: JsonOption = False) -> None:
         problems = service.ledger.verify()
         count = sum(1 for _ in service.ledger.entries())
     if as_json:
-        print(json.dumps({"Entries": count, "Intact": not problems, "Problems": problems}, indent=2))
+        render.print_json({"Entries": count, "Intact": not problems, "Problems": problems})
     elif problems:
         for problem in problems:
             render.errors.print(f"TAMPERED: {problem}", markup=False, highlight=False)
@@ -57,12 +56,12 @@ def audit_show(
     with open_service() as service:
         entries = list(service.ledger.entries(**_filters(since, until, key, collection, case), limit=limit))
     if as_json:
-        print(json.dumps([asdict(e) for e in entries], indent=2))
+        render.print_json([asdict(e) for e in entries])
         return
     render.table(None, ("#", "Time (UTC)", "Operation", "Key", "Collection", "Purpose / case", "Outcome", "Result"), [
         [e.seq, datetime.fromtimestamp(e.started_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e.operation,
          e.access_key_id, e.collection_id, " / ".join(p for p in (e.purpose, e.case_ref) if p) or None,
-         e.outcome if e.error is None else f"{e.outcome}: {e.error}", json.dumps(e.result)[:60]]
+         e.outcome if e.error is None else f"{e.outcome}: {e.error}", render.to_json(e.result, indent=None)[:60]]
         for e in entries
     ])
 
@@ -78,7 +77,7 @@ def audit_export(
     filters = _filters(since, until, key, collection, case)  # a bad time must not truncate OUT
     with open_service() as service, out.open("w") as handle:
         response = service.export_ledger(
-            write=lambda entry: handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n"), **filters
+            write=lambda entry: handle.write(render.to_json(asdict(entry), indent=None, sort_keys=True) + "\n"), **filters
         )
     render.console.print(f"Exported {response['ExportedCount']} entries to {out}")
 

@@ -3,7 +3,6 @@ accuracy and stating what each threshold means."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,7 +61,7 @@ def _finish(result: Any, out: Path | None, default_name: str, as_json: bool) -> 
     folder = out or Path("faceledger-reports") / default_name
     page = result.write(folder)
     if as_json:
-        print(json.dumps(result.numbers, indent=2, default=str))
+        render.print_json(result.numbers)
         return
     render.table(result.title, ("", ""), result.summary)
     for note in result.notes:
@@ -180,7 +179,7 @@ def thresholds(
 
         table = shipped_table()
     if as_json:
-        print(json.dumps({**table.to_dict(), "safe_threshold": safe_search_threshold(table)}, indent=2))
+        render.print_json({**table.to_dict(), "safe_threshold": safe_search_threshold(table)})
         return
     safe = safe_search_threshold(table)
     rows = [

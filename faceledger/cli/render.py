@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -15,15 +16,34 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def to_json(value: object, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """``value`` as JSON text, the one serialiser of every command's JSON output: datetimes
+    as ISO 8601 text, numpy numbers and arrays as JSON numbers and lists. ``indent=None``
+    gives one line (JSON Lines). Anything else that JSON cannot hold raises TypeError.
+
+    (The HTTP API writes datetimes as epoch seconds instead, as AWS JSON 1.1 wants; that is
+    faceledger.api.wire's business.)"""
+    return json.dumps(value, default=_json_default, indent=indent, sort_keys=sort_keys)
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(to_json(value) + "\n")
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def emit(response: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
+    """Print ``response`` as JSON (``--json``) or with ``human`` (tables for people)."""
     if as_json:
-        sys.stdout.write(json.dumps(response, default=_json_default, indent=2) + "\n")
+        print_json(response)
     else:
         human(response)
 
