@@ -7,7 +7,7 @@ under a tenth of its time on a 2-core CPU. HOG's window is 80x80 pixels, so a fa
 is only found after upsampling; instead of a fixed upsampling count, the image is rescaled so that
 ``min_face_size`` pixels become 80, capped at ``max_work_pixels`` so that a 40-megapixel photo
 is not blown up to 160 megapixels. On a large photo the cap wins and the smallest face found is
-``80 / scale`` pixels; ``Detector.smallest_findable_face`` reports it.
+``80 / scale`` pixels; :meth:`HogFaceDetector.smallest_findable_face` reports it.
 """
 
 from __future__ import annotations

@@ -296,107 +296,137 @@ def build_onnx_model(layers: list[Layer]):
     Each affine layer (dlib's frozen batch normalisation) is folded into the convolution before
     it, which changes the arithmetic by float32 rounding only.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     _check_against_architecture(layers)
-    nodes: list = []
-    initializers: list = []
+    graph = _GraphBuilder()
+    graph.normalise_input(layers[0].params["means"])
+    for op, layer in zip(ARCHITECTURE[1:], layers[1:]):
+        graph.add_layer(op[0], layer.params)
+    return graph.to_model()
 
-    def constant(name: str, value: np.ndarray) -> str:
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+
+class _GraphBuilder:
+    """The graph's nodes and initialisers as layers are added input first, with the current
+    tensor and its (channels, rows, columns) shape."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.initializers: list = []
+        self.current = "chips"
+        self.shape = (3, CHIP_SIZE, CHIP_SIZE)
+        self.remembered: dict[str, tuple[str, tuple[int, int, int]]] = {}
+        # A convolution is emitted only when the next layer is not an affine to fold into it.
+        self.pending_conv: dict | None = None
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def node(op: str, inputs: list[str], **attrs) -> str:
-        output = f"t{len(nodes)}"
-        nodes.append(helper.make_node(op, inputs, [output], name=f"{op}_{len(nodes)}", **attrs))
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        from onnx import helper
+
+        output = f"t{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, inputs, [output], name=f"{op}_{len(self.nodes)}", **attrs))
         return output
 
-    means = np.array(layers[0].params["means"], dtype=np.float32).reshape(1, 1, 1, 3)
-    current = node("Cast", ["chips"], to=TensorProto.FLOAT)
-    current = node("Sub", [current, constant("channel_means", means)])
-    current = node("Mul", [current, constant("input_scale", np.array(1 / 256, dtype=np.float32))])
-    current = node("Transpose", [current], perm=[0, 3, 1, 2])
-    shape = (3, CHIP_SIZE, CHIP_SIZE)  # channels, rows, columns of the current tensor
-    remembered: dict[str, tuple[str, tuple[int, int, int]]] = {}
-    pending_conv: dict | None = None
+    def normalise_input(self, means: tuple[float, float, float]) -> None:
+        """uint8 (N, rows, columns, RGB) to what dlib's input layer feeds the network: float,
+        less the channel means, divided by 256, channels first."""
+        from onnx import TensorProto
 
-    def windowed(op: str, inputs: list[str], window, stride, padding, channels: int) -> None:
-        nonlocal current, shape
+        channel_means = np.array(means, dtype=np.float32).reshape(1, 1, 1, 3)
+        current = self.node("Cast", [self.current], to=TensorProto.FLOAT)
+        current = self.node("Sub", [current, self.constant("channel_means", channel_means)])
+        current = self.node("Mul", [current, self.constant("input_scale", np.array(1 / 256, dtype=np.float32))])
+        self.current = self.node("Transpose", [current], perm=[0, 3, 1, 2])
+
+    def add_layer(self, name: str, params: dict) -> None:
+        """One layer of :data:`ARCHITECTURE` (its op name) with the parameters read from the file."""
+        if name == "con":
+            self._flush_conv()
+            self.pending_conv = {**params, "weights": params["weights"].copy(), "bias": params["bias"].copy()}
+            return
+        if name == "affine" and not params["disabled"]:
+            self._fold_affine(params)
+            return
+        self._flush_conv()
+        if name == "relu" and not params["disabled"]:
+            self.current = self.node("Relu", [self.current])
+        elif name in ("tag1", "tag2"):
+            self.remembered[name[-1]] = (self.current, self.shape)
+        elif name == "skip1":
+            self.current, self.shape = self.remembered["1"]
+        elif name in ("add1", "add2"):
+            self._add_remembered(name[-1])
+        elif name in ("max_pool", "avg_pool"):
+            op_name = "MaxPool" if name == "max_pool" else "AveragePool"
+            self._windowed(op_name, [self.current], params["window"], params["stride"], params["padding"], self.shape[0])
+        elif name == "avg_pool_everything":
+            self.current = self.node("GlobalAveragePool", [self.current])
+            self.shape = (self.shape[0], 1, 1)
+        elif name == "fc":
+            flat = self.node("Flatten", [self.current])
+            self.current = self.node("MatMul", [flat, self.constant("embedding_weights", params["weights"])])
+
+    def to_model(self):
+        """The finished, checked model; the last node's output is named ``embeddings``."""
+        import onnx
+        from onnx import TensorProto, helper
+
+        self.nodes[-1].output[0] = "embeddings"
+        graph = helper.make_graph(
+            self.nodes,
+            "dlib_face_recognition_resnet_model_v1",
+            [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["batch", CHIP_SIZE, CHIP_SIZE, 3])],
+            [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", 128])],
+            self.initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="faceledger")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+    def _fold_affine(self, params: dict) -> None:
+        if self.pending_conv is None:
+            raise DlibFormatError("An affine layer that does not follow a convolution.")
+        gamma, beta = params["gamma"], params["beta"]
+        self.pending_conv["weights"] *= gamma.reshape(-1, 1, 1, 1)
+        self.pending_conv["bias"] = self.pending_conv["bias"] * gamma + beta
+
+    def _flush_conv(self) -> None:
+        conv = self.pending_conv
+        if conv is None:
+            return
+        index = len(self.initializers)
+        weights = conv["weights"]
+        inputs = [self.current, self.constant(f"w{index}", weights), self.constant(f"b{index}", conv["bias"])]
+        self._windowed("Conv", inputs, weights.shape[2:], conv["stride"], conv["padding"], weights.shape[0])
+        self.pending_conv = None
+
+    def _windowed(self, op: str, inputs: list[str], window, stride, padding, channels: int) -> None:
         (pad_y, pad_x), (rows, cols) = padding, window
-        current = node(op, inputs, kernel_shape=[rows, cols], strides=list(stride), pads=[pad_y, pad_x, pad_y, pad_x])
-        shape = (
+        self.current = self.node(op, inputs, kernel_shape=[rows, cols], strides=list(stride), pads=[pad_y, pad_x, pad_y, pad_x])
+        self.shape = (
             channels,
-            (shape[1] + 2 * pad_y - rows) // stride[0] + 1,
-            (shape[2] + 2 * pad_x - cols) // stride[1] + 1,
+            (self.shape[1] + 2 * pad_y - rows) // stride[0] + 1,
+            (self.shape[2] + 2 * pad_x - cols) // stride[1] + 1,
         )
 
-    def flush_conv() -> None:
-        nonlocal pending_conv
-        if pending_conv is None:
-            return
-        index = len(initializers)
-        weights = pending_conv["weights"]
-        inputs = [current, constant(f"w{index}", weights), constant(f"b{index}", pending_conv["bias"])]
-        windowed("Conv", inputs, weights.shape[2:], pending_conv["stride"], pending_conv["padding"], weights.shape[0])
-        pending_conv = None
+    def _add_remembered(self, tag: str) -> None:
+        # dlib adds tensors of different sizes over the larger size, the missing part as zeros
+        # (the strided block and the pooled shortcut differ by a row and column at 8x8).
+        other, other_shape = self.remembered[tag]
+        want = tuple(max(a, b) for a, b in zip(self.shape, other_shape))
+        self.current = self.node("Add", [self._padded_to(self.current, self.shape, want), self._padded_to(other, other_shape, want)])
+        self.shape = want
 
-    def padded_to(tensor: str, have: tuple[int, int, int], want: tuple[int, int, int]) -> str:
+    def _padded_to(self, tensor: str, have: tuple[int, int, int], want: tuple[int, int, int]) -> str:
         if have == want:
             return tensor
         # Zeros after the existing channels, rows and columns, as dlib's add does.
         pads = np.array([0, 0, 0, 0, 0, *(w - h for w, h in zip(want, have))], dtype=np.int64)
-        return node("Pad", [tensor, constant(f"pad{len(nodes)}", pads)])
-
-    for op, layer in zip(ARCHITECTURE[1:], layers[1:]):
-        name, params = op[0], layer.params
-        if name == "con":
-            flush_conv()
-            pending_conv = {**params, "weights": params["weights"].copy(), "bias": params["bias"].copy()}
-            continue
-        if name == "affine" and not params["disabled"]:
-            if pending_conv is None:
-                raise DlibFormatError("An affine layer that does not follow a convolution.")
-            gamma, beta = params["gamma"], params["beta"]
-            pending_conv["weights"] *= gamma.reshape(-1, 1, 1, 1)
-            pending_conv["bias"] = pending_conv["bias"] * gamma + beta
-            continue
-        flush_conv()
-        if name == "relu" and not params["disabled"]:
-            current = node("Relu", [current])
-        elif name in ("tag1", "tag2"):
-            remembered[name[-1]] = (current, shape)
-        elif name == "skip1":
-            current, shape = remembered["1"]
-        elif name in ("add1", "add2"):
-            # dlib adds tensors of different sizes over the larger size, the missing part as zeros
-            # (the strided block and the pooled shortcut differ by a row and column at 8x8).
-            other, other_shape = remembered[name[-1]]
-            want = tuple(max(a, b) for a, b in zip(shape, other_shape))
-            current = node("Add", [padded_to(current, shape, want), padded_to(other, other_shape, want)])
-            shape = want
-        elif name in ("max_pool", "avg_pool"):
-            op_name = "MaxPool" if name == "max_pool" else "AveragePool"
-            windowed(op_name, [current], params["window"], params["stride"], params["padding"], shape[0])
-        elif name == "avg_pool_everything":
-            current = node("GlobalAveragePool", [current])
-            shape = (shape[0], 1, 1)
-        elif name == "fc":
-            current = node("Flatten", [current])
-            current = node("MatMul", [current, constant("embedding_weights", params["weights"])])
-    nodes[-1].output[0] = "embeddings"
-
-    graph = helper.make_graph(
-        nodes,
-        "dlib_face_recognition_resnet_model_v1",
-        [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["batch", CHIP_SIZE, CHIP_SIZE, 3])],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", 128])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="faceledger")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+        return self.node("Pad", [tensor, self.constant(f"pad{len(self.nodes)}", pads)])
 
 
 def converted_model(source: Path, cache_dir: Path) -> Path:
