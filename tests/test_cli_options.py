@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from faceledger.cli.main import app
+
+from conftest import data_path
 
 runner = CliRunner()
 
@@ -45,3 +48,34 @@ def test_consent_times_are_read_as_utc_unless_an_offset_is_given(tmp_path: Path)
     code, _, _ = run(data, "consent", "record", "x", "-c", "c", "--basis", "b", "--reference", "r",
                      "--obtained-at", "2026-01-01T10:00", "--expires-at", "2099-01-01T00:00+02:00")
     assert code == 0
+
+
+def test_search_without_max_faces_takes_the_collection_policys_cap(tmp_path: Path) -> None:
+    """The service's default (the policy's cap, at most 100) applies; the CLI asks for no count
+    of its own, so a cap below it is no error."""
+    data = tmp_path / "data"
+    run(data, "collection", "create", "c")
+    assert run(data, "collection", "policy", "c", "--max-results", "1")[0] == 0
+    assert run(data, "index", str(data_path("facerec_examples", "obama")), "-c", "c", "--json")[0] == 0
+    probe = str(data_path("facerec_examples", "_test_unlabeled", "obama1.jpg"))
+    code, out, err = run(data, "search", probe, "-c", "c", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["FaceMatches"]) == 1
+    code, _, err = run(data, "search", probe, "-c", "c", "--max-faces", "2")
+    assert code == 2 and "at most 1 results" in err
+
+
+@pytest.mark.parametrize(
+    "command,option,default",
+    [
+        (["compare"], "--threshold", "default: 80"),
+        (["users", "associate"], "--threshold", "default: 75"),
+        (["index"], "--quality-filter", "default: AUTO"),
+        (["search"], "--max-faces", "default: 100"),
+    ],
+)
+def test_help_states_the_services_default(command: list[str], option: str, default: str) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if option in line)
+    assert default in line

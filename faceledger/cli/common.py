@@ -71,6 +71,12 @@ def iso_time(text: str | None, option: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
+def given(**options: Any) -> dict[str, Any]:
+    """The keyword arguments of the options the user gave: one left out (None) is not passed,
+    so the service applies its own default rather than a copy of it kept here."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def all_pages(fetch: Callable[[str | None], dict[str, Any]], member: str) -> list[Any]:
     """Every item of a paginated listing: ``fetch(next_token)`` until no NextToken comes back."""
     items: list[Any] = []

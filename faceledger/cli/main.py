@@ -31,6 +31,7 @@ from faceledger.cli.common import (
     JsonOption,
     ThresholdOption,
     all_pages,
+    given,
     open_service,
     read_image,
     reports_errors,
@@ -160,14 +161,15 @@ def compare(
     source: ImageArgument,
     target: ImageArgument,
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Least similarity (0-100) for a match; 80 = dlib's distance 0.6.")
-    ] = 80.0,
+        float | None,
+        typer.Option("--threshold", help="Least similarity (0-100) for a match (default: 80, dlib's distance 0.6)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET."""
     with open_service() as service:
         response = service.compare_faces(
-            source_image=read_image(source), target_image=read_image(target), similarity_threshold=threshold
+            source_image=read_image(source), target_image=read_image(target), **given(similarity_threshold=threshold)
         )
 
     def human(r: dict[str, Any]) -> None:
@@ -183,7 +185,9 @@ def compare(
 def index(
     path: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
     collection: CollectionOption,
-    quality_filter: Annotated[str, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH.")] = "AUTO",
+    quality_filter: Annotated[
+        str | None, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH (default: AUTO).")
+    ] = None,
     max_faces: Annotated[int | None, typer.Option(help="Index at most this many faces per image.")] = None,
     keep_images: Annotated[bool, typer.Option(help="Also store the image bytes (off: only faces).")] = False,
     workers: Annotated[int, typer.Option(help="Processes decoding and detecting (0: one per CPU core).")] = 0,
@@ -218,8 +222,8 @@ def index(
                 task = progress.add_task("indexing", total=len(files), faces=0)
                 for result in index_files(
                     service, collection, root, files,
-                    quality_filter=quality_filter, max_faces=max_faces, store_images=keep_images,
-                    workers=workers,
+                    store_images=keep_images, workers=workers,
+                    **given(quality_filter=quality_filter, max_faces=max_faces),
                 ):
                     counts[result.outcome] += 1
                     faces_indexed += result.faces_indexed
@@ -276,7 +280,10 @@ def search(
     image: Annotated[Path | None, typer.Argument(help="Search with the largest face of this image.")] = None,
     face_id: Annotated[str | None, typer.Option(help="Search with this indexed face instead.")] = None,
     threshold: ThresholdOption = None,
-    max_faces: Annotated[int, typer.Option(help="Report at most this many matches.")] = 10,
+    max_faces: Annotated[
+        int | None,
+        typer.Option(help="Report at most this many matches (default: 100, or the collection policy's cap if lower)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Search a collection with the largest face of IMAGE (SearchFacesByImage) or with one of
@@ -286,11 +293,12 @@ def search(
     with open_service() as service:
         if image is not None:
             response = service.search_faces_by_image(
-                collection_id=collection, image=read_image(image), face_match_threshold=threshold, max_faces=max_faces
+                collection_id=collection, image=read_image(image),
+                **given(face_match_threshold=threshold, max_faces=max_faces),
             )
         else:
             response = service.search_faces(
-                collection_id=collection, face_id=face_id, face_match_threshold=threshold, max_faces=max_faces
+                collection_id=collection, face_id=face_id, **given(face_match_threshold=threshold, max_faces=max_faces)
             )
     render.emit(response, as_json, render.matches)
 
@@ -370,13 +378,15 @@ def users_associate(
     user_id: str,
     face_ids: list[str],
     collection: CollectionOption,
-    threshold: Annotated[float, typer.Option(help="Least similarity to the user's faces (0-100).")] = 75.0,
+    threshold: Annotated[
+        float | None, typer.Option(help="Least similarity to the user's faces (0-100; default: 75).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Associate faces with a user."""
     with open_service() as service:
         response = service.associate_faces(
-            collection_id=collection, user_id=user_id, face_ids=face_ids, user_match_threshold=threshold
+            collection_id=collection, user_id=user_id, face_ids=face_ids, **given(user_match_threshold=threshold)
         )
     render.emit(response, as_json, lambda r: _association_report(r, "AssociatedFaces", "UnsuccessfulFaceAssociations"))
 
@@ -410,11 +420,11 @@ def users_search(
     with open_service() as service:
         if image is not None:
             response = service.search_users_by_image(
-                collection_id=collection, image=read_image(image), user_match_threshold=threshold
+                collection_id=collection, image=read_image(image), **given(user_match_threshold=threshold)
             )
         else:
             response = service.search_users(
-                collection_id=collection, user_id=user_id, face_id=face_id, user_match_threshold=threshold
+                collection_id=collection, user_id=user_id, face_id=face_id, **given(user_match_threshold=threshold)
             )
     render.emit(
         response, as_json,
