@@ -6,22 +6,10 @@ error's exit code (see faceledger.errors); never a traceback.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from faceledger.cli import render
 from faceledger.cli.common import (
@@ -38,11 +26,11 @@ from faceledger.cli.common import (
 )
 from faceledger.cli.audit_commands import audit_app
 from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
+from faceledger.cli.index_command import index
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
-from faceledger.errors import InvalidImageFormatException, InvalidParameterException
-from faceledger.service import Outcome, find_image_files, index_files
+from faceledger.errors import InvalidParameterException
 from faceledger.service.context import RequestContext, local_caller
 
 app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
@@ -180,97 +168,7 @@ def compare(
     render.emit(response, as_json, human)
 
 
-@app.command("index")
-@reports_errors
-def index(
-    path: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
-    collection: CollectionOption,
-    quality_filter: Annotated[
-        str | None, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH (default: AUTO).")
-    ] = None,
-    max_faces: Annotated[int | None, typer.Option(help="Index at most this many faces per image.")] = None,
-    keep_images: Annotated[bool, typer.Option(help="Also store the image bytes (off: only faces).")] = False,
-    workers: Annotated[int, typer.Option(help="Processes decoding and detecting (0: one per CPU core).")] = 0,
-    as_json: JsonOption = False,
-) -> None:
-    """Index every image under PATH; files already indexed (same SHA-256) are skipped, so an
-    interrupted run resumes when started again."""
-    if not path.exists():
-        raise InvalidImageFormatException(f"{path} does not exist.")
-    root = path if path.is_dir() else path.parent
-    counts = {outcome: 0 for outcome in Outcome}
-    faces_indexed = 0
-    unreadable: list[dict[str, str]] = []
-    refused: list[dict[str, str]] = []
-    interrupted = False
-    started = time.monotonic()
-    with open_service() as service:
-        files = find_image_files(path)
-        # Starting a worker costs one to two seconds; a few dozen files are faster in this process.
-        workers = workers or (os.cpu_count() or 1 if len(files) >= 32 else 1)
-        progress = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _FacesPerSecond(),
-            TimeRemainingColumn(),
-            console=render.errors,
-            disable=as_json,
-        )
-        try:
-            with progress:
-                task = progress.add_task("indexing", total=len(files), faces=0)
-                for result in index_files(
-                    service, collection, root, files,
-                    store_images=keep_images, workers=workers,
-                    **given(quality_filter=quality_filter, max_faces=max_faces),
-                ):
-                    counts[result.outcome] += 1
-                    faces_indexed += result.faces_indexed
-                    if result.outcome is Outcome.UNREADABLE:
-                        unreadable.append({"path": str(result.path), "error": result.error or ""})
-                    elif result.outcome is Outcome.REFUSED:
-                        refused.append({"path": str(result.path), "error": result.error or ""})
-                    progress.update(task, advance=1, faces=faces_indexed)
-        except KeyboardInterrupt:
-            interrupted = True
-    elapsed = time.monotonic() - started
-    summary = {
-        "Images": len(files),
-        "ImagesIndexed": counts[Outcome.INDEXED],
-        "ImagesWithoutFaces": counts[Outcome.NO_FACE],
-        "ImagesSkipped": counts[Outcome.SKIPPED],
-        "UnreadableFiles": unreadable,
-        "RefusedFiles": refused,
-        "FacesIndexed": faces_indexed,
-        "Seconds": round(elapsed, 2),
-        "Interrupted": interrupted,
-    }
-
-    def human(s: dict[str, Any]) -> None:
-        render.table(
-            f"Indexed into {collection}",
-            ("Images", "With faces", "Without faces", "Already indexed", "Unreadable", "Refused", "Faces", "Faces/s"),
-            [[s["Images"], s["ImagesIndexed"], s["ImagesWithoutFaces"], s["ImagesSkipped"], len(unreadable), len(refused),
-              faces_indexed, f"{faces_indexed / elapsed:.2f}" if elapsed else "-"]],
-        )
-        for label, items in (("unreadable", unreadable), ("refused", refused)):
-            for item in items:
-                render.errors.print(f"{label}: {item['path']}: {item['error']}", markup=False, highlight=False)
-        if interrupted:
-            render.errors.print("Interrupted: what was indexed is kept; run the same command to resume.")
-
-    render.emit(summary, as_json, human)
-    if interrupted:
-        raise typer.Exit(130)
-
-
-class _FacesPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        faces = task.fields.get("faces", 0)
-        rate = faces / elapsed if elapsed > 0 else 0.0
-        return Text(f"{faces} faces, {rate:.1f} faces/s", style="progress.data.speed")
+app.command("index")(index)  # in faceledger/cli/index_command.py; registered here to keep its place in --help
 
 
 @app.command("search")
