@@ -69,81 +69,133 @@ def verify_request(
     """Check the request's SigV4 signature; returns the access key id that signed it.
 
     ``secret_for(access_key_id)`` gives the key's secret, or None when the key is unknown or
-    disabled.
+    disabled. ``max_skew`` is how far X-Amz-Date may be from ``now`` (default: the clock).
+    The checks run in this order, so the error names the first thing wrong: the signature's
+    parts, the credential scope, the date, the signed headers, the body's hash, the key, and
+    last the signature itself.
     """
-    now = now or datetime.now(timezone.utc)
+    parts = _signature_parts(request)
+    scope = _scope(parts.credential)
+    _check_date(parts, scope, now or datetime.now(timezone.utc), max_skew)
+    _check_signed_headers(parts.signed_headers, request.headers)
+    canonical = _canonical_request(request, parts.signed_headers, _payload_hash(request))
+    secret = secret_for(scope.access_key_id)
+    if secret is None:
+        raise UnrecognizedClientException("The security token included in the request is invalid.")
+    _check_signature(secret, scope, parts, canonical)
+    return scope.access_key_id
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """A signature as sent, from the Authorization header or a presigned URL's query string."""
+
+    credential: str
+    signed_headers: list[str]
+    signature: str
+    amz_date: str
+    expires: int | None = None
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The credential: ACCESS_KEY/DATE/REGION/SERVICE/aws4_request."""
+
+    access_key_id: str
+    date: str  # YYYYMMDD
+    region: str
+    service: str
+    terminator: str
+
+    @property
+    def signed_scope(self) -> str:
+        """The scope as the string to sign holds it (the access key left out)."""
+        return f"{self.date}/{self.region}/{self.service}/{self.terminator}"
+
+
+def _signature_parts(request: SignedRequest) -> _Parts:
+    """The signature's parts, from a presigned URL's query string or else the Authorization header."""
     query = dict(request.query)
     if "X-Amz-Signature" in query:
-        parts = _from_query(query)
-        expires = parts.expires
-    else:
-        parts = _from_header(request.headers)
-        expires = None
-    access_key_id, scope_date, region, service, terminator = _credential(parts.credential)
-    if service != SERVICE or terminator != "aws4_request":
+        return _from_query(query)
+    return _from_header(request.headers)
+
+
+def _scope(credential: str) -> _Scope:
+    fields = credential.split("/")
+    if len(fields) != 5 or not all(fields):
+        raise IncompleteSignatureException("Credential must be ACCESS_KEY/DATE/REGION/SERVICE/aws4_request.")
+    scope = _Scope(*fields)
+    if scope.service != SERVICE or scope.terminator != "aws4_request":
         raise IncompleteSignatureException(
-            f"Credential scope must be DATE/REGION/{SERVICE}/aws4_request, not .../{service}/{terminator}."
+            f"Credential scope must be DATE/REGION/{SERVICE}/aws4_request, not .../{scope.service}/{scope.terminator}."
         )
+    return scope
+
+
+def _check_date(parts: _Parts, scope: _Scope, now: datetime, max_skew: timedelta) -> None:
+    """X-Amz-Date is well formed, is the scope's date, and is within ``max_skew`` of ``now``
+    (a presigned request: from ``max_skew`` before its date until it expires)."""
     try:
         signed_at = datetime.strptime(parts.amz_date, _AMZ_DATE).replace(tzinfo=timezone.utc)
     except ValueError:
         raise IncompleteSignatureException("X-Amz-Date must look like 20240101T120000Z.") from None
-    if scope_date != parts.amz_date[:8]:
+    if scope.date != parts.amz_date[:8]:
         raise InvalidSignatureException("The credential scope date does not match X-Amz-Date.")
-    if expires is not None:
-        if signed_at - max_skew > now or now > signed_at + timedelta(seconds=expires):
+    if parts.expires is not None:
+        if signed_at - max_skew > now or now > signed_at + timedelta(seconds=parts.expires):
             raise InvalidSignatureException("Signature expired: the presigned request is no longer valid.")
     elif abs(now - signed_at) > max_skew:
         raise InvalidSignatureException(
             f"Signature expired: {parts.amz_date} is outside {int(max_skew.total_seconds())} seconds "
             f"of the server time {now.strftime(_AMZ_DATE)}. Check the client's clock."
         )
-    if "host" not in parts.signed_headers:
+
+
+def _check_signed_headers(signed_headers: list[str], headers: Mapping[str, list[str]]) -> None:
+    """Host is signed, and every signed header arrived."""
+    if "host" not in signed_headers:
         raise IncompleteSignatureException("SignedHeaders must include host.")
-    missing = [name for name in parts.signed_headers if name not in request.headers and name != "host"]
-    if missing or "host" not in request.headers:
+    missing = [name for name in signed_headers if name not in headers and name != "host"]
+    if missing or "host" not in headers:
         raise IncompleteSignatureException(f"Signed headers missing from the request: {', '.join(missing or ['host'])}.")
 
+
+def _payload_hash(request: SignedRequest) -> str:
+    """The SHA-256 of the body as received; a declared X-Amz-Content-SHA256 must equal it."""
     payload_hash = hashlib.sha256(request.body).hexdigest()
     declared = request.headers.get("x-amz-content-sha256")
     if declared and declared[0] != payload_hash:
         # UNSIGNED-PAYLOAD is refused too: the body carries the face images and must be signed.
         raise InvalidSignatureException("X-Amz-Content-SHA256 must be the SHA-256 of the request body.")
+    return payload_hash
 
-    canonical = "\n".join(
+
+def _canonical_request(request: SignedRequest, signed_headers: list[str], payload_hash: str) -> str:
+    return "\n".join(
         [
             request.method.upper(),
             _canonical_path(request.raw_path),
             _canonical_query([(k, v) for k, v in request.query if k != "X-Amz-Signature"]),
-            "".join(f"{name}:{_header_value(request.headers[name])}\n" for name in parts.signed_headers),
-            ";".join(parts.signed_headers),
+            "".join(f"{name}:{_header_value(request.headers[name])}\n" for name in signed_headers),
+            ";".join(signed_headers),
             payload_hash,
         ]
     )
-    scope = f"{scope_date}/{region}/{service}/{terminator}"
+
+
+def _check_signature(secret: str, scope: _Scope, parts: _Parts, canonical: str) -> None:
+    """The signature the client sent is the one ``secret`` gives (compared in constant time)."""
     string_to_sign = "\n".join(
-        [ALGORITHM, parts.amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        [ALGORITHM, parts.amz_date, scope.signed_scope, hashlib.sha256(canonical.encode()).hexdigest()]
     )
-    secret = secret_for(access_key_id)
-    if secret is None:
-        raise UnrecognizedClientException("The security token included in the request is invalid.")
-    key = _signing_key(secret, scope_date, region, service)
+    key = _signing_key(secret, scope.date, scope.region, scope.service)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, parts.signature):
         raise InvalidSignatureException(
             "The request signature we calculated does not match the signature you provided. "
             "Check your secret access key and signing method."
         )
-    return access_key_id
-
-
-@dataclass(frozen=True)
-class _Parts:
-    credential: str
-    signed_headers: list[str]
-    signature: str
-    amz_date: str
-    expires: int | None = None
 
 
 def _from_header(headers: Mapping[str, list[str]]) -> _Parts:
@@ -183,13 +235,6 @@ def _from_query(query: Mapping[str, str]) -> _Parts:
         query["X-Amz-Credential"], query["X-Amz-SignedHeaders"].split(";"), query["X-Amz-Signature"],
         query["X-Amz-Date"], expires,
     )
-
-
-def _credential(credential: str) -> tuple[str, str, str, str, str]:
-    fields = credential.split("/")
-    if len(fields) != 5 or not all(fields):
-        raise IncompleteSignatureException("Credential must be ACCESS_KEY/DATE/REGION/SERVICE/aws4_request.")
-    return fields[0], fields[1], fields[2], fields[3], fields[4]
 
 
 def _uri_encode(text: str) -> str:
