@@ -8,9 +8,10 @@ The public surface::
         faces.index_faces(collection_id="family", image=open("a.jpg", "rb").read())
         faces.search_faces_by_image(collection_id="family", image=open("selfie.jpg", "rb").read())
 
-Every operation is a method of :class:`FaceService`, named after Amazon Rekognition's face API
-and returning the same dicts boto3 returns. Errors are :class:`FaceledgerError` subclasses
-named after Rekognition's errors.
+Every operation is a method of :class:`FaceService`. The face operations are named after Amazon
+Rekognition's face API and return the same dicts boto3 returns; faceledger's own (collection
+policies, consent, review, purge, access keys) follow the same style. Errors are
+:class:`FaceledgerError` subclasses named after Rekognition's errors.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from faceledger.config import ImageLimits, Settings
 from faceledger.errors import (
+    AccessDeniedException,
     ConflictException,
     FaceledgerError,
+    IdempotentParameterMismatchException,
     ImageTooLargeException,
     InternalServerError,
     InvalidImageFormatException,
@@ -28,6 +31,8 @@ from faceledger.errors import (
     InvalidParameterException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
+    ThrottlingException,
 )
 from faceledger.service import FaceService
 
@@ -43,9 +48,11 @@ def open(data_dir: str | Path | None = None, *, image_limits: ImageLimits | None
 
 
 __all__ = [
+    "AccessDeniedException",
     "ConflictException",
     "FaceService",
     "FaceledgerError",
+    "IdempotentParameterMismatchException",
     "ImageLimits",
     "ImageTooLargeException",
     "InternalServerError",
@@ -54,6 +61,8 @@ __all__ = [
     "InvalidParameterException",
     "ResourceAlreadyExistsException",
     "ResourceNotFoundException",
+    "ServiceQuotaExceededException",
     "Settings",
+    "ThrottlingException",
     "open",
 ]

@@ -1,9 +1,15 @@
 """The one exception hierarchy of faceledger.
 
-Every error the service raises is a :class:`FaceledgerError`. Its subclasses are named after the
-error names of Amazon Rekognition's face API, so that the wire layer maps them 1:1 to AWS error
-envelopes and the CLI maps them to a message and an exit code. Catch ``FaceledgerError`` for
+Every error the service raises is a :class:`FaceledgerError`. Its subclasses here are named after
+the error names of Amazon Rekognition's face API, so that the wire layer maps them 1:1 to AWS
+error envelopes and the CLI maps them to a message and an exit code. Catch ``FaceledgerError`` for
 "anything faceledger refused", or a subclass for one kind of refusal.
+
+Errors only the HTTP API meets (a bad signature, a body that is not JSON, an unknown operation)
+are subclasses too, defined beside the code that raises them in ``faceledger.api``.
+
+The CLI exits with the error's ``exit_code``; its other exit codes are its own (``audit verify``
+exits 8 on a tampered ledger, ``index`` 130 when interrupted).
 """
 
 from __future__ import annotations
@@ -33,35 +39,40 @@ class InvalidParameterException(FaceledgerError):
 
 
 class InvalidImageFormatException(FaceledgerError):
-    """The bytes are not an image in a supported format, or are corrupt."""
+    """The bytes are not an image in a supported format, or are corrupt; in the CLI, also an
+    image file that does not exist or cannot be read."""
 
     code = "InvalidImageFormatException"
     exit_code = 3
 
 
 class ImageTooLargeException(FaceledgerError):
-    """The image is over the byte-size or pixel-count limit (refused before decoding)."""
+    """The image is over the byte-size or pixel-count limit, or an HTTP request body over its
+    byte limit (refused before decoding)."""
 
     code = "ImageTooLargeException"
     exit_code = 3
 
 
 class ResourceNotFoundException(FaceledgerError):
-    """The collection, face or user does not exist."""
+    """The collection, face, user, consent record, review case or access key does not exist."""
 
     code = "ResourceNotFoundException"
     exit_code = 4
 
 
 class ResourceAlreadyExistsException(FaceledgerError):
-    """A collection or user with that id already exists."""
+    """A collection with that id already exists (a user that exists is a ConflictException,
+    as in Rekognition's CreateUser)."""
 
     code = "ResourceAlreadyExistsException"
     exit_code = 5
 
 
 class ConflictException(FaceledgerError):
-    """The request conflicts with the resource's state (e.g. a face owned by another user)."""
+    """The request conflicts with the resource's state: a user with that id already exists in
+    the collection. (A face associated with another user is not an error: AssociateFaces
+    reports it among UnsuccessfulFaceAssociations.)"""
 
     code = "ConflictException"
     http_status = 409
@@ -84,7 +95,7 @@ class InvalidPaginationTokenException(FaceledgerError):
 
 
 class ServiceQuotaExceededException(FaceledgerError):
-    """A limit on the number of something (tags, faces per user) would be exceeded."""
+    """A limit on the number of something would be exceeded: the tags of a collection."""
 
     code = "ServiceQuotaExceededException"
     exit_code = 6
@@ -98,14 +109,16 @@ class IdempotentParameterMismatchException(FaceledgerError):
 
 
 class AccessDeniedException(FaceledgerError):
-    """The caller's access key may not perform this operation on this resource."""
+    """The caller may not do this: the access key's role or collections do not cover it, the
+    collection's policy demands what is missing (a declared purpose and case for a search, a
+    consent record for indexing), or a searcher tries to review their own search."""
 
     code = "AccessDeniedException"
     exit_code = 7
 
 
 class ThrottlingException(FaceledgerError):
-    """Too many requests are waiting; retry with backoff (SDKs do so by themselves)."""
+    """Too many HTTP API requests are waiting; retry with backoff (SDKs do so by themselves)."""
 
     code = "ThrottlingException"
     exit_code = 75
