@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceledger.cli.main import app
+from faceledger.service.access import Role
 
 from conftest import data_path
 
@@ -79,3 +80,10 @@ def test_help_states_the_services_default(command: list[str], option: str, defau
     assert result.exit_code == 0
     line = next(line for line in result.stdout.splitlines() if option in line)
     assert default in line
+
+
+def test_keys_create_help_names_every_role() -> None:
+    result = runner.invoke(app, ["keys", "create", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if "--role" in line)
+    assert all(role.value in line for role in Role), line

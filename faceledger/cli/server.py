@@ -10,6 +10,7 @@ import typer
 
 from faceledger.cli import render
 from faceledger.cli.common import JsonOption, open_service, reports_errors
+from faceledger.service.access import Role
 
 keys_app = typer.Typer(help="Access keys of the HTTP API (SigV4 credentials).", no_args_is_help=True)
 
@@ -39,7 +40,7 @@ def serve(
 @keys_app.command("create")
 @reports_errors
 def keys_create(
-    role: Annotated[str, typer.Option(help="admin, indexer, searcher or auditor.")],
+    role: Annotated[str, typer.Option(help=f"One of {', '.join(role.value for role in Role)}.")],
     collections: Annotated[
         str | None, typer.Option(help="Comma-separated collection ids the key may use (default: all).")
     ] = None,
