@@ -59,7 +59,10 @@ def test_index_search_compare_detect(tmp_path: Path, photos: Path) -> None:
     code, out, _ = run(data, "faces", "list", "--collection", "family", "--json")
     faces = json.loads(out)["Faces"]
     assert sorted(f["ExternalImageId"] for f in faces) == [
-        "people:biden:biden.jpg", "people:biden:biden2.jpg", "people:obama:obama.jpg", "people:obama:obama2.jpg",
+        "people:biden:biden.jpg",
+        "people:biden:biden2.jpg",
+        "people:obama:obama.jpg",
+        "people:obama:obama2.jpg",
     ]
 
     probe = data_path("facerec_examples", "_test_unlabeled", "obama1.jpg")
@@ -113,8 +116,14 @@ def test_users_commands(tmp_path: Path) -> None:
     code, out, _ = run(data, "users", "associate", "barack", *[f["FaceId"] for f in faces], "-c", "c", "--json")
     assert code == 0 and len(json.loads(out)["AssociatedFaces"]) == 2
     code, out, _ = run(
-        data, "users", "search", "-c", "c", "--image",
-        str(data_path("facerec_examples", "_test_unlabeled", "obama1.jpg")), "--json",
+        data,
+        "users",
+        "search",
+        "-c",
+        "c",
+        "--image",
+        str(data_path("facerec_examples", "_test_unlabeled", "obama1.jpg")),
+        "--json",
     )
     assert [m["User"]["UserId"] for m in json.loads(out)["UserMatches"]] == ["barack"]
     assert json.loads(run(data, "users", "list", "-c", "c", "--json")[1])["Users"] == [
@@ -159,7 +168,9 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     faceledger = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
     done = subprocess.run(
         [faceledger, "--data-dir", str(tmp_path), "collection", "describe", "nothing"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 4
     assert done.stderr.strip() == "error: ResourceNotFoundException: Collection 'nothing' does not exist."

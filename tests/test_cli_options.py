@@ -46,8 +46,22 @@ def test_a_time_that_is_not_iso_8601_is_one_error_line(tmp_path: Path, args: lis
 def test_consent_times_are_read_as_utc_unless_an_offset_is_given(tmp_path: Path) -> None:
     data = tmp_path / "data"
     run(data, "collection", "create", "c")
-    code, _, _ = run(data, "consent", "record", "x", "-c", "c", "--basis", "b", "--reference", "r",
-                     "--obtained-at", "2026-01-01T10:00", "--expires-at", "2099-01-01T00:00+02:00")
+    code, _, _ = run(
+        data,
+        "consent",
+        "record",
+        "x",
+        "-c",
+        "c",
+        "--basis",
+        "b",
+        "--reference",
+        "r",
+        "--obtained-at",
+        "2026-01-01T10:00",
+        "--expires-at",
+        "2099-01-01T00:00+02:00",
+    )
     assert code == 0
 
 

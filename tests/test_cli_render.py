@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -13,13 +13,16 @@ from faceledger.cli import render
 
 def test_datetimes_are_iso_text_and_numpy_values_are_json_numbers() -> None:
     value = {
-        "CreationTimestamp": datetime(2026, 11, 29, 8, 0, tzinfo=timezone.utc),
+        "CreationTimestamp": datetime(2026, 11, 29, 8, 0, tzinfo=UTC),
         "accuracy": np.float32(0.5),
         "count": np.int64(3),
         "scores": np.array([1.0, 2.0]),
     }
     assert json.loads(render.to_json(value)) == {
-        "CreationTimestamp": "2026-11-29T08:00:00+00:00", "accuracy": 0.5, "count": 3, "scores": [1.0, 2.0],
+        "CreationTimestamp": "2026-11-29T08:00:00+00:00",
+        "accuracy": 0.5,
+        "count": 3,
+        "scores": [1.0, 2.0],
     }
 
 

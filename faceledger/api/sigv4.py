@@ -16,7 +16,7 @@ import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from faceledger.errors import FaceledgerError
@@ -76,7 +76,7 @@ def verify_request(
     """
     parts = _signature_parts(request)
     scope = _scope(parts.credential)
-    _check_date(parts, scope, now or datetime.now(timezone.utc), max_skew)
+    _check_date(parts, scope, now or datetime.now(UTC), max_skew)
     _check_signed_headers(parts.signed_headers, request.headers)
     canonical = _canonical_request(request, parts.signed_headers, _payload_hash(request))
     secret = secret_for(scope.access_key_id)
@@ -137,7 +137,7 @@ def _check_date(parts: _Parts, scope: _Scope, now: datetime, max_skew: timedelta
     """X-Amz-Date is well formed, is the scope's date, and is within ``max_skew`` of ``now``
     (a presigned request: from ``max_skew`` before its date until it expires)."""
     try:
-        signed_at = datetime.strptime(parts.amz_date, _AMZ_DATE).replace(tzinfo=timezone.utc)
+        signed_at = datetime.strptime(parts.amz_date, _AMZ_DATE).replace(tzinfo=UTC)
     except ValueError:
         raise IncompleteSignatureException("X-Amz-Date must look like 20240101T120000Z.") from None
     if scope.date != parts.amz_date[:8]:
@@ -158,7 +158,9 @@ def _check_signed_headers(signed_headers: list[str], headers: Mapping[str, list[
         raise IncompleteSignatureException("SignedHeaders must include host.")
     missing = [name for name in signed_headers if name not in headers and name != "host"]
     if missing or "host" not in headers:
-        raise IncompleteSignatureException(f"Signed headers missing from the request: {', '.join(missing or ['host'])}.")
+        raise IncompleteSignatureException(
+            f"Signed headers missing from the request: {', '.join(missing or ['host'])}."
+        )
 
 
 def _payload_hash(request: SignedRequest) -> str:
@@ -232,8 +234,11 @@ def _from_query(query: Mapping[str, str]) -> _Parts:
     if not re.fullmatch(r"[0-9a-f]{64}", query["X-Amz-Signature"]):
         raise IncompleteSignatureException("X-Amz-Signature must be 64 hex digits.")
     return _Parts(
-        query["X-Amz-Credential"], query["X-Amz-SignedHeaders"].split(";"), query["X-Amz-Signature"],
-        query["X-Amz-Date"], expires,
+        query["X-Amz-Credential"],
+        query["X-Amz-SignedHeaders"].split(";"),
+        query["X-Amz-Signature"],
+        query["X-Amz-Date"],
+        expires,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +21,16 @@ CollectionFilter = Annotated[str | None, typer.Option("--collection", "-c", help
 CaseOption = Annotated[str | None, typer.Option("--case", help="Only this case reference.")]
 
 
-def _filters(since: str | None, until: str | None, key: str | None, collection: str | None, case: str | None) -> dict[str, Any]:
-    return {"since": iso_time(since, "--since"), "until": iso_time(until, "--until"), "access_key_id": key, "collection_id": collection,
-            "case_ref": case}
+def _filters(
+    since: str | None, until: str | None, key: str | None, collection: str | None, case: str | None
+) -> dict[str, Any]:
+    return {
+        "since": iso_time(since, "--since"),
+        "until": iso_time(until, "--until"),
+        "access_key_id": key,
+        "collection_id": collection,
+        "case_ref": case,
+    }
 
 
 @audit_app.command("verify")
@@ -47,8 +54,11 @@ def audit_verify(as_json: JsonOption = False) -> None:
 @audit_app.command("show")
 @reports_errors
 def audit_show(
-    since: SinceOption = None, until: UntilOption = None, key: KeyOption = None,
-    collection: CollectionFilter = None, case: CaseOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    key: KeyOption = None,
+    collection: CollectionFilter = None,
+    case: CaseOption = None,
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
@@ -58,26 +68,41 @@ def audit_show(
     if as_json:
         render.print_json([asdict(e) for e in entries])
         return
-    render.table(None, ("#", "Time (UTC)", "Operation", "Key", "Collection", "Purpose / case", "Outcome", "Result"), [
-        [e.seq, datetime.fromtimestamp(e.started_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e.operation,
-         e.access_key_id, e.collection_id, " / ".join(p for p in (e.purpose, e.case_ref) if p) or None,
-         e.outcome if e.error is None else f"{e.outcome}: {e.error}", render.to_json(e.result, indent=None)[:60]]
-        for e in entries
-    ])
+    render.table(
+        None,
+        ("#", "Time (UTC)", "Operation", "Key", "Collection", "Purpose / case", "Outcome", "Result"),
+        [
+            [
+                e.seq,
+                datetime.fromtimestamp(e.started_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                e.operation,
+                e.access_key_id,
+                e.collection_id,
+                " / ".join(p for p in (e.purpose, e.case_ref) if p) or None,
+                e.outcome if e.error is None else f"{e.outcome}: {e.error}",
+                render.to_json(e.result, indent=None)[:60],
+            ]
+            for e in entries
+        ],
+    )
 
 
 @audit_app.command("export")
 @reports_errors
 def audit_export(
     out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write.")],
-    since: SinceOption = None, until: UntilOption = None, key: KeyOption = None,
-    collection: CollectionFilter = None, case: CaseOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    key: KeyOption = None,
+    collection: CollectionFilter = None,
+    case: CaseOption = None,
 ) -> None:
     """Write entries as JSON Lines (one entry per line); the export itself is ledgered."""
     filters = _filters(since, until, key, collection, case)  # a bad time must not truncate OUT
     with open_service() as service, out.open("w") as handle:
         response = service.export_ledger(
-            write=lambda entry: handle.write(render.to_json(asdict(entry), indent=None, sort_keys=True) + "\n"), **filters
+            write=lambda entry: handle.write(render.to_json(asdict(entry), indent=None, sort_keys=True) + "\n"),
+            **filters,
         )
     render.console.print(f"Exported {response['ExportedCount']} entries to {out}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -68,7 +68,7 @@ def iso_time(text: str | None, option: str) -> float | None:
         raise InvalidParameterException(
             f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-11-29T08:00, UTC unless an offset is given)."
         ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def given(**options: Any) -> dict[str, Any]:

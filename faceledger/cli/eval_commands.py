@@ -15,20 +15,32 @@ from faceledger.cli import render
 from faceledger.cli.common import JsonOption, open_service, reports_errors
 from faceledger.service.thresholds import SAFE_FMR, ThresholdTable, safe_search_threshold
 
-eval_app = typer.Typer(help="Measure accuracy on labelled data: verification, 1:N search, groups.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Measure accuracy on labelled data: verification, 1:N search, groups.", no_args_is_help=True
+)
 
-DatasetOption = Annotated[Path, typer.Option("--dataset", help="Folder of identity folders (LFW layout: NAME/NAME_0001.jpg).")]
+DatasetOption = Annotated[
+    Path, typer.Option("--dataset", help="Folder of identity folders (LFW layout: NAME/NAME_0001.jpg).")
+]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Report folder (report.html, results.json, PNGs).")]
 FlipOption = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each embedding with its mirror image's.")]
-CacheOption = Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache (default ~/.cache/faceledger/eval).")]
+CacheOption = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Embedding cache (default ~/.cache/faceledger/eval).")
+]
 WorkersOption = Annotated[int | None, typer.Option("--workers", help="Embedding processes (default: one per core).")]
 LimitOption = Annotated[int | None, typer.Option("--limit-identities", help="Use only the first N identity folders.")]
 
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=render.errors, disable=not enabled)
+    progress = Progress(
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=render.errors,
+        disable=not enabled,
+    )
     task = None
 
     def update(done: int, total: int) -> None:
@@ -41,14 +53,25 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
-def _options(flip: bool, face: str, cache_dir: Path | None, workers: int | None, on_progress: Callable[[int, int], None]) -> Any:
+def _options(
+    flip: bool, face: str, cache_dir: Path | None, workers: int | None, on_progress: Callable[[int, int], None]
+) -> Any:
     from faceledger.eval.runs import EvalOptions
 
     return EvalOptions(flip=flip, face=face, cache_dir=cache_dir, workers=workers, on_progress=on_progress)
 
 
-def _evaluate(name: str, run: Callable[[Any], Any], *, flip: bool, face: str, cache_dir: Path | None,
-              workers: int | None, out: Path | None, as_json: bool) -> Any:
+def _evaluate(
+    name: str,
+    run: Callable[[Any], Any],
+    *,
+    flip: bool,
+    face: str,
+    cache_dir: Path | None,
+    workers: int | None,
+    out: Path | None,
+    as_json: bool,
+) -> Any:
     """Run an evaluation with a progress bar, write its report and print it; returns what
     ``run`` returned."""
     with _progress(not as_json) as update:
@@ -79,9 +102,13 @@ def render_cell(value: object) -> str:
 @reports_errors
 def eval_verification(
     dataset: DatasetOption,
-    pairs: Annotated[Path | None, typer.Option(help="pairs.txt (default: DATASET/../lfw_meta/pairs.txt or DATASET/pairs.txt).")] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="pairs.txt (default: DATASET/../lfw_meta/pairs.txt or DATASET/pairs.txt).")
+    ] = None,
     folds: Annotated[int | None, typer.Option(help="Use only the first N folds (quick runs).")] = None,
-    per_fold: Annotated[int | None, typer.Option(help="Use only the first N matched and N mismatched pairs of each fold.")] = None,
+    per_fold: Annotated[
+        int | None, typer.Option(help="Use only the first N matched and N mismatched pairs of each fold.")
+    ] = None,
     flip: FlipOption = True,
     out: OutOption = None,
     cache_dir: CacheOption = None,
@@ -91,10 +118,20 @@ def eval_verification(
     """LFW verification: 10-fold accuracy, ROC/DET, TAR at FMR 1e-2/1e-3/1e-4, FTA."""
     from faceledger.eval import runs
 
-    pairs = pairs or next((p for p in (dataset.parent / "lfw_meta" / "pairs.txt", dataset / "pairs.txt") if p.exists()),
-                          dataset / "pairs.txt")
-    _evaluate("verification", lambda options: runs.verification(dataset, pairs, options, folds=folds, per_fold=per_fold),
-              flip=flip, face="centre", cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
+    pairs = pairs or next(
+        (p for p in (dataset.parent / "lfw_meta" / "pairs.txt", dataset / "pairs.txt") if p.exists()),
+        dataset / "pairs.txt",
+    )
+    _evaluate(
+        "verification",
+        lambda options: runs.verification(dataset, pairs, options, folds=folds, per_fold=per_fold),
+        flip=flip,
+        face="centre",
+        cache_dir=cache_dir,
+        workers=workers,
+        out=out,
+        as_json=as_json,
+    )
 
 
 @eval_app.command("identification")
@@ -111,8 +148,16 @@ def eval_identification(
     """Open-set 1:N: FNIR at FPIR 0.01 and 0.001, rank-1 hit rate, false leads at the default threshold."""
     from faceledger.eval import runs
 
-    _evaluate("identification", lambda options: runs.identification(dataset, options, limit_identities=limit_identities),
-              flip=flip, face="centre", cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
+    _evaluate(
+        "identification",
+        lambda options: runs.identification(dataset, options, limit_identities=limit_identities),
+        flip=flip,
+        face="centre",
+        cache_dir=cache_dir,
+        workers=workers,
+        out=out,
+        as_json=as_json,
+    )
 
 
 @eval_app.command("groups")
@@ -121,7 +166,9 @@ def eval_groups(
     dataset: DatasetOption,
     groups: Annotated[Path, typer.Option("--groups", help="CSV: identity in the first column, group in another.")],
     column: Annotated[str | None, typer.Option(help="Group column (default: the last).")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Operating threshold (default: the safe search threshold).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Operating threshold (default: the safe search threshold).")
+    ] = None,
     limit_identities: LimitOption = None,
     flip: FlipOption = True,
     out: OutOption = None,
@@ -132,15 +179,26 @@ def eval_groups(
     """FMR and FNMR per group with 95% intervals, the max/min ratio, and warnings where data is thin."""
     from faceledger.eval import runs
 
-    _evaluate("groups", lambda options: runs.groups(dataset, groups, options, column=column, threshold=threshold,
-                                                    limit_identities=limit_identities),
-              flip=flip, face="centre", cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
+    _evaluate(
+        "groups",
+        lambda options: runs.groups(
+            dataset, groups, options, column=column, threshold=threshold, limit_identities=limit_identities
+        ),
+        flip=flip,
+        face="centre",
+        cache_dir=cache_dir,
+        workers=workers,
+        out=out,
+        as_json=as_json,
+    )
 
 
 @reports_errors
 def calibrate(
     dataset: DatasetOption,
-    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Store the table for this collection.")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Store the table for this collection.")
+    ] = None,
     face: Annotated[str, typer.Option(help="Subject face of each image: largest or centre.")] = "largest",
     limit_identities: LimitOption = None,
     flip: FlipOption = True,
@@ -153,19 +211,31 @@ def calibrate(
     --collection, searches of that collection then default to its safe threshold."""
     from faceledger.eval import runs
 
-    table, _ = _evaluate("calibration", lambda options: runs.calibrate(dataset, options, limit_identities=limit_identities),
-                         flip=flip, face=face, cache_dir=cache_dir, workers=workers, out=out, as_json=as_json)
+    table, _ = _evaluate(
+        "calibration",
+        lambda options: runs.calibrate(dataset, options, limit_identities=limit_identities),
+        flip=flip,
+        face=face,
+        cache_dir=cache_dir,
+        workers=workers,
+        out=out,
+        as_json=as_json,
+    )
     if collection is not None:
         safe_search_threshold(table)  # refuses a table too small to show FMR <= 1e-4
         with open_service() as service:
             service.store.require_collection(collection)
             service.set_threshold_table(collection_id=collection, table=table)
-        render.errors.print(f"Stored for collection {collection}: its searches now default to {safe_search_threshold(table):g}.")
+        render.errors.print(
+            f"Stored for collection {collection}: its searches now default to {safe_search_threshold(table):g}."
+        )
 
 
 @reports_errors
 def thresholds(
-    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Show this collection's own table.")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Show this collection's own table.")
+    ] = None,
     every: Annotated[float, typer.Option(help="Show every Nth similarity step (the table has 0.5 steps).")] = 2.5,
     as_json: JsonOption = False,
 ) -> None:
@@ -183,9 +253,14 @@ def thresholds(
         return
     safe = safe_search_threshold(table)
     rows = [
-        [f"{r.threshold:g}" + (" *" if r.threshold == safe else ""),
-         f"{r.fmr:.2e}", f"[{r.fmr_low:.1e}, {r.fmr_high:.1e}]", f"{r.false_matches:,}",
-         f"{r.fnmr:.2%}", f"[{r.fnmr_low:.2%}, {r.fnmr_high:.2%}]"]
+        [
+            f"{r.threshold:g}" + (" *" if r.threshold == safe else ""),
+            f"{r.fmr:.2e}",
+            f"[{r.fmr_low:.1e}, {r.fmr_high:.1e}]",
+            f"{r.false_matches:,}",
+            f"{r.fnmr:.2%}",
+            f"[{r.fnmr_low:.2%}, {r.fnmr_high:.2%}]",
+        ]
         for r in table.rows
         if abs(r.threshold / every - round(r.threshold / every)) < 1e-9 or r.threshold == safe
     ]

@@ -34,9 +34,7 @@ _FILES_WORTH_WORKERS = 32
 def index(
     path: Annotated[Path, typer.Argument(help="Image file or folder (searched recursively).")],
     collection: CollectionOption,
-    quality_filter: Annotated[
-        str | None, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH (default: AUTO).")
-    ] = None,
+    quality_filter: Annotated[str | None, typer.Option(help="NONE, AUTO, LOW, MEDIUM or HIGH (default: AUTO).")] = None,
     max_faces: Annotated[int | None, typer.Option(help="Index at most this many faces per image.")] = None,
     keep_images: Annotated[bool, typer.Option(help="Also store the image bytes (off: only faces).")] = False,
     workers: Annotated[
@@ -53,8 +51,12 @@ def index(
     with open_service() as service:
         files = find_image_files(path)
         results = index_files(
-            service, collection, path if path.is_dir() else path.parent, files,
-            store_images=keep_images, workers=workers or _default_workers(len(files)),
+            service,
+            collection,
+            path if path.is_dir() else path.parent,
+            files,
+            store_images=keep_images,
+            workers=workers or _default_workers(len(files)),
             **given(quality_filter=quality_filter, max_faces=max_faces),
         )
         _tally_with_progress(results, len(files), tally, visible=not as_json)
@@ -142,9 +144,18 @@ def _show_summary(summary: dict[str, Any], collection: str, seconds: float) -> N
     render.table(
         f"Indexed into {collection}",
         ("Images", "With faces", "Without faces", "Already indexed", "Unreadable", "Refused", "Faces", "Faces/s"),
-        [[summary["Images"], summary["ImagesIndexed"], summary["ImagesWithoutFaces"], summary["ImagesSkipped"],
-          len(summary["UnreadableFiles"]), len(summary["RefusedFiles"]), faces,
-          f"{faces / seconds:.2f}" if seconds else "-"]],
+        [
+            [
+                summary["Images"],
+                summary["ImagesIndexed"],
+                summary["ImagesWithoutFaces"],
+                summary["ImagesSkipped"],
+                len(summary["UnreadableFiles"]),
+                len(summary["RefusedFiles"]),
+                faces,
+                f"{faces / seconds:.2f}" if seconds else "-",
+            ]
+        ],
     )
     for label, items in (("unreadable", summary["UnreadableFiles"]), ("refused", summary["RefusedFiles"])):
         for item in items:

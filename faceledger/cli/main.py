@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from faceledger.cli import render
+from faceledger.cli.audit_commands import audit_app
 from faceledger.cli.common import (
     CliState,
     CollectionOption,
@@ -24,7 +25,6 @@ from faceledger.cli.common import (
     read_image,
     reports_errors,
 )
-from faceledger.cli.audit_commands import audit_app
 from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
 from faceledger.cli.index_command import index
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
@@ -51,19 +51,21 @@ app.command("serve")(serve)
 app.command("calibrate")(calibrate)
 app.command("thresholds")(thresholds)
 
+
 @app.callback()
 def main(
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help=f"Data directory (default ${DATA_DIR_ENV} or ~/.local/share/faceledger)."),
     ] = None,
-    purpose: Annotated[str | None, typer.Option(help="Declared purpose of this use, recorded in the audit ledger.")] = None,
+    purpose: Annotated[
+        str | None, typer.Option(help="Declared purpose of this use, recorded in the audit ledger.")
+    ] = None,
     case: Annotated[str | None, typer.Option(help="Case reference of this use, recorded in the audit ledger.")] = None,
 ) -> None:
     CliState.data_dir = data_dir
     # every operation this command runs is ledgered as the local operator, with this purpose
     CliState.context = RequestContext(local_caller(), purpose=purpose, case_ref=case)
-
 
 
 # -- collections ---------------------------------------------------------------------------
@@ -134,8 +136,16 @@ def detect(image: ImageArgument, as_json: JsonOption = False) -> None:
             f"{len(r['FaceDetails'])} face(s) in {image.name}",
             ("#", "Box (% of image)", "Confidence", "Yaw", "Pitch", "Roll", "Sharpness", "Brightness"),
             [
-                [n + 1, render.box_text(f["BoundingBox"]), f["Confidence"], f["Pose"]["Yaw"], f["Pose"]["Pitch"],
-                 f["Pose"]["Roll"], f["Quality"]["Sharpness"], f["Quality"]["Brightness"]]
+                [
+                    n + 1,
+                    render.box_text(f["BoundingBox"]),
+                    f["Confidence"],
+                    f["Pose"]["Yaw"],
+                    f["Pose"]["Pitch"],
+                    f["Pose"]["Roll"],
+                    f["Quality"]["Sharpness"],
+                    f["Quality"]["Brightness"],
+                ]
                 for n, f in enumerate(r["FaceDetails"])
             ],
         )
@@ -191,7 +201,8 @@ def search(
     with open_service() as service:
         if image is not None:
             response = service.search_faces_by_image(
-                collection_id=collection, image=read_image(image),
+                collection_id=collection,
+                image=read_image(image),
                 **given(face_match_threshold=threshold, max_faces=max_faces),
             )
         else:
@@ -217,7 +228,8 @@ def faces_list(
             lambda token: service.list_faces(collection_id=collection, next_token=token, user_id=user_id), "Faces"
         )
     render.emit(
-        {"Faces": faces}, as_json,
+        {"Faces": faces},
+        as_json,
         lambda r: render.table(f"{len(faces)} face(s) in {collection}", render.FACE_COLUMNS, render.face_rows(faces)),
     )
 
@@ -265,7 +277,8 @@ def users_list(collection: CollectionOption, as_json: JsonOption = False) -> Non
     with open_service() as service:
         users = all_pages(lambda token: service.list_users(collection_id=collection, next_token=token), "Users")
     render.emit(
-        {"Users": users}, as_json,
+        {"Users": users},
+        as_json,
         lambda r: render.table(None, ("UserId", "Status"), [[u["UserId"], u["UserStatus"]] for u in users]),
     )
 
@@ -291,11 +304,15 @@ def users_associate(
 
 @users_app.command("disassociate")
 @reports_errors
-def users_disassociate(user_id: str, face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False) -> None:
+def users_disassociate(
+    user_id: str, face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False
+) -> None:
     """Remove faces from a user."""
     with open_service() as service:
         response = service.disassociate_faces(collection_id=collection, user_id=user_id, face_ids=face_ids)
-    render.emit(response, as_json, lambda r: _association_report(r, "DisassociatedFaces", "UnsuccessfulFaceDisassociations"))
+    render.emit(
+        response, as_json, lambda r: _association_report(r, "DisassociatedFaces", "UnsuccessfulFaceDisassociations")
+    )
 
 
 def _association_report(response: dict[str, Any], done_key: str, failed_key: str) -> None:
@@ -325,6 +342,9 @@ def users_search(
                 collection_id=collection, user_id=user_id, face_id=face_id, **given(user_match_threshold=threshold)
             )
     render.emit(
-        response, as_json,
-        lambda r: render.table(None, ("Similarity", "UserId"), [[m["Similarity"], m["User"]["UserId"]] for m in r["UserMatches"]]),
+        response,
+        as_json,
+        lambda r: render.table(
+            None, ("Similarity", "UserId"), [[m["Similarity"], m["User"]["UserId"]] for m in r["UserMatches"]]
+        ),
     )

@@ -9,12 +9,17 @@ import typer
 from faceledger.cli import render
 from faceledger.cli.common import CollectionOption, JsonOption, iso_time, open_service, reports_errors
 
-consent_app = typer.Typer(help="Consent records: required before indexing where a policy says so.", no_args_is_help=True)
+consent_app = typer.Typer(
+    help="Consent records: required before indexing where a policy says so.", no_args_is_help=True
+)
 
 
 def _show_policy(response: dict[str, Any]) -> None:
-    render.table(f"Policy of {response['CollectionId']}", ("Demand", "Value"),
-                 [[k, v] for k, v in response.items() if k != "CollectionId"])
+    render.table(
+        f"Policy of {response['CollectionId']}",
+        ("Demand", "Value"),
+        [[k, v] for k, v in response.items() if k != "CollectionId"],
+    )
 
 
 @reports_errors
@@ -24,7 +29,9 @@ def collection_policy(
     min_threshold: Annotated[float | None, typer.Option(help="No search below this similarity.")] = None,
     max_results: Annotated[int | None, typer.Option(help="No search returns more matches.")] = None,
     retention_days: Annotated[int | None, typer.Option(help="Faces are erased this many days after indexing.")] = None,
-    consent_required: Annotated[bool, typer.Option(help="Indexing needs a consent record for the ExternalImageId.")] = False,
+    consent_required: Annotated[
+        bool, typer.Option(help="Indexing needs a consent record for the ExternalImageId.")
+    ] = False,
     review_required: Annotated[bool, typer.Option(help="Matches stay unverified until two reviewers confirm.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Only print the current policy.")] = False,
     as_json: JsonOption = False,
@@ -35,8 +42,12 @@ def collection_policy(
             response = service.get_collection_policy(collection_id=collection_id)
         else:
             response = service.put_collection_policy(
-                collection_id=collection_id, purpose_required=purpose_required, min_threshold=min_threshold,
-                max_results=max_results, retention_days=retention_days, consent_required=consent_required,
+                collection_id=collection_id,
+                purpose_required=purpose_required,
+                min_threshold=min_threshold,
+                max_results=max_results,
+                retention_days=retention_days,
+                consent_required=consent_required,
                 review_required=review_required,
             )
     render.emit(response, as_json, _show_policy)
@@ -57,8 +68,12 @@ def consent_record(
     obtained, expires = iso_time(obtained_at, "--obtained-at"), iso_time(expires_at, "--expires-at")
     with open_service() as service:
         response = service.record_consent(
-            collection_id=collection, external_image_id=external_image_id, basis=basis, reference=reference,
-            obtained_at=obtained, expires_at=expires,
+            collection_id=collection,
+            external_image_id=external_image_id,
+            basis=basis,
+            reference=reference,
+            obtained_at=obtained,
+            expires_at=expires,
         )
     render.emit(response, as_json, lambda r: render.console.print(f"Recorded consent {r['ConsentId']}"))
 
@@ -69,8 +84,9 @@ def consent_withdraw(consent_id: str, collection: CollectionOption, as_json: Jso
     """Withdraw a consent: every face it covered is erased now."""
     with open_service() as service:
         response = service.withdraw_consent(collection_id=collection, consent_id=consent_id)
-    render.emit(response, as_json, lambda r: render.console.print(
-        f"Withdrawn; erased {len(r['ErasedFaceIds'])} face(s)."))
+    render.emit(
+        response, as_json, lambda r: render.console.print(f"Withdrawn; erased {len(r['ErasedFaceIds'])} face(s).")
+    )
 
 
 @reports_errors
@@ -78,9 +94,14 @@ def purge(as_json: JsonOption = False) -> None:
     """Erase faces past their collection's retention or their consent's expiry (serve does this hourly)."""
     with open_service() as service:
         response = service.purge()
-    render.emit(response, as_json, lambda r: render.console.print(
-        f"Erased {len(r['ErasedFaceIds'])} face(s)" + "".join(
-            f"\n  {x['CollectionId']}: {len(x['ErasedFaceIds'])} ({x['Reason']})" for x in r["Receipts"])))
+    render.emit(
+        response,
+        as_json,
+        lambda r: render.console.print(
+            f"Erased {len(r['ErasedFaceIds'])} face(s)"
+            + "".join(f"\n  {x['CollectionId']}: {len(x['ErasedFaceIds'])} ({x['Reason']})" for x in r["Receipts"])
+        ),
+    )
 
 
 review_app = typer.Typer(help="Human review of matches in review_required collections.", no_args_is_help=True)
@@ -90,9 +111,15 @@ def _show_case(case: dict[str, Any]) -> None:
     render.table(
         f"Review case {case['CaseId']} ({case['Status']}) in {case['CollectionId']}",
         ("FaceId", "Similarity", "Status", "Decisions"),
-        [[c["FaceId"], c["Similarity"], c["Status"],
-          "; ".join(f"{d['Reviewer']}: {d['Decision']} ({d['Note']})" for d in c["Decisions"]) or None]
-         for c in case["Candidates"]],
+        [
+            [
+                c["FaceId"],
+                c["Similarity"],
+                c["Status"],
+                "; ".join(f"{d['Reviewer']}: {d['Decision']} ({d['Note']})" for d in c["Decisions"]) or None,
+            ]
+            for c in case["Candidates"]
+        ],
     )
 
 
@@ -105,9 +132,15 @@ def review_list(
     """Review cases, oldest first."""
     with open_service() as service:
         response = service.list_review_cases(collection_id=collection)
-    render.emit(response, as_json, lambda r: render.table(
-        None, ("CaseId", "Collection", "Status", "Candidates"),
-        [[c["CaseId"], c["CollectionId"], c["Status"], c["Candidates"]] for c in r["Cases"]]))
+    render.emit(
+        response,
+        as_json,
+        lambda r: render.table(
+            None,
+            ("CaseId", "Collection", "Status", "Candidates"),
+            [[c["CaseId"], c["CollectionId"], c["Status"], c["Candidates"]] for c in r["Cases"]],
+        ),
+    )
 
 
 @review_app.command("show")

@@ -67,15 +67,18 @@ def _cell(value: object) -> str:
 
 def box_text(box: dict[str, float]) -> str:
     """A relative bounding box as 'left,top widthxheight' percentages of the image."""
-    return (
-        f"{box['Left'] * 100:.0f}%,{box['Top'] * 100:.0f}% "
-        f"{box['Width'] * 100:.0f}%x{box['Height'] * 100:.0f}%"
-    )
+    return f"{box['Left'] * 100:.0f}%,{box['Top'] * 100:.0f}% {box['Width'] * 100:.0f}%x{box['Height'] * 100:.0f}%"
 
 
 def face_rows(faces: Sequence[dict[str, Any]]) -> list[list[object]]:
     return [
-        [face["FaceId"], face.get("ExternalImageId"), face.get("UserId"), box_text(face["BoundingBox"]), face["Confidence"]]
+        [
+            face["FaceId"],
+            face.get("ExternalImageId"),
+            face.get("UserId"),
+            box_text(face["BoundingBox"]),
+            face["Confidence"],
+        ]
         for face in faces
     ]
 
@@ -85,7 +88,12 @@ FACE_COLUMNS = ("FaceId", "ExternalImageId", "UserId", "Box (% of image)", "Conf
 
 def matches(response: dict[str, Any]) -> None:
     rows = [
-        [match["Similarity"], match["Face"]["FaceId"], match["Face"].get("ExternalImageId"), match["Face"].get("UserId")]
+        [
+            match["Similarity"],
+            match["Face"]["FaceId"],
+            match["Face"].get("ExternalImageId"),
+            match["Face"].get("UserId"),
+        ]
         for match in response["FaceMatches"]
     ]
     if not rows:

@@ -3,7 +3,7 @@ access keys)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -72,8 +72,17 @@ def keys_list(as_json: JsonOption = False) -> None:
         lambda r: render.table(
             None,
             ("AccessKeyId", "Role", "Collections", "Enabled", "Created", "Description"),
-            [[k["AccessKeyId"], k["Role"], ",".join(k["Collections"]) if k["Collections"] else "all",
-              k["Enabled"], k["CreatedAt"], k["Description"]] for k in keys],
+            [
+                [
+                    k["AccessKeyId"],
+                    k["Role"],
+                    ",".join(k["Collections"]) if k["Collections"] else "all",
+                    k["Enabled"],
+                    k["CreatedAt"],
+                    k["Description"],
+                ]
+                for k in keys
+            ],
         ),
     )
 
@@ -113,7 +122,7 @@ def _key_dict(key: Any) -> dict[str, Any]:
         "Role": key.role,
         "Collections": list(key.collections) if key.collections is not None else None,
         "Enabled": key.enabled,
-        "CreatedAt": datetime.fromtimestamp(key.created_at, tz=timezone.utc).isoformat(timespec="seconds"),
+        "CreatedAt": datetime.fromtimestamp(key.created_at, tz=UTC).isoformat(timespec="seconds"),
         "Description": key.description,
     }
 
