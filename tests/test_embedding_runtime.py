@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceledger.vision import FaceAnalyzer, read_image_file
+from faceledger.vision import DlibResNetModel, FaceAnalyzer, read_image_file
 from faceledger.vision.embed import DlibResNetEmbedder, OnnxResNetEmbedder
 from faceledger.vision.resnet_onnx import (
     ARCHITECTURE,
@@ -105,3 +105,14 @@ def test_unwritable_cache_converts_in_memory(monkeypatch: pytest.MonkeyPatch, sh
     finally:
         embed._onnx_session.cache_clear()
     assert np.abs(in_memory - DlibResNetEmbedder().embed(shared_chips[:4])).max() <= TOLERANCE
+
+
+def test_the_model_runs_either_runtime_and_averages_each_chip_with_its_mirror(shared_chips: list[np.ndarray]) -> None:
+    chips = shared_chips[:3]
+    plain = DlibResNetModel(threads=1, flip=False).embed(chips)
+    mirrored = DlibResNetModel(threads=1, flip=False).embed([np.ascontiguousarray(chip[:, ::-1]) for chip in chips])
+    flipped = DlibResNetModel(threads=1).embed(chips)
+    assert flipped.shape == (3, 128) and flipped.dtype == np.float32
+    assert np.abs(flipped - (plain + mirrored) / 2).max() <= 1e-6
+    assert np.abs(DlibResNetModel(runtime="dlib").embed(chips) - flipped).max() <= TOLERANCE
+    assert DlibResNetModel().embed([]).shape == (0, 128)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,9 +13,13 @@ from typer.testing import CliRunner
 import faceledger
 from faceledger.cli.main import app
 from faceledger.eval import protocols
+from faceledger.eval.embeddings import CACHE_FORMAT, EmbeddingConfig
 from faceledger.eval.metrics import false_match_rate, false_non_match_rate
 from faceledger.eval.runs import EvalOptions, verification
-from faceledger.service.thresholds import SAFE_FMR, ThresholdTable, safe_search_threshold, shipped_table
+from faceledger.vision import DlibResNetModel
+from faceledger.vision.blazeface import BlazeFaceDetector
+from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.vision.similarity import SimilarityScale
 
 from conftest import data_path
 
@@ -60,9 +65,13 @@ def test_threshold_table_round_trips_and_maps_both_ways() -> None:
     assert table.threshold_for_fmr(1e-2, upper_bound=False) <= table.threshold_for_fmr(1e-2)
 
 
+def shipped_table() -> ThresholdTable:
+    return DlibResNetModel().threshold_table()
+
+
 def test_shipped_table_and_the_default_search_threshold() -> None:
     table = shipped_table()
-    safe = safe_search_threshold()
+    safe = safe_search_threshold(table)
     assert table.nonmated > 10_000_000 and table.mated > 100_000
     assert table.at(safe).fmr_high <= SAFE_FMR
     assert table.at(80.0).fmr > table.at(safe).fmr
@@ -79,6 +88,29 @@ def test_collection_calibration_sets_its_default_threshold(tmp_path: Path) -> No
         service.set_threshold_table(collection_id="c", table=strict)
         assert service.default_search_threshold("c") == strict.threshold_for_fmr(SAFE_FMR) != shipped_default
         assert faceledger.open(tmp_path).threshold_table("c") == strict
+
+
+def test_the_cache_key_follows_the_model_and_keeps_existing_caches(tmp_path: Path) -> None:
+    default = EmbeddingConfig(face_choice="centre")
+    # the key of the caches written before the model had an interface: still found
+    before = json.dumps([CACHE_FORMAT, str(tmp_path.resolve()), "centre", "dlib-resnet-v1", BlazeFaceDetector().name])
+    assert default.key(tmp_path) == hashlib.sha256(before.encode()).hexdigest()[:24]
+    assert default.model.version == "dlib-resnet-v1"  # the evaluation mirrors chips itself
+    with_flip = EmbeddingConfig(face_choice="centre", model=DlibResNetModel(flip=True))
+    assert with_flip.key(tmp_path) != default.key(tmp_path)
+    # the runtime and its threads do not change an embedding, so they share the cache
+    assert EmbeddingConfig(face_choice="centre", model=DlibResNetModel(runtime="dlib", flip=False)).key(tmp_path) == default.key(tmp_path)
+
+
+def test_scores_use_the_models_similarity_scale() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(3, 8)), rng.normal(size=(4, 8))
+    squared = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    for scale in (DlibResNetModel.similarity, SimilarityScale(reference_distance=2.0, reference_similarity=50.0)):
+        np.testing.assert_allclose(protocols.similarity_matrix(a, b, scale), 100.0 - scale.slope * squared)
+    scale = SimilarityScale(reference_distance=2.0, reference_similarity=50.0)
+    assert protocols.similarity_matrix(a[:1], a[:1], scale)[0, 0] == pytest.approx(100.0)
+    assert scale.from_distance(2.0) == pytest.approx(50.0)
 
 
 def test_verification_on_two_small_folds(tmp_path: Path, cache_dir: Path) -> None:
@@ -131,6 +163,6 @@ def test_thresholds_command_prints_the_shipped_table() -> None:
     result = runner.invoke(app, ["thresholds", "--json"])
     assert result.exit_code == 0
     table = json.loads(result.stdout)
-    assert table["safe_threshold"] == safe_search_threshold()
+    assert table["safe_threshold"] == safe_search_threshold(shipped_table())
     human = runner.invoke(app, ["thresholds"])
-    assert f"Default search threshold: {safe_search_threshold():g}" in " ".join(human.stdout.split())
+    assert f"Default search threshold: {safe_search_threshold(shipped_table()):g}" in " ".join(human.stdout.split())

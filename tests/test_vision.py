@@ -1,16 +1,23 @@
-"""The face engine on real photos: detection counts, landmarks, quality, embeddings."""
+"""The face engine on real photos: detection counts, landmarks, quality, embeddings, and the
+face-model interface (another model runs in the same pipeline)."""
 
 from __future__ import annotations
 
 import csv
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from faceledger.service.similarity import similarity_between
-from faceledger.vision import FaceAnalyzer, read_image_file
+from faceledger.vision import BoundingBox, DlibResNetModel, Face, FaceAnalyzer, Landmarks, read_image_file
 from faceledger.vision.blazeface import BlazeFaceDetector
+from faceledger.vision.calibration import ThresholdRow, ThresholdTable, safe_search_threshold
 from faceledger.vision.detect import HogFaceDetector
+from faceledger.vision.quality import assess_quality
+from faceledger.vision.similarity import SimilarityScale
 
 from conftest import data_path
 
@@ -136,8 +143,88 @@ def test_same_person_closer_than_different_people_on_deepface_pairs(analyzer: Fa
     with (root / "master.csv").open() as handle:
         pairs = list(csv.DictReader(handle))
     assert len(pairs) == 300
+    similarity = analyzer.model.similarity
     correct = sum(
-        (similarity_between(embeddings[p["file_x"]], embeddings[p["file_y"]]) >= 80.0) == (p["Decision"] == "Yes")
+        (similarity.between(embeddings[p["file_x"]], embeddings[p["file_y"]]) >= 80.0) == (p["Decision"] == "Yes")
         for p in pairs
     )
     assert correct / len(pairs) >= 0.99
+
+
+def test_the_dlib_model_aligns_embeds_and_says_what_its_scores_mean(analyzer: FaceAnalyzer) -> None:
+    model = DlibResNetModel()
+    pixels = read_image_file(data_path("facerec_examples", "biden", "biden.jpg")).pixels
+    face = analyzer.analyze(pixels)[0]
+    chip = model.align(pixels, face)
+    assert chip.shape == (model.chip_size, model.chip_size, 3) == (150, 150, 3) and chip.dtype == np.uint8
+    np.testing.assert_array_equal(chip, face.chip)
+    templates = model.embed([chip, chip[:, ::-1]])
+    assert templates.shape == (2, model.dimension) == (2, 128) and templates.dtype == np.float32
+    np.testing.assert_array_equal(templates[0], face.embedding)
+    assert np.abs(templates[0] - templates[1]).max() < 1e-5  # flip-averaged: a mirror has the same template
+    assert (model.name, model.version, analyzer.model_version) == ("dlib-resnet-v1", "dlib-resnet-v1+flip", model.version)
+    assert DlibResNetModel(flip=False).version == "dlib-resnet-v1"
+
+    scale = model.similarity
+    assert scale.from_distance(0.6) == pytest.approx(80.0) and scale.from_distance(0.0) == 100.0
+    assert scale.from_distance(1.35) == 0.0 and scale.max_squared_distance(80.0) == pytest.approx(0.36)
+    assert scale.between(templates[0], templates[0]) == 100.0
+    assert safe_search_threshold(model.threshold_table()) == 88.5
+    # worker processes receive the model itself
+    assert pickle.loads(pickle.dumps(DlibResNetModel(threads=1))) == DlibResNetModel(threads=1)
+    with pytest.raises(ValueError):
+        DlibResNetModel(runtime="cuda")  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BoxHistogramModel:
+    """A stand-in face model with nothing of dlib's: its chip is the detector's box resized to 64
+    pixels, its 'embedding' the mean colour of a 4x4 grid of the central region, 48 floats."""
+
+    name = "box-histogram"
+    version = "box-histogram-v0"
+    chip_size = 64
+    dimension = 48
+    similarity = SimilarityScale(reference_distance=20.0, reference_similarity=70.0)
+
+    def align(self, pixels: np.ndarray, face: Face) -> np.ndarray:
+        box = face.box
+        crop = Image.fromarray(pixels).crop((box.left, box.top, box.left + box.width, box.top + box.height))
+        return np.asarray(crop.resize((self.chip_size, self.chip_size)))
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        cells = [chip[8:56, 8:56].reshape(4, 12, 4, 12, 3).mean(axis=(1, 3)).ravel() for chip in chips]
+        return np.asarray(cells, dtype=np.float32).reshape(len(chips), self.dimension)
+
+    def threshold_table(self) -> ThresholdTable:
+        row = ThresholdRow(70.0, 1e-5, 0.0, 5e-5, 1, 0.1, 0.09, 0.11, 100)
+        return ThresholdTable("made up", 1000, 100_000, (row,))
+
+
+def test_another_face_model_runs_the_whole_pipeline_and_touches_nothing_else() -> None:
+    """detect -> landmarks -> align -> quality -> embed with a model of another chip size and
+    dimension: nothing in the pipeline assumes dlib's 150-pixel chip or 128 floats."""
+    model = BoxHistogramModel()
+    analyzer = FaceAnalyzer(model=model)
+    pixels = read_image_file(data_path("detection_multi", "images", "facenetpt_multiface.jpg")).pixels
+    faces = analyzer.analyze(pixels)
+    assert len(faces) == 6 and analyzer.model_version == "box-histogram-v0"
+    for face in faces:
+        assert face.landmarks is not None and face.chip.shape == (64, 64, 3)
+        assert 0 <= face.quality.sharpness <= 100 and 0 < face.quality.brightness < 100
+        assert face.embedding.shape == (48,) and face.embedding.dtype == np.float32
+    assert model.similarity.between(faces[0].embedding, faces[0].embedding) == 100.0
+    assert safe_search_threshold(model.threshold_table()) == 70.0
+
+
+@pytest.mark.parametrize("size", [64, 112, 150])
+def test_quality_reads_the_central_three_fifths_of_any_chip(size: int) -> None:
+    """A chip white in its central region (pixels 30-120 of 150) and black around it."""
+    points = ((70.0, 60.0), (60.0, 60.0), (30.0, 60.0), (40.0, 60.0), (50.0, 80.0))
+    face = Face(box=BoundingBox(20, 40, 60, 60), detector_score=1.0, confidence=99.0, landmarks=Landmarks(points))
+    chip = np.zeros((size, size, 3), np.uint8)
+    margin = size // 5
+    chip[margin : size - margin, margin : size - margin] = 255
+    quality = assess_quality(face, chip)
+    assert quality.brightness == pytest.approx(100.0) and quality.sharpness == 0.0
+    assert quality.face_size == 60.0

@@ -1,12 +1,14 @@
 """Embedding a labelled image set once, in parallel, and caching the result.
 
 An evaluation embeds thousands of images (all of LFW is 13,233); that is the slow part, so every
-image's embedding is cached on disk, keyed by the image set and the pipeline's settings. Re-running
-an evaluation with another threshold, protocol or grouping costs no embedding at all.
+image's embedding is cached on disk, keyed by the image set, the face model's version, the
+detector's settings and the face choice. Re-running an evaluation with another threshold, protocol
+or grouping costs no embedding at all.
 
 For each image the cache keeps the embedding of the chosen face, the embedding of its mirrored
-chip (for flip test-time augmentation), and whether a face was found at all: an image with no face
-is a *failure to acquire* (FTA), kept as such and never silently dropped.
+chip (for flip test-time augmentation, which the evaluation applies itself so as to measure it on
+and off from one cache), and whether a face was found at all: an image with no face is a *failure
+to acquire* (FTA), kept as such and never silently dropped.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.config import cache_root
-from faceledger.vision import FaceAnalyzer, read_image_file
-from faceledger.vision.embed import EMBEDDING_DIM, OnnxResNetEmbedder
+from faceledger.vision import DlibResNetModel, FaceAnalyzer, FaceModel, read_image_file
+from faceledger.vision.blazeface import BlazeFaceDetector
+from faceledger.vision.detect import FaceDetector
+from faceledger.vision.similarity import SimilarityScale
 
 CACHE_FORMAT = 1
 
@@ -37,13 +41,15 @@ class EmbeddedSet:
     """Embeddings of a list of images (paths relative to the data set's root), row-aligned.
 
     ``found[i]`` is False for a failure to acquire; its rows hold NaN. ``flipped`` holds the
-    embeddings of the horizontally mirrored chips.
+    embeddings of the horizontally mirrored chips. ``similarity``: the scale of the model that
+    embedded them.
     """
 
     paths: list[str]
     vectors: np.ndarray
     flipped: np.ndarray
     found: np.ndarray
+    similarity: SimilarityScale
 
     def rows(self, paths: Sequence[str]) -> np.ndarray:
         index = {path: n for n, path in enumerate(self.paths)}
@@ -58,17 +64,27 @@ class EmbeddedSet:
         return [path for path, found in zip(self.paths, self.found) if not found]
 
 
+# Without flip augmentation, since the evaluation mirrors each chip itself; one embedding thread
+# per worker process, since the workers already use every core.
+EVAL_MODEL = DlibResNetModel(threads=1, flip=False)
+
+
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    """What decides an embedding, hence the cache key. ``face_choice``: ``largest`` face, or the
-    face nearest the image ``centre`` (LFW's subject is centred; another face may be larger)."""
+    """What decides an embedding, hence the cache key (the model by its version, the detector by
+    its name). ``face_choice``: ``largest`` face, or the face nearest the image ``centre`` (LFW's
+    subject is centred; another face may be larger).
+
+    ``model`` should not average with the mirror image itself (``flip`` measures that), and each
+    worker process embeds with it as it is. Model and detector are sent to the worker processes.
+    """
 
     face_choice: str = "largest"
-    model_version: str = "dlib-resnet-v1"
-    detector: str = field(default_factory=lambda: FaceAnalyzer().detector.name)
+    model: FaceModel = EVAL_MODEL
+    detector: FaceDetector = field(default_factory=BlazeFaceDetector)
 
     def key(self, root: Path) -> str:
-        text = json.dumps([CACHE_FORMAT, str(root.resolve()), self.face_choice, self.model_version, self.detector])
+        text = json.dumps([CACHE_FORMAT, str(root.resolve()), self.face_choice, self.model.version, self.detector.name])
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -93,9 +109,9 @@ def embed_images(
     total, done = len(missing), 0
     if missing:
         workers = workers or os.cpu_count() or 1
-        jobs = [(str(root / p), config.face_choice) for p in missing]
+        jobs = [str(root / p) for p in missing]
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers) as pool:
+        with context.Pool(workers, initializer=_start_worker, initargs=(config,)) as pool:
             for path, result in zip(missing, pool.imap(_embed_one, jobs, chunksize=4)):
                 known[path] = result
                 done += 1
@@ -105,22 +121,26 @@ def embed_images(
                     _save(cache_file, known)
         _save(cache_file, known)
     unique = list(dict.fromkeys(paths))
-    vectors = np.stack([known[p][0] for p in unique]) if unique else np.empty((0, EMBEDDING_DIM))
-    flipped = np.stack([known[p][1] for p in unique]) if unique else np.empty((0, EMBEDDING_DIM))
-    return EmbeddedSet(unique, vectors, flipped, ~np.isnan(vectors[:, 0]) if unique else np.zeros(0, bool))
+    dimension = config.model.dimension
+    vectors = np.stack([known[p][0] for p in unique]) if unique else np.empty((0, dimension))
+    flipped = np.stack([known[p][1] for p in unique]) if unique else np.empty((0, dimension))
+    found = ~np.isnan(vectors[:, 0]) if unique else np.zeros(0, bool)
+    return EmbeddedSet(unique, vectors, flipped, found, config.model.similarity)
 
 
 _analyzer: FaceAnalyzer | None = None
+_face_choice = "largest"
 
 
-def _embed_one(job: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def _start_worker(config: EmbeddingConfig) -> None:
+    global _analyzer, _face_choice
+    _analyzer, _face_choice = FaceAnalyzer(detector=config.detector, model=config.model), config.face_choice
+
+
+def _embed_one(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(embedding, mirrored-chip embedding) of the chosen face; NaN rows when none is found."""
-    global _analyzer
-    if _analyzer is None:
-        # One embedding thread per worker: the workers already use every core.
-        _analyzer = FaceAnalyzer(embedder=OnnxResNetEmbedder(threads=1))
-    path, face_choice = job
-    nothing = np.full(EMBEDDING_DIM, np.nan, dtype=np.float32)
+    assert _analyzer is not None
+    nothing = np.full(_analyzer.model.dimension, np.nan, dtype=np.float32)
     try:
         pixels = read_image_file(path).pixels
     except Exception:  # noqa: BLE001 - an unreadable image is a failure to acquire, like no face
@@ -128,7 +148,7 @@ def _embed_one(job: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     faces = _analyzer.analyze(pixels, embed=False)
     if not faces:
         return nothing, nothing
-    if face_choice == "centre":
+    if _face_choice == "centre":
         height, width = pixels.shape[:2]
         face = min(
             faces,
@@ -137,7 +157,7 @@ def _embed_one(job: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     else:
         face = faces[0]
     assert face.chip is not None
-    plain, mirrored = _analyzer.embedder.embed([face.chip, np.ascontiguousarray(face.chip[:, ::-1])])
+    plain, mirrored = _analyzer.model.embed([face.chip, np.ascontiguousarray(face.chip[:, ::-1])])
     return plain, mirrored
 
 

@@ -1,41 +1,41 @@
 """Evaluation protocols over embedded image sets: LFW 10-fold verification, all-pairs error
 counts (for calibration and per-group rates), and open-set 1:N identification.
 
-Scores are faceledger's Similarity *without* the clamp to [0, 100] (so that strangers far apart
-still rank), i.e. ``100 - 20 * (d / 0.6)^2``. An image where no face was found yields no
-template: every comparison with it scores ``-inf``, a non-match, so it counts as a false
-non-match when mated and is never dropped from the denominators.
+Scores are the embedding model's Similarity *without* the clamp to [0, 100] (so that strangers
+far apart still rank), e.g. ``100 - 20 * (d / 0.6)^2`` for dlib's ResNet. An image where no face
+was found yields no template: every comparison with it scores ``-inf``, a non-match, so it counts
+as a false non-match when mated and is never dropped from the denominators.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from faceledger.eval import metrics
 from faceledger.eval.datasets import Pair
 from faceledger.eval.embeddings import EmbeddedSet
-from faceledger.service.similarity import REFERENCE_DISTANCE, REFERENCE_SIMILARITY
-from faceledger.service.thresholds import ThresholdRow, ThresholdTable
+from faceledger.vision.calibration import ThresholdRow, ThresholdTable
+from faceledger.vision.similarity import SimilarityScale
 
-_SLOPE = (100.0 - REFERENCE_SIMILARITY) / REFERENCE_DISTANCE**2
 TARGET_FMRS = (1e-2, 1e-3, 1e-4)
 
 
-def similarity_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def similarity_matrix(a: np.ndarray, b: np.ndarray, scale: SimilarityScale) -> np.ndarray:
     """Unclamped similarity of every row of ``a`` with every row of ``b``; -inf where either
     row is missing (NaN: no face)."""
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     squared = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2.0 * a64 @ b64.T
-    scores = 100.0 - _SLOPE * np.maximum(squared, 0.0)
+    scores = scale.unclamped(np.maximum(squared, 0.0))
     return np.where(np.isnan(scores), -np.inf, scores)
 
 
-def pair_scores(templates: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def pair_scores(templates: np.ndarray, first: np.ndarray, second: np.ndarray, scale: SimilarityScale) -> np.ndarray:
     diff = templates[first].astype(np.float64) - templates[second].astype(np.float64)
-    scores = 100.0 - _SLOPE * np.einsum("ij,ij->i", diff, diff)
+    scores = scale.unclamped(np.einsum("ij,ij->i", diff, diff))
     return np.where(np.isnan(scores), -np.inf, scores)
 
 
@@ -65,7 +65,7 @@ def verification(embedded: EmbeddedSet, pairs: Sequence[Pair], *, flip: bool) ->
     templates = embedded.templates(flip)
     first = embedded.rows([p.first for p in pairs])
     second = embedded.rows([p.second for p in pairs])
-    scores = pair_scores(templates, first, second)
+    scores = pair_scores(templates, first, second, embedded.similarity)
     same = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
     missing = set(embedded.failures_to_acquire)
@@ -164,7 +164,7 @@ def all_pairs(
     n = len(templates)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        scores = similarity_matrix(templates[start:stop], templates[start:])
+        scores = similarity_matrix(templates[start:stop], templates[start:], embedded.similarity)
         upper = np.arange(start, stop)[:, None] < np.arange(start, n)[None, :]  # each pair once
         same = labels[start:stop, None] == labels[None, start:]
         overall.add(scores[upper], same[upper])
@@ -209,6 +209,6 @@ def identification(embedded: EmbeddedSet, identities: Sequence[str], *, flip: bo
                 mated_ids.append(identity)
     search = metrics.open_set_search(
         templates[gallery_rows], np.array(gallery_ids), templates[mated_rows], np.array(mated_ids),
-        templates[nonmated_rows], similarity_matrix,
+        templates[nonmated_rows], partial(similarity_matrix, scale=embedded.similarity),
     )
     return IdentificationResult(search, len(gallery_rows), len(mated_rows), len(nonmated_rows))

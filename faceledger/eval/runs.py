@@ -11,8 +11,9 @@ import numpy as np
 
 from faceledger.eval import metrics, protocols, report
 from faceledger.eval.datasets import LabelledImages, identity_folders, read_groups, read_lfw_pairs
-from faceledger.eval.embeddings import EmbeddedSet, EmbeddingConfig, embed_images
-from faceledger.service.thresholds import SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.eval.embeddings import EVAL_MODEL, EmbeddedSet, EmbeddingConfig, embed_images
+from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.vision.model import FaceModel
 
 FTA_POLICY = (
     "An image where no face is found gives no template; every comparison with it counts as a "
@@ -27,17 +28,20 @@ PAIR_DEPENDENCE = (
 @dataclass(frozen=True)
 class EvalOptions:
     """``flip``: average each embedding with that of the mirrored face (test-time augmentation).
-    ``face``: which face of an image is the subject, ``centre`` (LFW) or ``largest``."""
+    ``face``: which face of an image is the subject, ``centre`` (LFW) or ``largest``.
+    ``model``: the face model evaluated, without its own flip augmentation (see
+    :class:`EmbeddingConfig`); its threshold table gives the default threshold."""
 
     flip: bool = True
     face: str = "centre"
     cache_dir: Path | None = None
     workers: int | None = None
     on_progress: Callable[[int, int], None] | None = None
+    model: FaceModel = EVAL_MODEL
 
     def embed(self, root: Path, paths: list[str]) -> EmbeddedSet:
         return embed_images(
-            root, paths, config=EmbeddingConfig(face_choice=self.face), cache_dir=self.cache_dir,
+            root, paths, config=EmbeddingConfig(face_choice=self.face, model=self.model), cache_dir=self.cache_dir,
             workers=self.workers, on_progress=self.on_progress,
         )
 
@@ -126,7 +130,7 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
     embedded = options.embed(dataset, images.paths)
     result = protocols.identification(embedded, images.identities, flip=options.flip)
     search = result.search
-    default = safe_search_threshold()
+    default = safe_search_threshold(options.model.threshold_table())
     rows = []
     for target in (0.01, 0.001):
         threshold = search.threshold_at_fpir(target)
@@ -171,7 +175,7 @@ def groups(
     column, group_of = read_groups(groups_csv, column)
     images = identity_folders(dataset, limit_identities=limit_identities)
     embedded = options.embed(dataset, images.paths)
-    threshold = safe_search_threshold() if threshold is None else threshold
+    threshold = safe_search_threshold(options.model.threshold_table()) if threshold is None else threshold
     _, per_group = protocols.all_pairs(embedded, images.identities, flip=options.flip, groups=group_of)
     fmr = {g: c.fmr(threshold) for g, c in per_group.items()}
     fnmr = {g: c.fnmr(threshold) for g, c in per_group.items()}

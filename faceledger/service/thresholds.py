@@ -1,97 +1,19 @@
-"""What a similarity threshold means in errors: the calibration table.
-
-A table lists, for similarity thresholds from 50 to 100, the false-match rate (FMR) and the
-false-non-match rate (FNMR) measured on a labelled data set, each with a 95% confidence interval
-and the number of comparisons behind it. faceledger ships one measured on LFW (all pairs of its
-13,233 images; see docs/accuracy.md) and uses it to choose the default search threshold; a user
-can measure their own with ``faceledger calibrate`` and store it for a collection.
-"""
+"""The calibration tables: see faceledger/vision/calibration.py; the shipped one is the model's."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any
+# re-export until the service is rewired
+from faceledger.vision import calibration
+from faceledger.vision.calibration import SAFE_FMR, ThresholdRow, ThresholdTable
+from faceledger.vision.model import LFW_THRESHOLDS as SHIPPED_TABLE
+from faceledger.vision.model import DlibResNetModel
 
-from faceledger.errors import InvalidParameterException
-
-SHIPPED_TABLE = Path(__file__).with_name("lfw_thresholds.json")
-SAFE_FMR = 1e-4  # the default search threshold keeps measured FMR at or below this
+__all__ = ["SAFE_FMR", "SHIPPED_TABLE", "ThresholdRow", "ThresholdTable", "safe_search_threshold", "shipped_table"]
 
 
-@dataclass(frozen=True)
-class ThresholdRow:
-    """Rates at one threshold: ``fmr`` in [``fmr_low``, ``fmr_high``] (95%), likewise FNMR."""
-
-    threshold: float
-    fmr: float
-    fmr_low: float
-    fmr_high: float
-    false_matches: int
-    fnmr: float
-    fnmr_low: float
-    fnmr_high: float
-    false_non_matches: int
-
-
-@dataclass(frozen=True)
-class ThresholdTable:
-    """Rows in ascending threshold order, measured with ``mated`` and ``nonmated`` comparisons."""
-
-    source: str
-    mated: int
-    nonmated: int
-    rows: tuple[ThresholdRow, ...]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ThresholdTable:
-        try:
-            rows = tuple(sorted((ThresholdRow(**row) for row in data["rows"]), key=lambda r: r.threshold))
-            table = cls(str(data["source"]), int(data["mated"]), int(data["nonmated"]), rows)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidParameterException(f"Not a threshold table: {exc}.") from None
-        if not rows:
-            raise InvalidParameterException("A threshold table needs at least one row.")
-        return table
-
-    @classmethod
-    def load(cls, path: Path) -> ThresholdTable:
-        return cls.from_dict(json.loads(path.read_text()))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "mated": self.mated, "nonmated": self.nonmated,
-                "rows": [asdict(row) for row in self.rows]}
-
-    def at(self, threshold: float) -> ThresholdRow:
-        """The rates that hold at least at ``threshold``: the row of the largest tabulated
-        threshold not above it (FMR only falls as the threshold rises, so this never
-        understates the false-match rate)."""
-        eligible = [row for row in self.rows if row.threshold <= threshold + 1e-9]
-        if not eligible:
-            raise InvalidParameterException(
-                f"Threshold {threshold} is below this table's range (from {self.rows[0].threshold})."
-            )
-        return eligible[-1]
-
-    def threshold_for_fmr(self, target: float, *, upper_bound: bool = True) -> float:
-        """The lowest tabulated threshold whose FMR (by default the upper end of its 95%
-        interval, so the claim holds with confidence) is at most ``target``."""
-        for row in self.rows:
-            if (row.fmr_high if upper_bound else row.fmr) <= target:
-                return row.threshold
-        raise InvalidParameterException(
-            f"No threshold in this table reaches FMR {target:g}: too few non-mated comparisons "
-            f"({self.nonmated:,}) to show it."
-        )
-
-
-@cache
 def shipped_table() -> ThresholdTable:
-    return ThresholdTable.load(SHIPPED_TABLE)
+    return DlibResNetModel().threshold_table()
 
 
 def safe_search_threshold(table: ThresholdTable | None = None) -> float:
-    """The default FaceMatchThreshold of searches: FMR <= 1e-4 with 95% confidence."""
-    return (table or shipped_table()).threshold_for_fmr(SAFE_FMR)
+    return calibration.safe_search_threshold(table or shipped_table())

@@ -2,6 +2,7 @@
 
 from faceledger.vision.face import BoundingBox, Face, FaceQuality, Landmarks, Pose
 from faceledger.vision.image import DecodedImage, decode_image, read_image_file
+from faceledger.vision.model import DlibResNetModel, FaceModel
 from faceledger.vision.pipeline import AnalyzedImage, FaceAnalyzer
 from faceledger.vision.quality import QualityFilter
 
@@ -9,8 +10,10 @@ __all__ = [
     "AnalyzedImage",
     "BoundingBox",
     "DecodedImage",
+    "DlibResNetModel",
     "Face",
     "FaceAnalyzer",
+    "FaceModel",
     "FaceQuality",
     "Landmarks",
     "Pose",

@@ -1,10 +1,10 @@
-"""The 128-d face embedding: dlib's ResNet (99.38% on LFW as published by dlib).
+"""dlib's face-embedding ResNet (128-d), under two runtimes; vision/model.py chooses between them.
 
-Two runtimes for the same weights. :class:`OnnxResNetEmbedder`, the default, runs dlib's network
-converted to ONNX (vision/resnet_onnx.py) under onnxruntime, about 25x faster on two cores.
+:class:`OnnxResNetEmbedder`, the default, runs dlib's network converted to ONNX
+(vision/resnet_onnx.py) under onnxruntime, about 25x faster on two cores.
 :class:`DlibResNetEmbedder` runs dlib itself; it is the reference the conversion is tested against
-(same embedding within 1e-4 on every shared face), so both report the same model version and
-their templates are interchangeable.
+(same embedding within 1e-4 on every shared face), so their templates are interchangeable.
+Both embed aligned 150x150 RGB ``uint8`` chips, without any test-time augmentation.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from faceledger.vision.resnet_onnx import CHIP_SIZE, build_onnx_model, converted
 from faceledger.vision.weights import RESNET_EMBEDDING, weight_file
 
 EMBEDDING_DIM = 128
-FACE_MODEL_VERSION = "dlib-resnet-v1"
 # dlib's network object keeps its layer outputs in member buffers, so two threads running it at
 # once would overwrite each other's activations.
 _NETWORK_LOCK = threading.Lock()
@@ -34,10 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
-    """What the pipeline needs from an embedding runtime."""
-
-    dimension: int
-    model_version: str
+    """A runtime of the network."""
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray: ...
 
@@ -53,9 +49,6 @@ def _resnet() -> dlib.face_recognition_model_v1:
 
 class DlibResNetEmbedder:
     """Embeds aligned 150x150 RGB chips with dlib; the weights load on first use, once per process."""
-
-    dimension = EMBEDDING_DIM
-    model_version = FACE_MODEL_VERSION
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings of ``chips`` as a float32 array of shape (len(chips), 128)."""
@@ -95,9 +88,6 @@ class OnnxResNetEmbedder:
     when several processes embed at once. One session per thread count and process; its
     ``run`` is safe to call from several threads.
     """
-
-    dimension = EMBEDDING_DIM
-    model_version = FACE_MODEL_VERSION
 
     def __init__(self, threads: int = 0):
         self.threads = threads

@@ -1,8 +1,7 @@
-"""Five-point landmarks and the aligned 150x150 chip the embedding network expects.
+"""Five-point landmarks, and the chip aligned on them as ``dlib.get_face_chip`` cuts it.
 
 The 5-point model is used rather than the 68-point one, whose training data (iBUG 300-W) forbids
-commercial use. The chip is cut exactly as ``dlib.get_face_chip`` does (size 150, padding 0.25),
-because that is the alignment the ResNet embedding was trained on.
+commercial use. The face model chooses the chip's size and padding (vision/model.py).
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ import numpy as np
 
 from faceledger.vision.face import Face, Landmarks
 from faceledger.vision.weights import SHAPE_PREDICTOR_5, weight_file
-
-CHIP_SIZE = 150
-CHIP_PADDING = 0.25
 
 
 _per_thread = threading.local()
@@ -43,10 +39,11 @@ def locate_landmarks(pixels: np.ndarray, face: Face) -> Landmarks:
     return Landmarks(points=tuple((float(p.x), float(p.y)) for p in shape.parts()))
 
 
-def align_chip(pixels: np.ndarray, face: Face) -> np.ndarray:
-    """The face rotated upright and scaled to a 150x150x3 ``uint8`` chip."""
+def align_chip(pixels: np.ndarray, face: Face, *, size: int, padding: float) -> np.ndarray:
+    """The face rotated upright and scaled to a ``size`` x ``size`` x 3 ``uint8`` chip, with
+    ``padding`` (a fraction of the landmarks' span) of margin on each side."""
     if face.landmarks is None:
         raise ValueError("align_chip needs the face's landmarks")
     points = dlib.points([dlib.point(round(x), round(y)) for x, y in face.landmarks.points])
     shape = dlib.full_object_detection(_rectangle(face), points)
-    return np.asarray(dlib.get_face_chip(pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+    return np.asarray(dlib.get_face_chip(pixels, shape, size=size, padding=padding))

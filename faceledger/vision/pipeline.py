@@ -1,7 +1,9 @@
 """decode -> detect -> landmarks -> align -> quality -> embed, as one object.
 
 Each stage is a small component with a stated input and output (see the sibling modules); the
-analyzer only sequences them, so replacing the detector or the embedder touches nothing else.
+analyzer only sequences them. Two are replaceable: the detector (vision/detect.py), and the face
+model (vision/model.py), which owns alignment, embedding and what its templates' similarities
+mean; quality is measured on whatever chip the model cuts. Replacing either touches nothing else.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import numpy as np
 
 from faceledger.vision.blazeface import BlazeFaceDetector
 from faceledger.vision.detect import FaceDetector
-from faceledger.vision.embed import Embedder, OnnxResNetEmbedder
 from faceledger.vision.face import Face
 from faceledger.vision.image import DecodedImage
-from faceledger.vision.landmarks import align_chip, locate_landmarks
+from faceledger.vision.landmarks import locate_landmarks
+from faceledger.vision.model import DlibResNetModel, FaceModel
 from faceledger.vision.quality import assess_quality
 
 
@@ -37,15 +39,12 @@ class FaceAnalyzer:
     """Finds every face in an image and describes it; models load lazily on first use."""
 
     detector: FaceDetector = field(default_factory=BlazeFaceDetector)
-    embedder: Embedder = field(default_factory=OnnxResNetEmbedder)
-    # Flip test-time augmentation: a face's template is the mean of the embeddings of its chip
-    # and of the mirrored chip. On LFW it cuts false non-matches at FMR 1e-4 by 18%
-    # (docs/accuracy.md) for twice the embedding time.
-    flip_augment: bool = True
+    model: FaceModel = field(default_factory=DlibResNetModel)
 
     @property
     def model_version(self) -> str:
-        return self.embedder.model_version + ("+flip" if self.flip_augment else "")
+        """The face model's version (FaceModelVersion)."""
+        return self.model.version
 
     def analyze(self, pixels: np.ndarray, *, embed: bool = True, limit: int | None = None) -> list[Face]:
         """Faces in an RGB ``uint8`` image, largest first.
@@ -58,7 +57,7 @@ class FaceAnalyzer:
             faces = faces[:limit]
         for face in faces:
             face.landmarks = locate_landmarks(pixels, face)
-            face.chip = align_chip(pixels, face)
+            face.chip = self.model.align(pixels, face)
             face.quality = assess_quality(face, face.chip)
         if embed:
             self.embed_faces(faces)
@@ -72,12 +71,8 @@ class FaceAnalyzer:
     def embed_faces(self, faces: list[Face]) -> None:
         """Fill in the embedding of each face that has a chip, in one batch."""
         pending = [face for face in faces if face.embedding is None and face.chip is not None]
-        chips = [face.chip for face in pending]
-        if self.flip_augment:
-            mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
-            both = self.embedder.embed(chips + mirrored)
-            vectors = (both[: len(chips)] + both[len(chips):]) / 2.0
-        else:
-            vectors = self.embedder.embed(chips)
+        if not pending:
+            return
+        vectors = self.model.embed([face.chip for face in pending])
         for face, vector in zip(pending, vectors):
             face.embedding = vector.astype(np.float32)

@@ -1,11 +1,14 @@
 """Per-face quality: sharpness, brightness, size and pose, and the QualityFilter levels.
 
-All measures are taken on the aligned 150x150 chip (so they do not depend on the photo's
-resolution), except ``face_size``, which is the shorter box side in the original image's pixels.
+All measures are taken on the aligned chip the face model cuts (so they do not depend on the
+photo's resolution), except ``face_size``, which is the shorter box side in the original image's
+pixels. The central region is the middle three fifths of the chip on each axis (pixels 30-120 of
+dlib's 150-pixel chip).
 
 - ``sharpness`` (0-100): variance of the Laplacian of the chip's central region (eyes, nose,
-  mouth), mapped by ``100 * (1 - exp(-variance / 150))``. A chip blurred by a 3-pixel Gaussian
-  scores about 20; a crisp studio portrait 90+.
+  mouth), mapped by ``100 * (1 - exp(-variance / 150))``. On 150-pixel chips, a chip blurred by a
+  3-pixel Gaussian scores about 20; a crisp studio portrait 90+. The QualityFilter bars were set
+  on such chips.
 - ``brightness`` (0-100): mean luma (ITU-R BT.601) of the central region, as a percentage of 255.
 - pose: see :class:`faceledger.vision.face.Pose`.
 """
@@ -30,7 +33,8 @@ _NOSE_DEPTH = 0.45
 def assess_quality(face: Face, chip: np.ndarray) -> FaceQuality:
     if face.landmarks is None:
         raise ValueError("assess_quality needs the face's landmarks")
-    centre = chip[30:120, 30:120].astype(np.float64)
+    rows, columns = chip.shape[:2]
+    centre = chip[rows // 5 : rows - rows // 5, columns // 5 : columns - columns // 5].astype(np.float64)
     luma = centre @ np.array([0.299, 0.587, 0.114])
     laplacian = (
         -4.0 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]

@@ -25,7 +25,7 @@ import numpy as np
 
 from faceledger.errors import InternalServerError
 
-CHIP_SIZE = 150
+CHIP_SIZE = 150  # pixels: the side of the square RGB chips the network takes
 
 
 class DlibFormatError(InternalServerError):
