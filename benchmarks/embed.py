@@ -2,8 +2,9 @@
 
     python benchmarks/embed.py [--chips N] [--seconds S] [--verify-all]
 
-Both runtimes embed the same aligned 150x150 chips of real faces (every face found in the shared
-photo sets, then LFW images until N chips), in the same process. Printed per batch size: ms per
+Both runtimes of the face model (DlibResNetModel, without its flip augmentation, so one network
+pass per chip) embed the same aligned chips of real faces (every face found in the shared photo
+sets, then LFW images until N chips), in the same process. Printed per batch size: ms per
 face, faces per second, and the speed-up over dlib-bin at batch 32 (the peer, which is what the
 face_recognition package runs). Also printed: the largest absolute difference between the two
 runtimes' embeddings on those chips.
@@ -27,8 +28,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import require  # noqa: E402
 
-from faceledger.vision import FaceAnalyzer, read_image_file  # noqa: E402
-from faceledger.vision.embed import DlibResNetEmbedder, OnnxResNetEmbedder  # noqa: E402
+from faceledger.vision import DlibResNetModel, FaceAnalyzer, read_image_file  # noqa: E402
+
+
+def onnx_runtime(threads: int = 0) -> DlibResNetModel:
+    return DlibResNetModel(runtime="onnx", threads=threads, flip=False)
+
+
+def dlib_runtime() -> DlibResNetModel:
+    return DlibResNetModel(runtime="dlib", flip=False)
 
 
 def image_paths() -> list[Path]:
@@ -69,7 +77,7 @@ def ms_per_face(embed, chips: list[np.ndarray], batch: int, seconds: float) -> f
 def verify_images(paths: list[Path]) -> tuple[int, float]:
     """(chips compared, largest absolute difference) for the faces in ``paths``, plus mirrors."""
     analyzer = FaceAnalyzer()
-    onnx, reference = OnnxResNetEmbedder(threads=1), DlibResNetEmbedder()
+    onnx, reference = onnx_runtime(threads=1), dlib_runtime()
     chips = [chip for path in paths for chip in chips_of(path, analyzer)]
     chips += [chip[:, ::-1] for chip in chips]
     if not chips:
@@ -101,7 +109,7 @@ def main() -> None:
         return
 
     chips = collect_chips(args.chips)
-    onnx, reference = OnnxResNetEmbedder(), DlibResNetEmbedder()
+    onnx, reference = onnx_runtime(), dlib_runtime()
     print(f"{len(chips)} real face chips, {os.cpu_count()} CPU cores")
     difference = np.abs(onnx.embed(chips) - reference.embed(chips)).max()
     print(f"max |onnxruntime - dlib| over these chips: {difference:.2e}")
@@ -110,7 +118,7 @@ def main() -> None:
     print(f"{'runtime':28s} {'batch':>5s} {'ms/face':>8s} {'faces/s':>8s} {'vs dlib-bin':>11s}")
     print(f"{'dlib-bin (peer)':28s} {32:5d} {dlib_ms:8.2f} {1000 / dlib_ms:8.1f} {1.0:10.1f}x")
     for threads, label in ((0, "onnxruntime, all cores"), (1, "onnxruntime, 1 thread")):
-        embedder = OnnxResNetEmbedder(threads=threads)
+        embedder = onnx_runtime(threads=threads)
         for batch in (1, 8, 32):
             ms = ms_per_face(embedder.embed, chips, batch, args.seconds)
             print(f"{label:28s} {batch:5d} {ms:8.2f} {1000 / ms:8.1f} {dlib_ms / ms:10.1f}x")

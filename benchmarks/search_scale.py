@@ -67,10 +67,11 @@ def main() -> None:
           f"{os.cpu_count()} cores; RSS {rss_mb():.0f} MB before indexes")
 
     started = time.perf_counter()
-    exact = CollectionIndex(128, seqs, gallery, 1, approximate=False)
+    dimension = gallery.shape[1]
+    exact = CollectionIndex(dimension, seqs, gallery, 1, approximate=False)
     print(f"exact (flat) index: built in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    approximate = CollectionIndex(128, seqs, gallery, 1, approximate=True)
+    approximate = CollectionIndex(dimension, seqs, gallery, 1, approximate=True)
     print(f"HNSW (M={vector_index.HNSW_NEIGHBOURS}, efConstruction={vector_index.HNSW_BUILD_DEPTH}): built in {time.perf_counter() - started:.1f} s; RSS {rss_mb():.0f} MB")
 
     faiss.omp_set_num_threads(1)  # single-query latency: one query per core, as a server runs them
