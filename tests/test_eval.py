@@ -99,7 +99,8 @@ def test_the_cache_key_follows_the_model_and_keeps_existing_caches(tmp_path: Pat
     with_flip = EmbeddingConfig(face_choice="centre", model=DlibResNetModel(flip=True))
     assert with_flip.key(tmp_path) != default.key(tmp_path)
     # the runtime and its threads do not change an embedding, so they share the cache
-    assert EmbeddingConfig(face_choice="centre", model=DlibResNetModel(runtime="dlib", flip=False)).key(tmp_path) == default.key(tmp_path)
+    reference_runtime = DlibResNetModel(runtime="dlib", flip=False)
+    assert EmbeddingConfig(face_choice="centre", model=reference_runtime).key(tmp_path) == default.key(tmp_path)
 
 
 def test_scores_use_the_models_similarity_scale() -> None:

@@ -14,7 +14,6 @@ import numpy as np
 from faceledger.vision.face import Face, Landmarks
 from faceledger.vision.weights import SHAPE_PREDICTOR_5, weight_file
 
-
 _per_thread = threading.local()
 
 

@@ -361,7 +361,8 @@ class _GraphBuilder:
             self._add_remembered(name[-1])
         elif name in ("max_pool", "avg_pool"):
             op_name = "MaxPool" if name == "max_pool" else "AveragePool"
-            self._windowed(op_name, [self.current], params["window"], params["stride"], params["padding"], self.shape[0])
+            window, stride, padding = params["window"], params["stride"], params["padding"]
+            self._windowed(op_name, [self.current], window, stride, padding, self.shape[0])
         elif name == "avg_pool_everything":
             self.current = self.node("GlobalAveragePool", [self.current])
             self.shape = (self.shape[0], 1, 1)
@@ -406,7 +407,8 @@ class _GraphBuilder:
 
     def _windowed(self, op: str, inputs: list[str], window, stride, padding, channels: int) -> None:
         (pad_y, pad_x), (rows, cols) = padding, window
-        self.current = self.node(op, inputs, kernel_shape=[rows, cols], strides=list(stride), pads=[pad_y, pad_x, pad_y, pad_x])
+        pads = [pad_y, pad_x, pad_y, pad_x]
+        self.current = self.node(op, inputs, kernel_shape=[rows, cols], strides=list(stride), pads=pads)
         self.shape = (
             channels,
             (self.shape[1] + 2 * pad_y - rows) // stride[0] + 1,
@@ -418,7 +420,8 @@ class _GraphBuilder:
         # (the strided block and the pooled shortcut differ by a row and column at 8x8).
         other, other_shape = self.remembered[tag]
         want = tuple(max(a, b) for a, b in zip(self.shape, other_shape))
-        self.current = self.node("Add", [self._padded_to(self.current, self.shape, want), self._padded_to(other, other_shape, want)])
+        mine = self._padded_to(self.current, self.shape, want)
+        self.current = self.node("Add", [mine, self._padded_to(other, other_shape, want)])
         self.shape = want
 
     def _padded_to(self, tensor: str, have: tuple[int, int, int], want: tuple[int, int, int]) -> str:
