@@ -65,7 +65,7 @@ def fill_collection(service: FaceService, collection: str, total: int, real: np.
             ImageRecord(image_id, collection, uuid.uuid4().hex, None, 250, 250, 1, now),
             [FaceRecord(face_id, collection, image_id, None, "0" * 64,
                         {"Width": 0.4, "Height": 0.4, "Left": 0.3, "Top": 0.3}, 99.0, {}, {},
-                        vector.astype(np.float32), now)],
+                        service.templates.seal(face_id, vector.astype(np.float32)), now)],
         )
     return face_ids
 

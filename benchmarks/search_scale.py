@@ -34,7 +34,7 @@ from _data import require  # noqa: E402
 import faceledger.index.vector_index as vector_index  # noqa: E402
 from faceledger.eval.embeddings import EmbeddingConfig, embed_images  # noqa: E402
 from faceledger.index.vector_index import HNSW_SEARCH_DEPTH, CollectionIndex  # noqa: E402
-from faceledger.store.templates import TemplateCipher  # noqa: E402
+from faceledger.keys.templates import TemplateCipher  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -39,7 +39,7 @@ from _data import require  # noqa: E402
 import faceledger  # noqa: E402
 import faceledger.index.vector_index as vector_index  # noqa: E402
 from faceledger.service import find_image_files  # noqa: E402
-from faceledger.store.records import FaceRecord, ImageRecord  # noqa: E402
+from faceledger.store import FaceRecord, ImageRecord  # noqa: E402
 from faceledger.vision import FaceAnalyzer, read_image_file  # noqa: E402
 
 COLLECTION = "million"
@@ -72,12 +72,13 @@ def build(data_dir: Path, faces: int) -> None:
             image = ImageRecord(image_id=image_id, collection_id=COLLECTION, image_sha256=f"{start:064x}",
                                 external_image_id=None, width=1000, height=1000, face_count=len(block),
                                 indexed_at=now, source_path=None, content=None)
+            face_ids = [str(uuid.uuid4()) for _ in block]
             records = [
-                FaceRecord(face_id=str(uuid.uuid4()), collection_id=COLLECTION, image_id=image_id,
+                FaceRecord(face_id=face_id, collection_id=COLLECTION, image_id=image_id,
                            external_image_id=f"face-{start + i}", image_sha256=image.image_sha256,
                            bounding_box={"Width": 0.1, "Height": 0.1, "Left": 0.4, "Top": 0.4}, confidence=99.0,
-                           landmarks={}, quality={}, embedding=vector, created_at=now)
-                for i, vector in enumerate(block)
+                           landmarks={}, quality={}, template=service.templates.seal(face_id, vector), created_at=now)
+                for i, (face_id, vector) in enumerate(zip(face_ids, block))
             ]
             service.store.add_image(image, records)
         stored = time.perf_counter() - started

@@ -52,7 +52,7 @@ class Settings:
     region: str = "local"
     account_id: str = "000000000000"
     # Off only to measure what template encryption and the audit ledger cost (benchmarks); see
-    # store/templates.py and ledger/chain.py. Never turn them off where real faces are kept.
+    # keys/templates.py and ledger/chain.py. Never turn them off where real faces are kept.
     encrypt_templates: bool = True
     audit_ledger: bool = True
 

@@ -32,18 +32,18 @@ def image_bytes(*parts: str) -> bytes:
 
 
 def interrupt_index_faces_on_call(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Make ``FaceService.index_faces`` raise KeyboardInterrupt (Ctrl-C) on its ``call``-th call;
+    """Make ``FaceService.index_image`` (IndexFaces for bulk indexing) raise KeyboardInterrupt (Ctrl-C) on its ``call``-th call;
     ``monkeypatch.undo()`` restores it."""
-    real_index_faces = FaceService.index_faces
+    real_index_image = FaceService.index_image
     calls = {"n": 0}
 
     def interrupted(self, **kwargs):
         calls["n"] += 1
         if calls["n"] == call:
             raise KeyboardInterrupt
-        return real_index_faces(self, **kwargs)
+        return real_index_image(self, **kwargs)
 
-    monkeypatch.setattr(FaceService, "index_faces", interrupted)
+    monkeypatch.setattr(FaceService, "index_image", interrupted)
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ def test_erasure_leaves_no_plaintext_even_without_encryption(tmp_path: Path) -> 
 
     with FaceService(Settings(data_dir=tmp_path, encrypt_templates=False)) as service:
         ids = _with_faces(service)
-        raw = service.store.get_face("c", ids[0])[1].embedding.tobytes()
+        raw = service.store.get_face("c", ids[0])[1].template
         files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("faceledger.sqlite3*"))  # noqa: E731
         assert raw[:64] in files()
         service.put_collection_policy(collection_id="c", consent_required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from faceledger.errors import (
     ResourceNotFoundException,
 )
 from faceledger.service import FaceService
-from faceledger.store import SQLiteStore
+from faceledger.vision import decode_image
+from faceledger.store.sqlite import SQLiteStore
 
 from conftest import FACEREC_PEOPLE, data_path, image_bytes
 
@@ -334,16 +336,16 @@ def test_failure_mid_index_leaves_nothing_half_written(service: FaceService, mon
     real_face_row = SQLiteStore._face_row
     calls = {"n": 0}
 
-    def crash_on_fourth_face(store, face):
+    def crash_on_fourth_face(face):
         calls["n"] += 1
         if calls["n"] == 4:
             raise OSError("disk died")
-        return real_face_row(store, face)
+        return real_face_row(face)
 
-    monkeypatch.setattr(SQLiteStore, "_face_row", crash_on_fourth_face)
+    monkeypatch.setattr(SQLiteStore, "_face_row", staticmethod(crash_on_fourth_face))
     with pytest.raises(OSError):
         service.index_faces(collection_id="c", image=group, quality_filter="NONE")
-    monkeypatch.setattr(SQLiteStore, "_face_row", real_face_row)
+    monkeypatch.setattr(SQLiteStore, "_face_row", staticmethod(real_face_row))
     assert service.describe_collection(collection_id="c")["FaceCount"] == 0
     assert service.list_faces(collection_id="c")["Faces"] == []
     db = sqlite3.connect(service.settings.database_path)
@@ -377,10 +379,10 @@ def test_embeddings_round_trip_through_the_store(service: FaceService) -> None:
     service.create_collection(collection_id="c")
     data = image_bytes("facerec_examples", "rose_leslie", "img1.jpg")
     service.index_faces(collection_id="c", image=data)
-    decoded = service.decode(data)
+    decoded = decode_image(data)
     expected = service.analyzer.analyze(decoded.pixels, limit=1)[0].embedding
     [(_, record)] = service.store.list_faces("c")
-    np.testing.assert_array_equal(record.embedding, expected)
+    np.testing.assert_array_equal(service.templates.embedding(record), expected)
     assert record.image_sha256 == decoded.sha256
 
 
@@ -397,8 +399,8 @@ def test_image_bytes_are_kept_only_when_asked(service: FaceService) -> None:
     service.index_faces(collection_id="c", image=kept, store_image=True)
     db = sqlite3.connect(service.settings.database_path)
     stored = dict(db.execute("SELECT image_sha256, content FROM images").fetchall())
-    assert stored[service.decode(plain).sha256] is None
-    assert stored[service.decode(kept).sha256] == kept
+    assert stored[hashlib.sha256(plain).hexdigest()] is None
+    assert stored[hashlib.sha256(kept).hexdigest()] == kept
 
 
 def test_limits_apply_to_every_operation(tmp_path: Path) -> None:

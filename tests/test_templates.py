@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import faceledger
 from faceledger.cli.main import app
 from faceledger.errors import InternalServerError
-from faceledger.store.templates import TEMPLATE_KEY_ENV, TemplateCipher, template_key_path
+from faceledger.keys.templates import TEMPLATE_KEY_ENV, TemplateCipher, template_key_path
 
 from conftest import image_bytes
 
@@ -25,7 +25,7 @@ def _index_two(data_dir: Path) -> tuple[list[str], np.ndarray]:
                ["FaceRecords"][0]["Face"]["FaceId"]
                for person, name in (("obama", "obama.jpg"), ("biden", "biden.jpg"))]
         _, record = service.store.get_face("c", ids[0])
-        return ids, record.embedding.copy()
+        return ids, service.templates.embedding(record).copy()
 
 
 def _files(data_dir: Path) -> bytes:
@@ -65,7 +65,7 @@ def test_rotation_reencrypts_everything_and_retires_the_old_key(tmp_path: Path, 
     assert template_key_path(tmp_path).read_bytes() != old_key
     with faceledger.open(tmp_path) as service:
         _, record = service.store.get_face("c", ids[0])
-        np.testing.assert_array_equal(record.embedding, vector)
+        np.testing.assert_array_equal(service.templates.embedding(record), vector)
         found = service.search_faces_by_image(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg"))
         assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [ids[0]]
     assert before != _files(tmp_path)
@@ -80,9 +80,12 @@ def test_rotation_interrupted_after_commit_is_completed_at_next_open(tmp_path: P
     pending = template_key_path(tmp_path).with_name("template.key.next")
     with faceledger.open(tmp_path) as service:
         pending.write_bytes(new_key)  # rotate_template_key's steps, up to its last one
-        service.store.reseal_templates(TemplateCipher(new_key))  # ... and the process dies here
+        new = TemplateCipher(new_key)
+        old = service.templates.codec
+        service.store.reseal_templates(lambda face_id, sealed: new.seal_bytes(face_id, old.open_bytes(face_id, sealed)),
+                                       new.fingerprint)  # ... and the process dies here
     with faceledger.open(tmp_path) as service:
-        np.testing.assert_array_equal(service.store.get_face("c", ids[0])[1].embedding, vector)
+        np.testing.assert_array_equal(service.templates.embedding(service.store.get_face("c", ids[0])[1]), vector)
     assert template_key_path(tmp_path).read_bytes() == new_key and not pending.exists()
 
 
@@ -92,5 +95,5 @@ def test_rotation_interrupted_before_commit_keeps_the_old_key(tmp_path: Path) ->
     pending = template_key_path(tmp_path).with_name("template.key.next")
     pending.write_bytes(os.urandom(32))  # the process died before re-encrypting anything
     with faceledger.open(tmp_path) as service:
-        np.testing.assert_array_equal(service.store.get_face("c", ids[0])[1].embedding, vector)
+        np.testing.assert_array_equal(service.templates.embedding(service.store.get_face("c", ids[0])[1]), vector)
     assert template_key_path(tmp_path).read_bytes() == old_key and not pending.exists()

@@ -13,7 +13,7 @@ import faceledger
 import faceledger.index.vector_index as vector_index
 from faceledger.eval.embeddings import EmbeddingConfig, embed_images
 from faceledger.index.vector_index import CollectionIndex
-from faceledger.store.templates import TemplateCipher
+from faceledger.keys.templates import TemplateCipher
 
 from conftest import data_path, image_bytes
 

@@ -31,7 +31,7 @@ from faceledger.errors import (
 )
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
-from faceledger.store.access_keys import AccessKey
+from faceledger.store import AccessKey
 from faceledger.service.context import RequestContext, acting_as
 
 access_log = logging.getLogger("faceledger.access")
@@ -159,7 +159,7 @@ def _authenticate(service: FaceService, settings: ApiSettings, signed: sigv4.Sig
         if key is None or not key.enabled:
             return None
         found[access_key_id] = key
-        return keys.secret(access_key_id)
+        return service.access.secret(access_key_id)
 
     access_key_id = sigv4.verify_request(signed, secret_for, max_skew=timedelta(seconds=settings.clock_skew_seconds))
     return service.access.caller(found[access_key_id])

@@ -21,23 +21,15 @@ from typing import Any
 import botocore.session
 from botocore.model import OperationModel, Shape
 
+from faceledger.service.operations import OPERATIONS, Door, offered_at
 from faceledger.errors import (
     FaceledgerError,
     ImageTooLargeException,
     InvalidParameterException,
 )
 
-TARGET_PREFIX = "RekognitionService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
-# The face API: every operation faceledger serves (service method = snake_case of the name).
-FACE_OPERATIONS = (
-    "CreateCollection", "DescribeCollection", "ListCollections", "DeleteCollection",
-    "DetectFaces", "CompareFaces", "IndexFaces", "ListFaces", "DeleteFaces",
-    "SearchFaces", "SearchFacesByImage", "CreateUser", "DeleteUser", "ListUsers",
-    "AssociateFaces", "DisassociateFaces", "SearchUsers", "SearchUsersByImage",
-    "TagResource", "UntagResource", "ListTagsForResource",
-)
 _IMAGE_BYTES_LIMIT_MEMBER = "ImageBlob"
 
 
@@ -58,13 +50,8 @@ def service_model() -> Any:
     return botocore.session.get_session().get_service_model("rekognition")
 
 
-EXTENSION_PREFIX = "FaceledgerService."
-# faceledger's own operations, beyond Rekognition's model: same protocol, signed the same way;
-# members are the service method's parameters in PascalCase, validated by the service.
-EXTENSION_OPERATIONS = (
-    "PutCollectionPolicy", "GetCollectionPolicy", "RecordConsent", "WithdrawConsent",
-    "GetReviewCase", "ListReviewCases", "DecideReview",
-)
+TARGET_PREFIX = Door.REKOGNITION.value + "."
+EXTENSION_PREFIX = Door.FACELEDGER.value + "."
 
 
 @dataclass(frozen=True)
@@ -78,7 +65,7 @@ def operation_for(target: str | None) -> OperationModel | ExtensionOperation:
     own accountability operations under ``FaceledgerService.``)."""
     if target and target.startswith(EXTENSION_PREFIX):
         name = target[len(EXTENSION_PREFIX):]
-        if name not in EXTENSION_OPERATIONS:
+        if name not in offered_at(Door.FACELEDGER):
             raise UnknownOperationException(f"{name} is not a faceledger operation.")
         return ExtensionOperation(name)
     if not target or not target.startswith(TARGET_PREFIX):
@@ -86,7 +73,7 @@ def operation_for(target: str | None) -> OperationModel | ExtensionOperation:
             f"X-Amz-Target must be {TARGET_PREFIX}<Operation> for the Rekognition face API."
         )
     name = target[len(TARGET_PREFIX):]
-    if name not in FACE_OPERATIONS:
+    if name not in offered_at(Door.REKOGNITION):
         known = name in service_model().operation_names
         raise UnknownOperationException(
             f"{name} is not supported: faceledger serves the Rekognition face API only"
@@ -96,7 +83,7 @@ def operation_for(target: str | None) -> OperationModel | ExtensionOperation:
 
 
 def method_name(operation: OperationModel | ExtensionOperation) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation.name).lower()
+    return OPERATIONS[operation.name].method
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

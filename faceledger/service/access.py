@@ -18,9 +18,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from faceledger.errors import AccessDeniedException, InvalidParameterException
+import base64
+import secrets
+import time
+from pathlib import Path
+
+from faceledger.errors import AccessDeniedException, InternalServerError, InvalidParameterException
+from faceledger.keys.files import load_or_create_key
+from faceledger.keys.sealing import LabelMismatch, SealingKey
 from faceledger.service import validation
-from faceledger.store.access_keys import AccessKey, AccessKeyStore
+from faceledger.service.operations import OPERATIONS
+from faceledger.store import AccessKey, AccessKeyRepository
+
+SECRETS_KEY_ENV = "FACELEDGER_SECRETS_KEY"
+_KEY_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def load_secrets_key(data_dir: Path) -> bytes:
+    """The secrets key: ``$FACELEDGER_SECRETS_KEY`` or ``secrets.key`` (0600) in the data directory.
+
+    A SigV4 server must know each secret to recompute the HMAC, so secrets cannot be hashed like
+    passwords; they are sealed under this key, which lives outside the database, so that a copy of
+    the database alone reveals no secret. The access key id is the label, so a ciphertext moved
+    to another key's row does not open."""
+    return load_or_create_key(data_dir / "secrets.key", SECRETS_KEY_ENV)
 
 
 class Role(str, Enum):
@@ -31,30 +52,25 @@ class Role(str, Enum):
     REVIEWER = "reviewer"
 
 
-_READ = {"DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy"}
+def _operations(*names: str) -> frozenset[str]:
+    unknown = set(names) - OPERATIONS.keys()
+    if unknown:  # a typo here would silently deny an operation to everyone
+        raise ValueError(f"not operations: {sorted(unknown)}")
+    return frozenset(names)
+
+
+_READ = _operations("DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy")
 PERMISSIONS: dict[Role, frozenset[str]] = {
-    Role.ADMIN: frozenset(
-        {
-            "CreateCollection", "DeleteCollection", "DescribeCollection", "ListCollections",
-            "DetectFaces", "CompareFaces", "IndexFaces", "ListFaces", "DeleteFaces", "SearchFaces",
-            "SearchFacesByImage", "CreateUser", "DeleteUser", "ListUsers", "AssociateFaces",
-            "DisassociateFaces", "SearchUsers", "SearchUsersByImage", "TagResource", "UntagResource",
-            "ListTagsForResource", "SetThresholdTable", "CreateAccessKey", "SetAccessKeyEnabled",
-            "DeleteAccessKey", "RotateTemplateKey", "ExportLedger", "PutCollectionPolicy",
-            "GetCollectionPolicy", "RecordConsent", "WithdrawConsent", "Purge", "DecideReview",
-            "GetReviewCase", "ListReviewCases",
-        }
+    Role.ADMIN: frozenset(OPERATIONS),
+    Role.INDEXER: _READ | _operations(
+        "DetectFaces", "IndexFaces", "ListFaces", "DeleteFaces", "CreateUser", "DeleteUser", "ListUsers",
+        "AssociateFaces", "DisassociateFaces", "RecordConsent", "WithdrawConsent",
     ),
-    Role.INDEXER: frozenset(
-        _READ | {"DetectFaces", "IndexFaces", "ListFaces", "DeleteFaces", "CreateUser", "DeleteUser",
-                 "ListUsers", "AssociateFaces", "DisassociateFaces", "RecordConsent", "WithdrawConsent"}
+    Role.SEARCHER: _READ | _operations(
+        "DetectFaces", "CompareFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage",
     ),
-    Role.SEARCHER: frozenset(
-        _READ | {"DetectFaces", "CompareFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers",
-                 "SearchUsersByImage"}
-    ),
-    Role.AUDITOR: frozenset(_READ | {"ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"}),
-    Role.REVIEWER: frozenset(_READ | {"GetReviewCase", "ListReviewCases", "DecideReview"}),
+    Role.AUDITOR: _READ | _operations("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"),
+    Role.REVIEWER: _READ | _operations("GetReviewCase", "ListReviewCases", "DecideReview"),
 }
 
 
@@ -71,8 +87,11 @@ class Caller:
 
 
 class AccessControl:
-    def __init__(self, keys: AccessKeyStore) -> None:
+    """Access keys (their secrets sealed under the secrets key) and the rules of who may call what."""
+
+    def __init__(self, keys: AccessKeyRepository, secrets_key: bytes) -> None:
         self.keys = keys
+        self._sealing = SealingKey(secrets_key)
 
     def create_key(
         self, role: str, collections: list[str] | None = None, description: str | None = None
@@ -85,7 +104,24 @@ class AccessControl:
             raise InvalidParameterException(f"Role must be one of {choices}, not {role!r}.") from None
         if collections is not None:
             collections = [validation.collection_id(c) for c in collections]
-        return self.keys.create(role, collections, description)
+        access_key_id = "FL" + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(18))
+        secret = base64.b64encode(secrets.token_bytes(30)).decode()
+        key = AccessKey(access_key_id, role, tuple(collections) if collections is not None else None,
+                        True, time.time(), description)
+        self.keys.add(key, self._sealing.seal(access_key_id, secret.encode()))
+        return key, secret
+
+    def secret(self, access_key_id: str) -> str | None:
+        """The key's secret, to verify a signature with (None for an unknown key)."""
+        sealed = self.keys.sealed_secret(access_key_id)
+        if sealed is None:
+            return None
+        try:
+            return self._sealing.open(access_key_id, sealed).decode()
+        except LabelMismatch:
+            raise InternalServerError(
+                "An access key secret does not decrypt: the secrets key is not the one it was made with."
+            ) from None
 
     def caller(self, key: AccessKey) -> Caller:
         return Caller(key.access_key_id, Role(key.role), key.collections)

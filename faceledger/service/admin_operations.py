@@ -6,56 +6,49 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from faceledger.config import Settings
 from faceledger.index import VectorIndexRegistry
-from faceledger.ledger.chain import Ledger, LedgerEntry
+from faceledger.ledger.chain import Ledger
 from faceledger.service.access import AccessControl
-from faceledger.service.ledgering import ledgered
-from faceledger.store import SQLiteStore
-from faceledger.store.templates import rotate_template_key
+from faceledger.service.results import Reply
+from faceledger.service.templates import TemplateVault
+from faceledger.store import LedgerEntry, Store
 
 
 class AdminOperations:
-    """Mixed into :class:`FaceService`, which provides the members declared here."""
+    def __init__(self, store: Store, access: Callable[[], AccessControl], templates: TemplateVault,
+                 indexes: VectorIndexRegistry, ledger: Ledger) -> None:
+        self._store = store
+        self._access = access
+        self._templates = templates
+        self._indexes = indexes
+        self._ledger = ledger
 
-    settings: Settings
-    store: SQLiteStore
-    ledger: Ledger
-    access: AccessControl
-    indexes: VectorIndexRegistry
-
-    @ledgered("CreateAccessKey")
-    def create_access_key(
-        self, *, role: str, collections: list[str] | None = None, description: str | None = None
-    ) -> dict[str, Any]:
+    def create_key(self, role: str, collections: list[str] | None, description: str | None) -> Reply:
         """A new API key; the response holds its secret, the only time it is ever shown."""
-        key, secret = self.access.create_key(role, collections, description)
-        return {"AccessKeyId": key.access_key_id, "SecretAccessKey": secret, "Role": key.role,
-                "Collections": list(key.collections) if key.collections is not None else None}
+        key, secret = self._access().create_key(role, collections, description)
+        return Reply({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret, "Role": key.role,
+                      "Collections": list(key.collections) if key.collections is not None else None},
+                     {"AccessKeyId": key.access_key_id, "Role": key.role})  # never the secret
 
-    @ledgered("SetAccessKeyEnabled")
-    def set_access_key_enabled(self, *, access_key_id: str, enabled: bool) -> dict[str, Any]:
-        self.access.keys.set_enabled(access_key_id, enabled)
-        return {"AccessKeyId": access_key_id, "Enabled": enabled}
+    def set_key_enabled(self, access_key_id: str, enabled: bool) -> Reply:
+        self._access().keys.set_enabled(access_key_id, enabled)
+        return Reply({"AccessKeyId": access_key_id, "Enabled": enabled}, {"AccessKeyId": access_key_id})
 
-    @ledgered("DeleteAccessKey")
-    def delete_access_key(self, *, access_key_id: str) -> dict[str, Any]:
-        self.access.keys.delete(access_key_id)
-        return {"AccessKeyId": access_key_id}
+    def delete_key(self, access_key_id: str) -> Reply:
+        self._access().keys.delete(access_key_id)
+        return Reply({"AccessKeyId": access_key_id}, {"AccessKeyId": access_key_id})
 
-    @ledgered("RotateTemplateKey")
-    def rotate_template_key(self) -> dict[str, Any]:
+    def rotate_template_key(self) -> Reply:
         """Re-encrypt every face template under a new template key (saved vector indexes, sealed
         with the old key, are deleted and rebuilt when next needed)."""
-        count = rotate_template_key(self.store, self.settings.data_dir)
-        self.store.after_commit(self.indexes.forget_saved)
-        return {"Reencrypted": count}
+        count = self._templates.rotate()
+        self._store.after_commit(self._indexes.forget_saved)
+        return Reply({"Reencrypted": count}, {"Reencrypted": count})
 
-    @ledgered("ExportLedger")
-    def export_ledger(self, *, write: Callable[[LedgerEntry], None], **filters: Any) -> dict[str, Any]:
-        """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order."""
+    def export_ledger(self, write: Callable[[LedgerEntry], None], filters: dict[str, Any]) -> Reply:
+        """Pass every entry matching ``filters`` (see LedgerRepository.entries) to ``write``, in order."""
         count = 0
-        for entry in self.ledger.entries(**filters):
+        for entry in self._ledger.entries(**filters):
             write(entry)
             count += 1
-        return {"ExportedCount": count}
+        return Reply({"ExportedCount": count}, {"ExportedCount": count})

@@ -1,107 +1,96 @@
 """The face operations, protocol-free, named and shaped after Amazon Rekognition's face API.
 
-Each public method is one Rekognition operation in snake_case (``index_faces`` is IndexFaces),
-takes the request members as keyword arguments in snake_case, and returns a dict with exactly
-the response members boto3 would return. Errors are :mod:`faceledger.errors` classes named after
-Rekognition's. The CLI and the HTTP API both call this class; nothing here knows about either.
+Each public method is one operation in snake_case (``index_faces`` is IndexFaces), takes the
+request members as keyword arguments in snake_case, and returns a dict with exactly the response
+members boto3 would return. Errors are :mod:`faceledger.errors` classes named after Rekognition's.
+The CLI and the HTTP API both call this class; nothing here knows about either.
+
+This class is a facade: each method hands its work to one operation family (the objects built in
+``__init__``, each with its collaborators in its constructor) through the one runner that
+authorises, ledgers and commits every call (runner.py).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Sequence
-
-import numpy as np
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
 
 from faceledger.config import Settings
-from faceledger.errors import InvalidParameterException
+from faceledger.errors import FaceledgerError
 from faceledger.index import VectorIndexRegistry
-from faceledger.service import validation
-from faceledger.service.ledgering import LedgeredOperations, ledgered
-from faceledger.service.access import AccessControl
-from faceledger.service.admin_operations import AdminOperations
-from faceledger.service.policy_operations import PolicyOperations
-from faceledger.service.review_operations import ReviewOperations
-from faceledger.service.collection_operations import CollectionOperations
-from faceledger.service.pagination import decode_token, encode_token
-from faceledger.service.shapes import (
-    ImageInput,
-    Response,
-    face_detail,
-    quality_record,
-    relative_landmarks,
-    searched_face,
-    stored_face,
-)
-from faceledger.service.similarity import (
-    max_squared_distance,
-    similarity_between,
-    similarity_from_squared_distance,
-)
-from faceledger.service.user_operations import UserOperations
-from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.ledger.chain import Ledger
-from faceledger.store import FaceRecord, ImageRecord, SQLiteStore
-from faceledger.store.access_keys import AccessKeyStore, load_secrets_key
-from faceledger.store.policies import PolicyStore
-from faceledger.store.request_tokens import RequestTokenStore
-from faceledger.store.reviews import ReviewStore
-from faceledger.store.templates import PlainTemplates, open_template_cipher
-from faceledger.vision import AnalyzedImage, DecodedImage, Face, FaceAnalyzer, decode_image
+from faceledger.service import validation
+from faceledger.service.access import AccessControl, load_secrets_key
+from faceledger.service.admin_operations import AdminOperations
+from faceledger.service.collection_operations import CollectionOperations
+from faceledger.service.context import current_context
+from faceledger.service.face_operations import FaceOperations
+from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.policy_operations import PolicyOperations
+from faceledger.service.results import IndexFacesResult
+from faceledger.service.review_operations import ReviewOperations
+from faceledger.service.runner import OperationRunner
+from faceledger.service.search_limits import SearchLimits
+from faceledger.service.search_operations import SearchOperations
+from faceledger.service.shapes import Response
+from faceledger.service.templates import TemplateVault
+from faceledger.service.thresholds import ThresholdTable
+from faceledger.service.user_operations import UserOperations
+from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, open_store
+from faceledger.vision import FaceAnalyzer
 from faceledger.vision.embed import EMBEDDING_DIM
-from faceledger.vision.quality import QualityFilter, quality_failures, select_for_indexing
 
 # CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see similarity.py); searches
-# default to the calibrated threshold of the collection (see thresholds.py).
+# default to the collection's calibrated threshold (see search_limits.py).
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
-DEFAULT_MAX_FACES = 100
-MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100 largest faces
-_NO_FACE = "There are no faces in the image. Should be at least 1."
+DEFAULT_ASSOCIATION_THRESHOLD = 75.0
+
+R = TypeVar("R")
 
 
-def _encoded(image: ImageInput) -> bytes | None:
-    """The encoded file behind ``image``, where the caller still has it."""
-    if isinstance(image, AnalyzedImage):
-        return image.encoded
-    return None if isinstance(image, DecodedImage) else bytes(image)
-
-
-class FaceService(
-    LedgeredOperations, AdminOperations, PolicyOperations, ReviewOperations, CollectionOperations, UserOperations
-):
+class FaceService:
     """All face operations over one data directory (store + vector index + face engine).
 
-    Collection and user operations live in collections.py and users.py; this class holds the
-    image, face and search operations and the parts they share. Thread-safe: each thread gets
-    its own store connection; the index and the models guard themselves.
+    Thread-safe: each thread gets its own store connection; the index and the models guard
+    themselves.
     """
 
     def __init__(self, settings: Settings | None = None, analyzer: FaceAnalyzer | None = None) -> None:
         self.settings = settings or Settings()
         data_dir = self.settings.data_dir
-        self.store = SQLiteStore(
-            self.settings.database_path,
-            (lambda recorded: open_template_cipher(data_dir, recorded)) if self.settings.encrypt_templates
-            else PlainTemplates(),
-        )
-        self.request_tokens = RequestTokenStore(self.store)
-        self.ledger = Ledger(self.store, data_dir)
-        self.policies = PolicyStore(self.store)
-        self.reviews = ReviewStore(self.store)
+        self.store = open_store(self.settings.database_path)
+        self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
+        self.ledger = Ledger(self.store.ledger, data_dir)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(
-            EMBEDDING_DIM, self.store.load_embeddings, self.store.generation,
-            persist_dir=data_dir / "index", cipher=lambda: self.store.templates,
+            EMBEDDING_DIM, self.templates.load, self.store.generation,
+            persist_dir=data_dir / "index", cipher=lambda: self.templates.codec,
         )
+        self.limits = SearchLimits(self.store)
         self._access: AccessControl | None = None
+        self._runner = OperationRunner(self.store, self.ledger if self.settings.audit_ledger else None,
+                                       lambda: self.access)
+        version = self.analyzer.model_version
+        images = ImageReader(self.analyzer, self.settings.image_limits)
+        reviews = ReviewOperations(self.store)
+        self._reviews = reviews
+        self._policies = PolicyOperations(self.store, self.indexes)
+        self._collections = CollectionOperations(self.store, self.indexes, self.settings, version)
+        self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, version)
+        self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, version)
+        self._users = UserOperations(self.store, self.templates)
+        self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
 
     @property
     def access(self) -> AccessControl:
         """API access keys; the secrets key is read (or created) on first use only."""
         if self._access is None:
-            self._access = AccessControl(AccessKeyStore(self.store, load_secrets_key(self.settings.data_dir)))
+            self._access = AccessControl(self.store.access_keys, load_secrets_key(self.settings.data_dir))
         return self._access
+
+    @property
+    def face_model_version(self) -> str:
+        return self.analyzer.model_version
 
     def close(self) -> None:
         self.indexes.save()
@@ -113,311 +102,287 @@ class FaceService(
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @property
-    def face_model_version(self) -> str:
-        return self.analyzer.model_version
+    def _run(self, operation: str, effect: Callable[[], Any], *, collection_id: object = None,
+             images: Iterable[object] = ()) -> Response:
+        """Run one operation (see runner.py) and shape its result for the caller. A collection id
+        is checked inside the run, so that a malformed one is ledgered like any refusal."""
+        named = collection_id if isinstance(collection_id, str) else None
 
-    # -- images in, faces out ----------------------------------------------------------------
+        def checked() -> Any:
+            if collection_id is not None:
+                validation.collection_id(collection_id)
+            return effect()
 
-    def decode(self, image: ImageInput) -> DecodedImage:
-        """Decode request bytes under the configured limits (already-decoded input passes)."""
-        if isinstance(image, DecodedImage):
-            return image
-        if not isinstance(image, (bytes, bytearray, memoryview)):
-            raise InvalidParameterException("Image must be the encoded bytes of a JPEG or PNG image.")
-        return decode_image(bytes(image), self.settings.image_limits)
+        return self._runner.run(operation, checked, collection_id=named, images=images).to_response()
 
-    @ledgered("DetectFaces")
+    def record_failure(self, operation: str, error: FaceledgerError, collection_id: str | None = None) -> None:
+        """Ledger an operation refused before it reached the service (e.g. malformed on the wire)."""
+        self._runner.record_failure(operation, error, collection_id)
+
+    # -- collections -----------------------------------------------------------------------
+
+    def create_collection(self, *, collection_id: str, tags: dict[str, str] | None = None) -> Response:
+        """Create an empty collection; it records the face model its faces are indexed with."""
+        return self._run("CreateCollection", lambda: self._collections.create(collection_id, tags),
+                         collection_id=collection_id)
+
+    def describe_collection(self, *, collection_id: str) -> Response:
+        """Face and user counts, face model version, ARN and creation time of a collection."""
+        return self._run("DescribeCollection", lambda: self._collections.describe(collection_id),
+                         collection_id=collection_id)
+
+    def list_collections(self, *, next_token: str | None = None, max_results: int = 1000,
+                         visible: Collection[str] | None = None) -> Response:
+        """Collection ids in order; ``visible`` restricts the listing to those ids (by default,
+        those the calling access key covers)."""
+        if visible is None:
+            visible = current_context().caller.collections
+        return self._run("ListCollections", lambda: self._collections.list(next_token, max_results, visible))
+
+    def delete_collection(self, *, collection_id: str) -> Response:
+        """Delete a collection with every face, user, tag and policy in it."""
+        return self._run("DeleteCollection", lambda: self._collections.delete(collection_id),
+                         collection_id=collection_id)
+
+    def tag_resource(self, *, resource_arn: str, tags: dict[str, str]) -> Response:
+        return self._run("TagResource", lambda: self._collections.tag(resource_arn, tags),
+                         collection_id=self._arn_collection(resource_arn))
+
+    def untag_resource(self, *, resource_arn: str, tag_keys: Sequence[str]) -> Response:
+        return self._run("UntagResource", lambda: self._collections.untag(resource_arn, tag_keys),
+                         collection_id=self._arn_collection(resource_arn))
+
+    def list_tags_for_resource(self, *, resource_arn: str) -> Response:
+        return self._run("ListTagsForResource", lambda: self._collections.tags(resource_arn),
+                         collection_id=self._arn_collection(resource_arn))
+
+    @staticmethod
+    def _arn_collection(resource_arn: str) -> str | None:
+        """The collection an ARN names, for authorisation; None when malformed (the operation
+        then refuses it, ledgered)."""
+        try:
+            return CollectionOperations.id_from_arn(resource_arn)
+        except FaceledgerError:
+            return None
+
+    def set_threshold_table(self, *, collection_id: str, table: ThresholdTable) -> Response:
+        """Store a collection's own calibration (``faceledger calibrate``); its searches then
+        default to its safe threshold (a table too small to show FMR <= 1e-4 is refused)."""
+        return self._run("SetThresholdTable", lambda: self._collections.set_threshold_table(collection_id, table),
+                         collection_id=collection_id)
+
+    def threshold_table(self, collection_id: str) -> ThresholdTable:
+        """The calibration a collection's searches use (its own, else the shipped LFW table)."""
+        return self.limits.threshold_table(collection_id)
+
+    def default_search_threshold(self, collection_id: str) -> float:
+        """The similarity a search of the collection uses when none is asked for."""
+        return self.limits.default_threshold(collection_id)
+
+    # -- images and faces ------------------------------------------------------------------
+
     def detect_faces(self, *, image: ImageInput, attributes: Sequence[str] | None = None) -> Response:
         """Faces in an image, largest first (at most 100). ``attributes`` is accepted for
         compatibility; faceledger never estimates age, gender or emotion, whatever is asked."""
-        decoded = self.decode(image)
-        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
-        return {"FaceDetails": [face_detail(f, decoded.width, decoded.height) for f in faces]}
+        return self._run("DetectFaces", lambda: self._faces.detect(image), images=[image])
 
-    @ledgered("CompareFaces")
-    def compare_faces(
-        self,
-        *,
-        source_image: ImageInput,
-        target_image: ImageInput,
-        similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
-        quality_filter: str = "NONE",
-    ) -> Response:
-        """Compare the largest face of the source with every face of the target."""
-        threshold = validation.percent(similarity_threshold, "SimilarityThreshold")
-        level = validation.quality_filter(quality_filter)
-        source = self.decode(source_image)
-        target = self.decode(target_image)
-        probe, _ = self._largest_face(source, level)
-        candidates = self.analyzer.analyze(target.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
-        candidates = [face for face in candidates if not quality_failures(face, level)]
-        self.analyzer.embed_faces(candidates)
-        matches, unmatched = [], []
-        for face in candidates:
-            assert probe.embedding is not None and face.embedding is not None
-            similarity = similarity_between(probe.embedding, face.embedding)
-            detail = face_detail(face, target.width, target.height)
-            if similarity >= threshold:
-                matches.append({"Similarity": similarity, "Face": detail})
-            else:
-                unmatched.append(detail)
-        matches.sort(key=lambda match: match["Similarity"], reverse=True)
-        return {
-            "SourceImageFace": searched_face(probe, source.width, source.height),
-            "FaceMatches": matches,
-            "UnmatchedFaces": unmatched,
-        }
+    def compare_faces(self, *, source_image: ImageInput, target_image: ImageInput,
+                      similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+                      quality_filter: str = "NONE") -> Response:
+        """Compare the largest face of the source with every face of the target (at most 100);
+        a match has similarity >= ``similarity_threshold`` (0-100; 80 is dlib's distance 0.6)."""
+        def effect() -> Any:
+            threshold = validation.percent(similarity_threshold, "SimilarityThreshold")
+            return self._faces.compare(source_image, target_image, threshold, validation.quality_filter(quality_filter))
 
-    @ledgered("IndexFaces")
-    def index_faces(
-        self,
-        *,
-        collection_id: str,
-        image: ImageInput,
-        external_image_id: str | None = None,
-        max_faces: int | None = None,
-        quality_filter: str = "AUTO",
-        detection_attributes: Sequence[str] | None = None,
-        store_image: bool = False,
-        source_path: str | None = None,
-    ) -> Response:
+        return self._run("CompareFaces", effect, images=[source_image, target_image])
+
+    def index_faces(self, *, collection_id: str, image: ImageInput, external_image_id: str | None = None,
+                    max_faces: int | None = None, quality_filter: str = "AUTO",
+                    detection_attributes: Sequence[str] | None = None, store_image: bool = False,
+                    source_path: str | None = None) -> Response:
         """Detect faces and add them to a collection, all of them or none (one transaction).
 
         The largest ``max_faces`` faces that pass ``quality_filter`` are indexed; every other
         face is reported in UnindexedFaces with Rekognition's reasons. The image's pixels are
         kept only when ``store_image`` is true; ``source_path`` records where a file came from.
         """
-        validation.collection_id(collection_id)
-        validation.external_image_id(external_image_id)
-        level = validation.quality_filter(quality_filter)
-        if max_faces is not None:
-            validation.integer(max_faces, "MaxFaces", 1)
-        self.store.require_collection(collection_id)
-        self.require_consent(collection_id, external_image_id)
-        analyzed = image if isinstance(image, AnalyzedImage) else self.analyzer.analyze_image(self.decode(image))
-        accepted, refused = select_for_indexing(analyzed.faces, level, max_faces)
-        unindexed = [
-            {"Reasons": reasons, "FaceDetail": face_detail(face, analyzed.width, analyzed.height)}
-            for face, reasons in refused
-        ]
-        self.analyzer.embed_faces(accepted)
+        return self.index_image(collection_id=collection_id, image=image, external_image_id=external_image_id,
+                                max_faces=max_faces, quality_filter=quality_filter, store_image=store_image,
+                                source_path=source_path).to_response()
 
-        now = time.time()
-        image_id = str(uuid.uuid4())
-        records = [
-            FaceRecord(
-                face_id=str(uuid.uuid4()),
-                collection_id=collection_id,
-                image_id=image_id,
-                external_image_id=external_image_id,
-                image_sha256=analyzed.sha256,
-                bounding_box=face.box.relative(analyzed.width, analyzed.height),
-                confidence=face.confidence,
-                landmarks=relative_landmarks(face, analyzed.width, analyzed.height),
-                quality=quality_record(face),
-                embedding=face.embedding,  # type: ignore[arg-type]
-                created_at=now,
-            )
-            for face in accepted
-        ]
-        image_record = ImageRecord(
-            image_id=image_id,
-            collection_id=collection_id,
-            image_sha256=analyzed.sha256,
-            external_image_id=external_image_id,
-            width=analyzed.width,
-            height=analyzed.height,
-            face_count=len(records),
-            indexed_at=now,
-            source_path=source_path,
-            content=_encoded(image) if store_image else None,
-        )
-        seqs, before, after = self.store.add_image(image_record, records)
-        vectors = np.stack([r.embedding for r in records]) if records else np.empty((0, EMBEDDING_DIM))
-        self.store.after_commit(lambda: self.indexes.apply(collection_id, before, after, added=(seqs, vectors)))
-        return {
-            "FaceRecords": [
-                {
-                    "Face": stored_face(record, self.face_model_version),
-                    "FaceDetail": face_detail(face, analyzed.width, analyzed.height),
-                }
-                for record, face in zip(records, accepted)
-            ],
-            "FaceModelVersion": self.face_model_version,
-            "UnindexedFaces": unindexed,
-        }
+    def index_image(self, *, collection_id: str, image: ImageInput, external_image_id: str | None = None,
+                    max_faces: int | None = None, quality_filter: str = "AUTO", store_image: bool = False,
+                    source_path: str | None = None) -> IndexFacesResult:
+        """IndexFaces, returning the typed result rather than the response dict (bulk indexing)."""
+        def effect() -> IndexFacesResult:
+            validation.collection_id(collection_id)
+            validation.external_image_id(external_image_id)
+            level = validation.quality_filter(quality_filter)
+            if max_faces is not None:
+                validation.integer(max_faces, "MaxFaces", 1)
+            return self._faces.index(collection_id, image, external_image_id, max_faces, level, store_image,
+                                     source_path)
+
+        named = collection_id if isinstance(collection_id, str) else None
+        return self._runner.run("IndexFaces", effect, collection_id=named, images=[image])
 
     def find_indexed_image(self, *, collection_id: str, image_sha256: str) -> ImageRecord | None:
-        """The image with this SHA-256 already indexed into the collection, if any."""
-        return self.store.find_image(collection_id, image_sha256)
+        """The image with this SHA-256 already indexed into the collection, if any (so that a
+        folder index resumes; not an operation of its own, the IndexFaces it saves is)."""
+        return self._faces.find_indexed_image(collection_id, image_sha256)
 
-    # -- faces -----------------------------------------------------------------------------
+    def list_faces(self, *, collection_id: str, next_token: str | None = None, max_results: int = 1000,
+                   user_id: str | None = None, face_ids: Sequence[str] | None = None) -> Response:
+        """A page of the collection's faces in index order, optionally of one user or among ids."""
+        return self._run("ListFaces", lambda: self._faces.list(collection_id, next_token, max_results, user_id,
+                                                               face_ids), collection_id=collection_id)
 
-    @ledgered("ListFaces")
-    def list_faces(
-        self,
-        *,
-        collection_id: str,
-        next_token: str | None = None,
-        max_results: int = 1000,
-        user_id: str | None = None,
-        face_ids: Sequence[str] | None = None,
-    ) -> Response:
-        validation.collection_id(collection_id)
-        limit = validation.integer(max_results, "MaxResults", 0, MAX_PAGE_SIZE) or 1000
-        if user_id is not None:
-            validation.user_id(user_id)
-        if face_ids is not None:
-            face_ids = validation.face_ids(face_ids, maximum=MAX_PAGE_SIZE)
-        after = decode_token(f"faces:{collection_id}", next_token)
-        self.store.require_collection(collection_id)
-        rows = self.store.list_faces(
-            collection_id,
-            after_seq=int(after or 0),
-            limit=limit + 1,
-            user_id=user_id,
-            face_ids=face_ids,
-        )
-        response: Response = {
-            "Faces": [stored_face(record, self.face_model_version) for _, record in rows[:limit]],
-            "FaceModelVersion": self.face_model_version,
-        }
-        if len(rows) > limit:
-            response["NextToken"] = encode_token(f"faces:{collection_id}", rows[limit - 1][0])
-        return response
-
-    @ledgered("DeleteFaces")
     def delete_faces(self, *, collection_id: str, face_ids: Sequence[str]) -> Response:
         """Delete faces from the store and the index. A face still associated with a user is
         not deleted (disassociate it first), as in Rekognition."""
-        validation.collection_id(collection_id)
-        wanted = validation.face_ids(face_ids, maximum=MAX_PAGE_SIZE)
-        self.store.require_collection(collection_id)
-        existing = {r.face_id: r for _, r in self.store.list_faces(collection_id, face_ids=wanted, limit=len(wanted))}
-        unsuccessful: list[Response] = []
-        deletable = []
-        for face_id in dict.fromkeys(wanted):
-            record = existing.get(face_id)
-            if record is None:
-                unsuccessful.append({"FaceId": face_id, "Reasons": ["FACE_NOT_FOUND"]})
-            elif record.user_id is not None:
-                unsuccessful.append(
-                    {"FaceId": face_id, "UserId": record.user_id, "Reasons": ["ASSOCIATED_TO_AN_EXISTING_USER"]}
-                )
-            else:
-                deletable.append(face_id)
-        deleted: dict[str, int] = {}
-        if deletable:
-            deleted, before, after = self.store.delete_faces(collection_id, deletable)
-            removed = list(deleted.values())
-            self.store.after_commit(lambda: self.indexes.apply(collection_id, before, after, removed=removed))
-        return {"DeletedFaces": list(deleted), "UnsuccessfulFaceDeletions": unsuccessful}
+        return self._run("DeleteFaces", lambda: self._faces.delete(collection_id, face_ids),
+                         collection_id=collection_id)
 
     # -- search ----------------------------------------------------------------------------
 
-    def search_by_embedding(
-        self,
-        collection_id: str,
-        embedding: np.ndarray,
-        *,
-        face_match_threshold: float | None = None,
-        max_faces: int = DEFAULT_MAX_FACES,
-        exclude_face_ids: Sequence[str] = (),
-    ) -> list[tuple[float, FaceRecord]]:
-        """The collection's faces with similarity >= threshold (default: the collection's
-        calibrated search threshold), most similar first."""
-        if face_match_threshold is None:
-            face_match_threshold = self.default_search_threshold(collection_id)
-        index = self.indexes.for_search(collection_id)
-        neighbours = index.search(np.asarray(embedding, dtype=np.float32)[None, :], max_faces + len(exclude_face_ids))[0]
-        limit = max_squared_distance(face_match_threshold)
-        close = [n for n in neighbours if n.squared_distance <= limit + 1e-9]
-        records = self.store.faces_by_seq(collection_id, [n.seq for n in close])
-        matches = [
-            (similarity_from_squared_distance(n.squared_distance), records[n.seq])
-            for n in close
-            if n.seq in records and records[n.seq].face_id not in exclude_face_ids
-        ]
-        return matches[:max_faces]
-
-    @ledgered("SearchFaces")
-    def search_faces(
-        self,
-        *,
-        collection_id: str,
-        face_id: str,
-        max_faces: int | None = None,
-        face_match_threshold: float | None = None,
-    ) -> Response:
+    def search_faces(self, *, collection_id: str, face_id: str, max_faces: int | None = None,
+                     face_match_threshold: float | None = None) -> Response:
         """Faces of the collection similar to one of its own faces (itself excluded).
         ``face_match_threshold`` defaults to the collection's calibrated search threshold."""
-        validation.collection_id(collection_id)
-        validation.face_id(face_id)
-        if max_faces is not None:
-            validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
-        self.store.require_collection(collection_id)
-        threshold, max_faces = self.search_limits(collection_id, face_match_threshold, max_faces, "FaceMatchThreshold")
-        _, probe = self.store.get_face(collection_id, face_id)
-        matches = self.search_by_embedding(
-            collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces,
-            exclude_face_ids=[face_id],
-        )
-        return self.hold_for_review(collection_id, "SearchFaces", face_id, {
-            "SearchedFaceId": face_id,
-            "FaceMatches": self._face_matches(matches),
-            "FaceModelVersion": self.face_model_version,
-        })
+        def effect() -> Any:
+            _check_max(max_faces, "MaxFaces")
+            return self._search.faces_by_id(collection_id, face_id, max_faces, face_match_threshold)
 
-    @ledgered("SearchFacesByImage")
-    def search_faces_by_image(
-        self,
-        *,
-        collection_id: str,
-        image: ImageInput,
-        max_faces: int | None = None,
-        face_match_threshold: float | None = None,
-        quality_filter: str = "NONE",
-    ) -> Response:
+        return self._run("SearchFaces", effect, collection_id=collection_id)
+
+    def search_faces_by_image(self, *, collection_id: str, image: ImageInput, max_faces: int | None = None,
+                              face_match_threshold: float | None = None, quality_filter: str = "NONE") -> Response:
         """Search the collection with the largest face of the image. ``face_match_threshold``
         defaults to the collection's calibrated search threshold."""
-        validation.collection_id(collection_id)
-        if max_faces is not None:
-            validation.integer(max_faces, "MaxFaces", 1, MAX_PAGE_SIZE)
-        level = validation.quality_filter(quality_filter)
-        self.store.require_collection(collection_id)
-        threshold, max_faces = self.search_limits(collection_id, face_match_threshold, max_faces, "FaceMatchThreshold")
-        decoded = self.decode(image)
-        probe, _ = self._largest_face(decoded, level)
-        matches = self.search_by_embedding(
-            collection_id, probe.embedding, face_match_threshold=threshold, max_faces=max_faces  # type: ignore[arg-type]
-        )
-        return self.hold_for_review(collection_id, "SearchFacesByImage", decoded.sha256, {
-            "SearchedFaceBoundingBox": probe.box.relative(decoded.width, decoded.height),
-            "SearchedFaceConfidence": probe.confidence,
-            "FaceMatches": self._face_matches(matches),
-            "FaceModelVersion": self.face_model_version,
-        })
+        def effect() -> Any:
+            _check_max(max_faces, "MaxFaces")
+            level = validation.quality_filter(quality_filter)
+            return self._search.faces_by_image(collection_id, image, max_faces, face_match_threshold, level)
 
-    def _face_matches(self, matches: list[tuple[float, FaceRecord]]) -> list[Response]:
-        return [
-            {"Similarity": similarity, "Face": stored_face(record, self.face_model_version)}
-            for similarity, record in matches
-        ]
+        return self._run("SearchFacesByImage", effect, collection_id=collection_id, images=[image])
 
-    def _largest_face(
-        self, decoded: DecodedImage, level: QualityFilter, *, with_others: bool = False
-    ) -> tuple[Face, list[Face]]:
-        """The embedded largest face (which must pass ``level``) and, with ``with_others``, the
-        other faces, unembedded (otherwise only the largest is analysed)."""
-        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE if with_others else 1)
-        if not faces:
-            raise InvalidParameterException(_NO_FACE)
-        reasons = quality_failures(faces[0], level)
-        if reasons:
-            raise InvalidParameterException(
-                "The largest face in the image does not pass QualityFilter "
-                f"{level.value}: {', '.join(reasons)}."
-            )
-        self.analyzer.embed_faces(faces[:1])
-        return faces[0], faces[1:]
+    def search_users(self, *, collection_id: str, user_id: str | None = None, face_id: str | None = None,
+                     user_match_threshold: float | None = None, max_users: int | None = None) -> Response:
+        """Users whose faces match a face of the collection, or the faces of a user.
+        ``user_match_threshold`` defaults to the collection's calibrated search threshold."""
+        def effect() -> Any:
+            _check_max(max_users, "MaxUsers", 500)
+            return self._search.users(collection_id, user_id, face_id, user_match_threshold, max_users)
+
+        return self._run("SearchUsers", effect, collection_id=collection_id)
+
+    def search_users_by_image(self, *, collection_id: str, image: ImageInput, user_match_threshold: float | None = None,
+                              max_users: int | None = None, quality_filter: str = "NONE") -> Response:
+        """Users matching the largest face of the image; the other faces are listed as unsearched.
+        ``user_match_threshold`` defaults to the collection's calibrated search threshold."""
+        def effect() -> Any:
+            _check_max(max_users, "MaxUsers", 500)
+            level = validation.quality_filter(quality_filter)
+            return self._search.users_by_image(collection_id, image, user_match_threshold, max_users, level)
+
+        return self._run("SearchUsersByImage", effect, collection_id=collection_id, images=[image])
+
+    # -- users -----------------------------------------------------------------------------
+
+    def create_user(self, *, collection_id: str, user_id: str, client_request_token: str | None = None) -> Response:
+        return self._run("CreateUser", lambda: self._users.create(collection_id, user_id, client_request_token),
+                         collection_id=collection_id)
+
+    def delete_user(self, *, collection_id: str, user_id: str, client_request_token: str | None = None) -> Response:
+        """Delete a user; its faces stay indexed, no longer associated with anyone."""
+        return self._run("DeleteUser", lambda: self._users.delete(collection_id, user_id, client_request_token),
+                         collection_id=collection_id)
+
+    def list_users(self, *, collection_id: str, next_token: str | None = None, max_results: int = 100) -> Response:
+        return self._run("ListUsers", lambda: self._users.list(collection_id, next_token, max_results),
+                         collection_id=collection_id)
+
+    def associate_faces(self, *, collection_id: str, user_id: str, face_ids: Sequence[str],
+                        user_match_threshold: float = DEFAULT_ASSOCIATION_THRESHOLD,
+                        client_request_token: str | None = None) -> Response:
+        """Associate faces with a user. Once the user has faces, a new face must match them
+        (best similarity >= ``user_match_threshold``), so one person's faces are not mixed
+        with another's by mistake."""
+        return self._run("AssociateFaces", lambda: self._users.associate(
+            collection_id, user_id, face_ids, user_match_threshold, client_request_token), collection_id=collection_id)
+
+    def disassociate_faces(self, *, collection_id: str, user_id: str, face_ids: Sequence[str],
+                           client_request_token: str | None = None) -> Response:
+        return self._run("DisassociateFaces", lambda: self._users.disassociate(
+            collection_id, user_id, face_ids, client_request_token), collection_id=collection_id)
+
+    # -- policies, consent, erasure --------------------------------------------------------
+
+    def put_collection_policy(self, *, collection_id: str, purpose_required: bool = False,
+                              min_threshold: float | None = None, max_results: int | None = None,
+                              retention_days: int | None = None, consent_required: bool = False,
+                              review_required: bool = False) -> Response:
+        """Replace the collection's policy (every demand not given is lifted)."""
+        policy = CollectionPolicy(bool(purpose_required), min_threshold, max_results, retention_days,
+                                  bool(consent_required), bool(review_required))
+        return self._run("PutCollectionPolicy", lambda: self._policies.put(collection_id, policy),
+                         collection_id=collection_id)
+
+    def get_collection_policy(self, *, collection_id: str) -> Response:
+        return self._run("GetCollectionPolicy", lambda: self._policies.get(collection_id), collection_id=collection_id)
+
+    def record_consent(self, *, collection_id: str, external_image_id: str, basis: str, reference: str,
+                       obtained_at: float | None = None, expires_at: float | None = None) -> Response:
+        """Record the consent of the person shown in images with ``external_image_id``:
+        its legal ``basis`` (e.g. "explicit consent, GDPR 9(2)(a)"), a ``reference`` to the
+        signed document, when it was obtained and when it expires (seconds since the epoch)."""
+        return self._run("RecordConsent", lambda: self._policies.record_consent(
+            collection_id, external_image_id, basis, reference, obtained_at, expires_at), collection_id=collection_id)
+
+    def withdraw_consent(self, *, collection_id: str, consent_id: str) -> Response:
+        """Withdraw a consent and erase every face it covered (GDPR Art. 17)."""
+        return self._run("WithdrawConsent", lambda: self._policies.withdraw_consent(collection_id, consent_id),
+                         collection_id=collection_id)
+
+    def purge(self, *, now: float | None = None) -> Response:
+        """Erase every face past its collection's retention period or its consent's expiry."""
+        return self._run("Purge", lambda: self._policies.purge(now))
+
+    # -- review ----------------------------------------------------------------------------
+
+    def decide_review(self, *, case_id: str, face_id: str, decision: str, note: str) -> Response:
+        """Confirm or reject one candidate of a case, as the calling reviewer, with a note."""
+        return self._run("DecideReview", lambda: self._reviews.decide(case_id, face_id, decision, note))
+
+    def get_review_case(self, *, case_id: str) -> Response:
+        return self._run("GetReviewCase", lambda: self._reviews.get(case_id))
+
+    def list_review_cases(self, *, collection_id: str | None = None) -> Response:
+        return self._run("ListReviewCases", lambda: self._reviews.list(collection_id), collection_id=collection_id)
+
+    # -- keys and the ledger ---------------------------------------------------------------
+
+    def create_access_key(self, *, role: str, collections: list[str] | None = None,
+                          description: str | None = None) -> Response:
+        """A new API key; the response holds its secret, the only time it is ever shown."""
+        return self._run("CreateAccessKey", lambda: self._admin.create_key(role, collections, description))
+
+    def set_access_key_enabled(self, *, access_key_id: str, enabled: bool) -> Response:
+        return self._run("SetAccessKeyEnabled", lambda: self._admin.set_key_enabled(access_key_id, enabled))
+
+    def delete_access_key(self, *, access_key_id: str) -> Response:
+        return self._run("DeleteAccessKey", lambda: self._admin.delete_key(access_key_id))
+
+    def rotate_template_key(self) -> Response:
+        """Re-encrypt every face template under a new template key."""
+        return self._run("RotateTemplateKey", self._admin.rotate_template_key)
+
+    def export_ledger(self, *, write: Callable[[LedgerEntry], None], **filters: Any) -> Response:
+        """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order."""
+        return self._run("ExportLedger", lambda: self._admin.export_ledger(write, filters))
+
+
+def _check_max(value: int | None, name: str, maximum: int = validation.MAX_PAGE_SIZE) -> None:
+    if value is not None:
+        validation.integer(value, name, 1, maximum)

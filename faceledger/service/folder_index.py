@@ -210,7 +210,7 @@ def _store(
         if store_images:
             item.analysis.encoded = item.data
         try:
-            response = service.index_faces(
+            result = service.index_image(
                 collection_id=collection_id,
                 image=item.analysis,
                 external_image_id=external_image_id_for(item.path, root),
@@ -222,12 +222,11 @@ def _store(
         except AccessDeniedException as exc:
             yield FileResult(item.path, Outcome.REFUSED, error=exc.message)
             continue
-        indexed = len(response["FaceRecords"])
         yield FileResult(
             item.path,
-            Outcome.INDEXED if indexed else Outcome.NO_FACE,
-            faces_indexed=indexed,
-            faces_unindexed=len(response["UnindexedFaces"]),
+            Outcome.INDEXED if result.indexed else Outcome.NO_FACE,
+            faces_indexed=len(result.indexed),
+            faces_unindexed=len(result.unindexed),
         )
 
 

@@ -5,41 +5,38 @@ their own search. Every decision is ledgered."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
 from faceledger.service.context import current_context
-from faceledger.service.ledgering import ledgered
-from faceledger.store.policies import PolicyStore
-from faceledger.store.reviews import ReviewCase, ReviewStore
+from faceledger.service.results import ReviewHold, Reply
+from faceledger.store import Candidate, FaceRecord, ReviewCase, Store
 
 DECISIONS = ("confirm", "reject")
 
 
 class ReviewOperations:
-    """Mixed into :class:`FaceService`, which provides the members declared here."""
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
-    policies: PolicyStore
-    reviews: ReviewStore
-
-    def hold_for_review(self, collection_id: str, operation: str, probe: str, response: dict[str, Any]) -> dict[str, Any]:
-        """In a review_required collection: mark every match unverified and open a review case
-        (its id in ``FaceledgerReview``); elsewhere the response is returned as it is."""
-        if not self.policies.policy(collection_id).review_required:
-            return response
+    def hold(self, collection_id: str, operation: str, probe: str,
+             matches: list[tuple[float, FaceRecord]]) -> ReviewHold | None:
+        """In a review_required collection, open a review case for the matches of a search
+        (they are then reported unverified); elsewhere None."""
+        if not self._store.policies.policy(collection_id).review_required:
+            return None
         context = current_context()
-        matches = response.get("FaceMatches", [])
-        case_id = self.reviews.open_case(
-            collection_id, operation, context.caller.access_key_id, context.purpose, context.case_ref, probe,
-            [(m["Face"]["FaceId"], m["Similarity"]) for m in matches],
+        case = ReviewCase(
+            str(uuid.uuid4()), collection_id, operation, context.caller.access_key_id, time.time(),
+            context.purpose, context.case_ref, probe,
+            [Candidate(record.face_id, similarity) for similarity, record in matches],
         )
-        for match in matches:
-            match["Verified"] = False
-        response["FaceledgerReview"] = {"CaseId": case_id, "Status": "UNVERIFIED" if matches else "NO_CANDIDATES"}
-        return response
+        self._store.reviews.open_case(case)
+        return ReviewHold(case.case_id, bool(matches))
 
-    @ledgered("DecideReview")
-    def decide_review(self, *, case_id: str, face_id: str, decision: str, note: str) -> dict[str, Any]:
+    def decide(self, case_id: str, face_id: str, decision: str, note: str) -> Reply:
         """Confirm or reject one candidate of a case, as the calling reviewer, with a note."""
         if decision not in DECISIONS:
             raise InvalidParameterException(f"Decision must be one of {', '.join(DECISIONS)}, not {decision!r}.")
@@ -51,35 +48,35 @@ class ReviewOperations:
         reviewer = current_context().caller.access_key_id
         if reviewer == case.opened_by:
             raise AccessDeniedException("The searcher cannot review their own search: another person must.")
-        self.reviews.decide(case_id, face_id, reviewer, decision, note)
-        return self._case_response(self._case(case_id))
+        self._store.reviews.decide(case_id, face_id, reviewer, decision, note, time.time())
+        return _case_reply(self._case(case_id))
 
-    @ledgered("GetReviewCase")
-    def get_review_case(self, *, case_id: str) -> dict[str, Any]:
-        return self._case_response(self._case(case_id))
+    def get(self, case_id: str) -> Reply:
+        return _case_reply(self._case(case_id))
 
-    @ledgered("ListReviewCases")
-    def list_review_cases(self, *, collection_id: str | None = None) -> dict[str, Any]:
-        cases = [self._case(case_id) for case_id in self.reviews.case_ids(collection_id)]
-        return {"Cases": [{"CaseId": c.case_id, "CollectionId": c.collection_id, "Status": c.status,
-                           "OpenedAt": c.opened_at, "Candidates": len(c.candidates)} for c in cases]}
+    def list(self, collection_id: str | None) -> Reply:
+        cases = [self._case(case_id) for case_id in self._store.reviews.case_ids(collection_id)]
+        return Reply({"Cases": [{"CaseId": c.case_id, "CollectionId": c.collection_id, "Status": c.status,
+                                 "OpenedAt": c.opened_at, "Candidates": len(c.candidates)} for c in cases]},
+                     {"CasesCount": len(cases)})
 
     def _case(self, case_id: str) -> ReviewCase:
-        case = self.reviews.case(case_id) if isinstance(case_id, str) else None
+        case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
         if case is None:
             raise ResourceNotFoundException(f"Review case {case_id!r} does not exist.")
         return case
 
-    @staticmethod
-    def _case_response(case: ReviewCase) -> dict[str, Any]:
-        return {
-            "CaseId": case.case_id, "CollectionId": case.collection_id, "Operation": case.operation,
-            "OpenedBy": case.opened_by, "OpenedAt": case.opened_at, "Purpose": case.purpose,
-            "CaseReference": case.case_ref, "Probe": case.probe, "Status": case.status,
-            "Candidates": [
-                {"FaceId": c.face_id, "Similarity": c.similarity, "Status": c.status,
-                 "Decisions": [{"Reviewer": d["reviewer"], "Decision": d["decision"], "Note": d["note"],
-                                "DecidedAt": d["decided_at"]} for d in c.decisions]}
-                for c in case.candidates
-            ],
-        }
+
+def _case_reply(case: ReviewCase) -> Reply:
+    response: dict[str, Any] = {
+        "CaseId": case.case_id, "CollectionId": case.collection_id, "Operation": case.operation,
+        "OpenedBy": case.opened_by, "OpenedAt": case.opened_at, "Purpose": case.purpose,
+        "CaseReference": case.case_ref, "Probe": case.probe, "Status": case.status,
+        "Candidates": [
+            {"FaceId": c.face_id, "Similarity": c.similarity, "Status": c.status,
+             "Decisions": [{"Reviewer": d["reviewer"], "Decision": d["decision"], "Note": d["note"],
+                            "DecidedAt": d["decided_at"]} for d in c.decisions]}
+            for c in case.candidates
+        ],
+    }
+    return Reply(response, {"CaseId": case.case_id, "Status": case.status, "OpenedAt": case.opened_at})

@@ -1,7 +1,8 @@
 """Build response members in exactly the shapes of Rekognition's face API.
 
-The service returns plain dicts with Rekognition's member names, so a Python caller reads the
-same structure boto3 returns, and the HTTP layer serialises them unchanged.
+The service's results (results.py) are shaped with these into plain dicts with Rekognition's
+member names, so a Python caller reads the same structure boto3 returns, and the HTTP layer
+serialises them unchanged.
 """
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ from typing import Any
 
 from faceledger.store.records import FaceRecord
 from faceledger.vision.face import Face
-from faceledger.vision.image import DecodedImage
-from faceledger.vision.pipeline import AnalyzedImage
 
 Response = dict[str, Any]
-# Encoded bytes from a request, an image decoded already, or (IndexFaces only) one analysed already.
-ImageInput = bytes | DecodedImage | AnalyzedImage
 
 
 def relative_landmarks(face: Face, width: int, height: int) -> dict[str, tuple[float, float]]:

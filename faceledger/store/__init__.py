@@ -1,11 +1,53 @@
-"""The store: faceledger's source of truth (SQLite, WAL, migrated schema)."""
+"""The store: faceledger's source of truth, behind one interface (interface.py), with the
+embedded SQLite backend in store/sqlite/. Open one with :func:`open_store`."""
 
+from pathlib import Path
+
+from faceledger.store.interface import (
+    AccessKeyRepository,
+    LedgerRepository,
+    PolicyRepository,
+    RequestTokenRepository,
+    ReviewRepository,
+    Store,
+)
 from faceledger.store.records import (
+    AccessKey,
+    Candidate,
+    CollectionPolicy,
     CollectionRecord,
+    ConsentRecord,
     FaceRecord,
     ImageRecord,
+    LedgerEntry,
+    ReviewCase,
     UserRecord,
 )
-from faceledger.store.sqlite import SQLiteStore
 
-__all__ = ["CollectionRecord", "FaceRecord", "ImageRecord", "SQLiteStore", "UserRecord"]
+
+def open_store(database: str | Path) -> Store:
+    """The store at ``database``: today the path of an SQLite file (created if missing)."""
+    from faceledger.store.sqlite import SQLiteStore
+
+    return SQLiteStore(database)
+
+
+__all__ = [
+    "AccessKey",
+    "AccessKeyRepository",
+    "Candidate",
+    "CollectionPolicy",
+    "CollectionRecord",
+    "ConsentRecord",
+    "FaceRecord",
+    "ImageRecord",
+    "LedgerEntry",
+    "LedgerRepository",
+    "PolicyRepository",
+    "RequestTokenRepository",
+    "ReviewCase",
+    "ReviewRepository",
+    "Store",
+    "UserRecord",
+    "open_store",
+]

@@ -1,11 +1,10 @@
-"""Plain records of what the store holds; the store reads and writes nothing else."""
+"""Plain records of what the store holds; every store backend reads and writes these and nothing else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class ImageRecord:
 class FaceRecord:
     """One indexed face. ``bounding_box`` and landmark coordinates are ratios of the image size,
     as Rekognition reports them; ``quality`` holds Sharpness/Brightness (0-100), FaceSize
-    (pixels) and Pose (degrees)."""
+    (pixels) and Pose (degrees). The store never sees the embedding in the clear."""
 
     face_id: str
     collection_id: str
@@ -49,7 +48,7 @@ class FaceRecord:
     confidence: float
     landmarks: dict[str, tuple[float, float]]
     quality: dict[str, Any]
-    embedding: np.ndarray = field(repr=False)
+    template: bytes = field(repr=False)  # the embedding, sealed by the template key (keys/templates.py)
     created_at: float
     user_id: str | None = None
 
@@ -60,3 +59,111 @@ class UserRecord:
     user_id: str
     created_at: float
     face_count: int = 0
+
+
+@dataclass(frozen=True)
+class CollectionPolicy:
+    """What a collection demands of its users. None / False: no such demand."""
+
+    purpose_required: bool = False
+    min_threshold: float | None = None
+    max_results: int | None = None
+    retention_days: int | None = None
+    consent_required: bool = False
+    review_required: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    consent_id: str
+    collection_id: str
+    external_image_id: str
+    basis: str
+    reference: str
+    obtained_at: float
+    expires_at: float | None
+    withdrawn_at: float | None
+    created_at: float
+
+    def active(self, now: float) -> bool:
+        return self.withdrawn_at is None and self.obtained_at <= now and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass
+class Candidate:
+    face_id: str
+    similarity: float
+    decisions: list[dict[str, object]] = field(default_factory=list)  # reviewer, decision, note, decided_at
+
+    @property
+    def status(self) -> str:
+        """VERIFIED once two different reviewers confirmed and nobody rejected; REJECTED once
+        anyone rejected; UNVERIFIED until then. Doubt never verifies a match."""
+        confirmers = {d["reviewer"] for d in self.decisions if d["decision"] == "confirm"}
+        if any(d["decision"] == "reject" for d in self.decisions):
+            return "REJECTED"
+        return "VERIFIED" if len(confirmers) >= 2 else "UNVERIFIED"
+
+
+@dataclass
+class ReviewCase:
+    """The candidates one search returned in a review_required collection, and the decisions."""
+
+    case_id: str
+    collection_id: str
+    operation: str
+    opened_by: str
+    opened_at: float
+    purpose: str | None
+    case_ref: str | None
+    probe: str  # SHA-256 of the probe image, or the probe face id
+    candidates: list[Candidate]
+
+    @property
+    def status(self) -> str:
+        if any(c.status == "UNVERIFIED" for c in self.candidates):
+            return "OPEN"
+        return "CLOSED"
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """An API credential. ``collections`` None means every collection."""
+
+    access_key_id: str
+    role: str
+    collections: tuple[str, ...] | None
+    enabled: bool
+    created_at: float
+    description: str | None = None
+
+
+GENESIS = "0" * 64  # the "previous hash" of the ledger's first entry
+
+
+@dataclass
+class LedgerEntry:
+    """One operation. Times are Unix seconds; ``input_sha256`` hashes each input image;
+    ``result`` summarises what came back (face ids and similarities, or counts); ``outcome`` is
+    ``ok``, ``denied`` or ``error`` (then ``error`` names it). ``seq`` is given by the store."""
+
+    operation: str
+    started_at: float
+    access_key_id: str
+    role: str
+    collection_id: str | None = None
+    input_sha256: list[str] = field(default_factory=list)
+    purpose: str | None = None
+    case_ref: str | None = None
+    ended_at: float | None = None
+    outcome: str = "ok"
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+
+    def content(self) -> str:
+        """The canonical text the chain hashes (ledger/chain.py)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str)

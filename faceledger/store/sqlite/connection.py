@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from faceledger.store.migrations import migrate
+from faceledger.store.sqlite.migrations import migrate
 
 
 class Database:

@@ -3,7 +3,8 @@ kept outside the database, the face id as associated data (a ciphertext moved to
 row does not decrypt). Decrypted vectors exist only in memory (the vector index).
 
 ``template.key`` (0600) in the data directory, or ``$FACELEDGER_TEMPLATE_KEY``, holds the key;
-``faceledger keys rotate-template-key`` re-encrypts every template under a new one.
+``faceledger keys rotate-template-key`` re-encrypts every template under a new one (see
+:class:`faceledger.service.templates.TemplateVault`, which owns the order of the steps).
 """
 
 from __future__ import annotations
@@ -11,28 +12,22 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from faceledger.errors import InternalServerError, InvalidParameterException
-from faceledger.store.key_files import KEY_BYTES, load_or_create_key, write_key_file
-
-if TYPE_CHECKING:
-    from faceledger.store.sqlite import SQLiteStore
+from faceledger.keys.files import KEY_BYTES, load_or_create_key, write_key_file
+from faceledger.keys.sealing import LabelMismatch, SealingKey
 
 TEMPLATE_KEY_ENV = "FACELEDGER_TEMPLATE_KEY"
 TEMPLATE_KEY_FILE = "template.key"
-_NONCE = 12
 
 
 class TemplateCipher:
     """Encrypts templates with one key; ``fingerprint`` identifies the key without revealing it."""
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        self._key = SealingKey(key)
         self.fingerprint = "aesgcm:" + hashlib.sha256(b"faceledger template key" + key).hexdigest()[:16]
 
     def seal(self, face_id: str, vector: np.ndarray) -> bytes:
@@ -43,16 +38,12 @@ class TemplateCipher:
 
     def seal_bytes(self, label: str, data: bytes) -> bytes:
         """Encrypt ``data`` bound to ``label`` (it decrypts only under the same label)."""
-        nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, data, label.encode())
+        return self._key.seal(label, data)
 
     def open_bytes(self, label: str, sealed: bytes) -> bytes:
         try:
-            # A memoryview, not a slice: a slice would copy the whole ciphertext (877 MiB for the
-            # saved index of a million faces) and raise peak memory by as much.
-            view = memoryview(sealed)
-            return self._aead.decrypt(view[:_NONCE], view[_NONCE:], label.encode())
-        except InvalidTag:
+            return self._key.open(label, sealed)
+        except LabelMismatch:
             raise InternalServerError(
                 f"{label} does not decrypt: the template key is not the one it was sealed with."
             ) from None
@@ -83,12 +74,17 @@ def template_key_path(data_dir: Path) -> Path:
     return data_dir / TEMPLATE_KEY_FILE
 
 
+def _pending_path(data_dir: Path) -> Path:
+    path = template_key_path(data_dir)
+    return path.with_name(path.name + ".next")
+
+
 def open_template_cipher(data_dir: Path, recorded_fingerprint: str | None) -> TemplateCipher:
     """The cipher of the configured template key. A rotation interrupted after its transaction
     committed left the new key in ``template.key.next``: it is the right key then, and is
     promoted; otherwise the leftover is discarded."""
     path = template_key_path(data_dir)
-    pending = path.with_name(path.name + ".next")
+    pending = _pending_path(data_dir)
     if pending.exists() and not os.environ.get(TEMPLATE_KEY_ENV):
         if recorded_fingerprint == TemplateCipher(pending.read_bytes()).fingerprint:
             pending.replace(path)
@@ -97,21 +93,17 @@ def open_template_cipher(data_dir: Path, recorded_fingerprint: str | None) -> Te
     return TemplateCipher(load_or_create_key(path, TEMPLATE_KEY_ENV))
 
 
-def rotate_template_key(store: SQLiteStore, data_dir: Path) -> int:
-    """Re-encrypt every template under a fresh key; returns how many were re-encrypted.
-
-    Order: new key written beside the old one, templates re-encrypted in one transaction, new key
-    moved into place. A crash at any point leaves a store that opens with one of the two keys.
-    """
+def stage_new_template_key(data_dir: Path) -> TemplateCipher:
+    """Write a fresh key beside the current one (``template.key.next``) and return its cipher;
+    :func:`promote_new_template_key` moves it into place once the re-encryption has committed."""
     if os.environ.get(TEMPLATE_KEY_ENV):
         raise InvalidParameterException(
             f"The template key comes from {TEMPLATE_KEY_ENV}: rotate it where that variable is set."
         )
-    path = template_key_path(data_dir)
-    pending = path.with_name(path.name + ".next")
     new_key = os.urandom(KEY_BYTES)
-    write_key_file(pending, new_key)
-    count = store.reseal_templates(TemplateCipher(new_key))
-    # inside a unit of work the re-encryption commits later: only then may the key file change
-    store.after_commit(lambda: pending.replace(path))
-    return count
+    write_key_file(_pending_path(data_dir), new_key)
+    return TemplateCipher(new_key)
+
+
+def promote_new_template_key(data_dir: Path) -> None:
+    _pending_path(data_dir).replace(template_key_path(data_dir))

@@ -1,7 +1,7 @@
-"""The source of truth: collections, images, faces, users and tags in one SQLite file.
+"""The embedded store: collections, images, faces, users and tags in one SQLite file.
 
-Each operation that changes faces is one transaction (see database.py), so a crash in the middle
-of indexing an image leaves either all of its faces or none.
+Each operation that changes faces is one transaction (see connection.py), so a crash in the
+middle of indexing an image leaves either all of its faces or none.
 """
 
 from __future__ import annotations
@@ -9,25 +9,30 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-
-import numpy as np
 
 from faceledger.errors import (
     ConflictException,
-    InternalServerError,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
 )
-from faceledger.store.database import Database
+from faceledger.store.interface import Reseal, Store
 from faceledger.store.records import (
     CollectionRecord,
     FaceRecord,
     ImageRecord,
     UserRecord,
 )
-from faceledger.store.templates import PlainTemplates, TemplateCodec
+from faceledger.store.sqlite.accountability import (
+    SQLiteAccessKeys,
+    SQLiteLedger,
+    SQLitePolicies,
+    SQLiteRequestTokens,
+    SQLiteReviews,
+)
+from faceledger.store.sqlite.connection import Database
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
@@ -35,52 +40,61 @@ _FACE_COLUMNS = (
 )
 
 
-class SQLiteStore(Database):
-    """Collections, images, faces, users and tags of one data directory. Face templates are
-    sealed by ``templates`` before they are written and opened when read (see templates.py)."""
+class SQLiteStore(Store):
+    """Everything of one data directory in one SQLite file (WAL, a connection per thread)."""
 
-    def __init__(self, path: str | Path, templates: TemplateCodec | Callable[[str | None], TemplateCodec] | None = None) -> None:
-        """``templates``: the codec, or a function from the recorded key fingerprint to the codec
-        (so that an interrupted key rotation can be resolved before anything is read)."""
-        super().__init__(path)
-        if callable(templates):
-            row = self.connection().execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
-            templates = templates(None if row is None else str(row[0]))
-        self.templates: TemplateCodec = templates or PlainTemplates()
-        self._check_template_key()
+    def __init__(self, path: str | Path) -> None:
+        self.database = Database(path)
+        self.policies = SQLitePolicies(self.database)
+        self.reviews = SQLiteReviews(self.database)
+        self.access_keys = SQLiteAccessKeys(self.database)
+        self.request_tokens = SQLiteRequestTokens(self.database)
+        self.ledger = SQLiteLedger(self.database)
 
-    def _check_template_key(self) -> None:
-        """The database records which key sealed its templates; opening it with another key is
-        refused before anything is read. A store without the record (made before templates were
-        sealed) has its templates sealed now."""
-        with self.write() as db:
-            row = db.execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
-            if row is not None and row[0] != self.templates.fingerprint:
-                raise InternalServerError(
-                    f"The face templates were sealed with key {row[0]}, not with the configured key "
-                    f"{self.templates.fingerprint}: set the right template key (template.key or "
-                    "FACELEDGER_TEMPLATE_KEY)."
-                )
-            if row is None:
-                _reseal(db, PlainTemplates(), self.templates)
-                db.execute(
-                    "INSERT INTO store_meta (name, value) VALUES ('template_key', ?)", (self.templates.fingerprint,)
-                )
+    @property
+    def path(self) -> Path:
+        return self.database.path
 
-    def reseal_templates(self, new: TemplateCodec) -> int:
-        """Re-encrypt every template under ``new`` in one transaction; returns how many."""
-        with self.write() as db:
-            count = _reseal(db, self.templates, new)
-            db.execute("UPDATE store_meta SET value = ? WHERE name = 'template_key'", (new.fingerprint,))
-        self.after_commit(lambda: setattr(self, "templates", new))
-        return count
+    def unit_of_work(self) -> AbstractContextManager[None]:
+        return self.database.unit_of_work()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.database.after_commit(callback)
+
+    def close(self) -> None:
+        self.database.close()
+
+    def erase_traces(self) -> None:
+        """Fold the write-ahead log into the database file and empty it, so that pages
+        overwritten by a deletion (``secure_delete`` zeroes them) survive nowhere."""
+        self.database.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def template_key(self) -> str | None:
+        row = self.database.connection().execute(
+            "SELECT value FROM store_meta WHERE name = 'template_key'"
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
+        with self.database.write() as db:
+            rows = db.execute("SELECT face_id, embedding FROM faces").fetchall()
+            db.executemany(
+                "UPDATE faces SET embedding = ? WHERE face_id = ?",
+                [(reseal(face_id, sealed), face_id) for face_id, sealed in rows],
+            )
+            db.execute(
+                "INSERT INTO store_meta (name, value) VALUES ('template_key', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (fingerprint,),
+            )
+        return len(rows)
 
     # -- collections -----------------------------------------------------------------------
 
     def create_collection(
         self, collection_id: str, face_model_version: str, created_at: float, tags: dict[str, str] | None = None
     ) -> None:
-        with self.write() as db:
+        with self.database.write() as db:
             try:
                 db.execute(
                     "INSERT INTO collections (collection_id, created_at, face_model_version)"
@@ -95,7 +109,7 @@ class SQLiteStore(Database):
 
     def tag_collection(self, collection_id: str, tags: dict[str, str], max_tags: int) -> None:
         """Add or overwrite tags; refuses to go over ``max_tags`` tags in all."""
-        with self.write() as db:
+        with self.database.write() as db:
             _require_collection(db, collection_id)
             _put_tags(db, collection_id, tags)
             count = db.execute(
@@ -107,7 +121,7 @@ class SQLiteStore(Database):
                 )
 
     def untag_collection(self, collection_id: str, tag_keys: Sequence[str]) -> None:
-        with self.write() as db:
+        with self.database.write() as db:
             _require_collection(db, collection_id)
             db.executemany(
                 "DELETE FROM collection_tags WHERE collection_id = ? AND tag_key = ?",
@@ -115,7 +129,7 @@ class SQLiteStore(Database):
             )
 
     def collection_tags(self, collection_id: str) -> dict[str, str]:
-        with self.snapshot() as db:
+        with self.database.snapshot() as db:
             _require_collection(db, collection_id)
             rows = db.execute(
                 "SELECT tag_key, tag_value FROM collection_tags WHERE collection_id = ? ORDER BY tag_key",
@@ -124,7 +138,7 @@ class SQLiteStore(Database):
         return dict(rows)
 
     def get_collection(self, collection_id: str) -> CollectionRecord:
-        row = self.connection().execute(
+        row = self.database.connection().execute(
             "SELECT collection_id, created_at, face_model_version,"
             " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.collection_id),"
             " (SELECT COUNT(*) FROM users u WHERE u.collection_id = c.collection_id)"
@@ -146,11 +160,11 @@ class SQLiteStore(Database):
         if only is not None:
             sql += f" AND collection_id IN ({','.join('?' * len(only))})"
             params.extend(only)
-        rows = self.connection().execute(sql + " ORDER BY collection_id LIMIT ?", [*params, limit])
+        rows = self.database.connection().execute(sql + " ORDER BY collection_id LIMIT ?", [*params, limit])
         return [row[0] for row in rows]
 
     def delete_collection(self, collection_id: str) -> None:
-        with self.write() as db:
+        with self.database.write() as db:
             # faces first: their foreign key to users would otherwise block the cascade order
             db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
             deleted = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
@@ -158,7 +172,7 @@ class SQLiteStore(Database):
                 raise _collection_not_found(collection_id)
 
     def set_threshold_table(self, collection_id: str, table_json: str, created_at: float) -> None:
-        with self.write() as db:
+        with self.database.write() as db:
             _require_collection(db, collection_id)
             db.execute(
                 "INSERT INTO collection_thresholds (collection_id, threshold_table, created_at) VALUES (?, ?, ?)"
@@ -168,14 +182,14 @@ class SQLiteStore(Database):
             )
 
     def threshold_table(self, collection_id: str) -> str | None:
-        row = self.connection().execute(
+        row = self.database.connection().execute(
             "SELECT threshold_table FROM collection_thresholds WHERE collection_id = ?", (collection_id,)
         ).fetchone()
         return None if row is None else str(row[0])
 
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
-        row = self.connection().execute(
+        row = self.database.connection().execute(
             "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
         ).fetchone()
         return None if row is None else int(row[0])
@@ -187,7 +201,7 @@ class SQLiteStore(Database):
 
         Returns the faces' index ids (``seq``), and the collection generation before and after.
         """
-        with self.write() as db:
+        with self.database.write() as db:
             before = self._bump_generation(db, image.collection_id)
             db.execute(
                 "INSERT INTO images (image_id, collection_id, image_sha256, external_image_id, width,"
@@ -216,7 +230,7 @@ class SQLiteStore(Database):
         return [int(seq) for seq in seqs], before, before + 1
 
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
-        row = self.connection().execute(
+        row = self.database.connection().execute(
             "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
             " face_count, indexed_at, source_path FROM images"
             " WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
@@ -244,12 +258,12 @@ class SQLiteStore(Database):
             params.extend(face_ids)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        return [(row[0], self._face_record(row[1:])) for row in self.connection().execute(sql, params)]
+        return [(row[0], self._face_record(row[1:])) for row in self.database.connection().execute(sql, params)]
 
     def faces_by_seq(self, collection_id: str, seqs: Sequence[int]) -> dict[int, FaceRecord]:
         if not seqs:
             return {}
-        rows = self.connection().execute(
+        rows = self.database.connection().execute(
             f"SELECT seq, {_FACE_COLUMNS} FROM faces WHERE collection_id = ?"
             f" AND seq IN ({','.join('?' * len(seqs))})",
             [collection_id, *seqs],
@@ -264,9 +278,8 @@ class SQLiteStore(Database):
             )
         return found[0]
 
-    def load_embeddings(self, collection_id: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """All of a collection's (index ids, decrypted embeddings, generation), in one snapshot."""
-        with self.snapshot() as db:
+    def load_templates(self, collection_id: str) -> tuple[list[int], list[tuple[str, bytes]], int]:
+        with self.database.snapshot() as db:
             generation = self.generation(collection_id)
             if generation is None:
                 raise _collection_not_found(collection_id)
@@ -274,15 +287,11 @@ class SQLiteStore(Database):
                 "SELECT seq, face_id, embedding FROM faces WHERE collection_id = ? ORDER BY seq",
                 (collection_id,),
             ).fetchall()
-        seqs = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        if not rows:
-            return seqs, np.empty((0, 0), dtype=np.float32), generation
-        vectors = np.stack([self.templates.open(row[1], row[2]) for row in rows])
-        return seqs, vectors, generation
+        return [row[0] for row in rows], [(row[1], row[2]) for row in rows], generation
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
         """Delete faces; returns {face_id: seq} of those that existed, generation before/after."""
-        with self.write() as db:
+        with self.database.write() as db:
             before = self._bump_generation(db, collection_id)
             placeholders = ",".join("?" * len(face_ids))
             rows = db.execute(
@@ -313,12 +322,7 @@ class SQLiteStore(Database):
         if external_image_id is not None:
             sql += " AND external_image_id = ?"
             params.append(external_image_id)
-        return [row[0] for row in self.connection().execute(sql, params)]
-
-    def checkpoint(self) -> None:
-        """Fold the write-ahead log into the database file and empty it, so that pages
-        overwritten by a deletion survive nowhere (outside any transaction)."""
-        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [row[0] for row in self.database.connection().execute(sql, params)]
 
     def _bump_generation(self, db: sqlite3.Connection, collection_id: str) -> int:
         row = db.execute(
@@ -333,7 +337,7 @@ class SQLiteStore(Database):
     # -- users -----------------------------------------------------------------------------
 
     def create_user(self, collection_id: str, user_id: str, created_at: float) -> None:
-        with self.write() as db:
+        with self.database.write() as db:
             _require_collection(db, collection_id)
             try:
                 db.execute(
@@ -347,7 +351,7 @@ class SQLiteStore(Database):
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         """Delete a user; its faces stay in the collection, no longer associated."""
-        with self.write() as db:
+        with self.database.write() as db:
             _require_collection(db, collection_id)
             db.execute(
                 "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
@@ -360,7 +364,7 @@ class SQLiteStore(Database):
                 raise _user_not_found(collection_id, user_id)
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord:
-        row = self.connection().execute(
+        row = self.database.connection().execute(
             "SELECT collection_id, user_id, created_at,"
             " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
             " FROM users u WHERE collection_id = ? AND user_id = ?",
@@ -371,7 +375,7 @@ class SQLiteStore(Database):
         return UserRecord(*row)
 
     def list_users(self, collection_id: str, after: str | None, limit: int) -> list[UserRecord]:
-        rows = self.connection().execute(
+        rows = self.database.connection().execute(
             "SELECT collection_id, user_id, created_at,"
             " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
             " FROM users u WHERE collection_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
@@ -381,14 +385,15 @@ class SQLiteStore(Database):
 
     def set_face_users(self, collection_id: str, face_ids: Sequence[str], user_id: str | None) -> None:
         """Associate faces with ``user_id`` (or clear their association when None)."""
-        with self.write() as db:
+        with self.database.write() as db:
             _require_collection(db, collection_id)
             db.executemany(
                 "UPDATE faces SET user_id = ? WHERE collection_id = ? AND face_id = ?",
                 [(user_id, collection_id, face_id) for face_id in face_ids],
             )
 
-    def _face_row(self, face: FaceRecord) -> tuple[object, ...]:
+    @staticmethod
+    def _face_row(face: FaceRecord) -> tuple[object, ...]:
         return (
             face.face_id,
             face.collection_id,
@@ -399,12 +404,13 @@ class SQLiteStore(Database):
             face.confidence,
             json.dumps(face.landmarks),
             json.dumps(face.quality),
-            self.templates.seal(face.face_id, face.embedding),
+            face.template,
             face.created_at,
             face.user_id,
         )
 
-    def _face_record(self, row: Sequence[object]) -> FaceRecord:
+    @staticmethod
+    def _face_record(row: Sequence[object]) -> FaceRecord:
         (face_id, collection_id, image_id, external_image_id, sha, box, confidence, landmarks, quality,
          embedding, created_at, user_id) = row
         return FaceRecord(
@@ -417,19 +423,10 @@ class SQLiteStore(Database):
             confidence=float(confidence),  # type: ignore[arg-type]
             landmarks={name: tuple(point) for name, point in json.loads(str(landmarks)).items()},
             quality=json.loads(str(quality)),
-            embedding=self.templates.open(str(face_id), embedding),  # type: ignore[arg-type]
+            template=bytes(embedding),  # type: ignore[arg-type]
             created_at=float(created_at),  # type: ignore[arg-type]
             user_id=user_id,  # type: ignore[arg-type]
         )
-
-def _reseal(db: sqlite3.Connection, old: TemplateCodec, new: TemplateCodec) -> int:
-    rows = db.execute("SELECT face_id, embedding FROM faces").fetchall()
-    db.executemany(
-        "UPDATE faces SET embedding = ? WHERE face_id = ?",
-        [(new.seal(face_id, old.open(face_id, sealed)), face_id) for face_id, sealed in rows],
-    )
-    return len(rows)
-
 
 def _put_tags(db: sqlite3.Connection, collection_id: str, tags: dict[str, str]) -> None:
     db.executemany(

@@ -1,0 +1,50 @@
+"""Images in, faces out: decoding under the configured limits, and the probe face of a search."""
+
+from __future__ import annotations
+
+from faceledger.config import ImageLimits
+from faceledger.errors import InvalidParameterException
+from faceledger.vision import AnalyzedImage, DecodedImage, Face, FaceAnalyzer, decode_image
+from faceledger.vision.quality import QualityFilter, quality_failures
+
+# Encoded bytes from a request, an image decoded already, or (IndexFaces only) one analysed already.
+ImageInput = bytes | DecodedImage | AnalyzedImage
+MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100 largest faces
+NO_FACE = "There are no faces in the image. Should be at least 1."
+
+
+class ImageReader:
+    """Decodes request images and finds their faces with the service's analyzer."""
+
+    def __init__(self, analyzer: FaceAnalyzer, limits: ImageLimits) -> None:
+        self.analyzer = analyzer
+        self.limits = limits
+
+    def decode(self, image: ImageInput) -> DecodedImage:
+        """Decode request bytes under the configured limits (already-decoded input passes)."""
+        if isinstance(image, DecodedImage):
+            return image
+        if not isinstance(image, (bytes, bytearray, memoryview)):
+            raise InvalidParameterException("Image must be the encoded bytes of a JPEG or PNG image.")
+        return decode_image(bytes(image), self.limits)
+
+    def faces(self, decoded: DecodedImage, *, embed: bool = False) -> list[Face]:
+        """Every face of the image (at most 100, largest first)."""
+        return self.analyzer.analyze(decoded.pixels, embed=embed, limit=MAX_FACES_PER_IMAGE)
+
+    def largest_face(
+        self, decoded: DecodedImage, level: QualityFilter, *, with_others: bool = False
+    ) -> tuple[Face, list[Face]]:
+        """The embedded largest face (which must pass ``level``) and, with ``with_others``, the
+        other faces, unembedded (otherwise only the largest is analysed)."""
+        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE if with_others else 1)
+        if not faces:
+            raise InvalidParameterException(NO_FACE)
+        reasons = quality_failures(faces[0], level)
+        if reasons:
+            raise InvalidParameterException(
+                "The largest face in the image does not pass QualityFilter "
+                f"{level.value}: {', '.join(reasons)}."
+            )
+        self.analyzer.embed_faces(faces[:1])
+        return faces[0], faces[1:]

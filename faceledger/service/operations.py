@@ -1,0 +1,65 @@
+"""The one list of operations: their names, and where each is offered.
+
+Everything else takes operation names from here: the access rules (service/access.py), the HTTP
+API's dispatch (api/wire.py) and the runner that ledgers every call (service/runner.py), so an
+operation cannot exist in one place and be missing in another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Door(str, Enum):
+    """Where an operation can be called from, besides the CLI and Python."""
+
+    REKOGNITION = "RekognitionService"  # Rekognition's face API over HTTP (X-Amz-Target prefix)
+    FACELEDGER = "FaceledgerService"  # faceledger's own accountability operations over HTTP
+    LOCAL = "local"  # the operator at the machine only (CLI, Python)
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # Rekognition's (or faceledger's) operation name, e.g. SearchFacesByImage
+    door: Door
+
+    @property
+    def method(self) -> str:
+        """The :class:`~faceledger.service.FaceService` method: the name in snake_case."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
+
+
+def _operations(door: Door, *names: str) -> list[Operation]:
+    return [Operation(name, door) for name in names]
+
+
+OPERATIONS: dict[str, Operation] = {
+    operation.name: operation
+    for operation in (
+        *_operations(
+            Door.REKOGNITION,
+            "CreateCollection", "DescribeCollection", "ListCollections", "DeleteCollection",
+            "DetectFaces", "CompareFaces", "IndexFaces", "ListFaces", "DeleteFaces",
+            "SearchFaces", "SearchFacesByImage", "CreateUser", "DeleteUser", "ListUsers",
+            "AssociateFaces", "DisassociateFaces", "SearchUsers", "SearchUsersByImage",
+            "TagResource", "UntagResource", "ListTagsForResource",
+        ),
+        *_operations(
+            Door.FACELEDGER,
+            "PutCollectionPolicy", "GetCollectionPolicy", "RecordConsent", "WithdrawConsent",
+            "GetReviewCase", "ListReviewCases", "DecideReview",
+        ),
+        *_operations(
+            Door.LOCAL,
+            "SetThresholdTable", "CreateAccessKey", "SetAccessKeyEnabled", "DeleteAccessKey",
+            "RotateTemplateKey", "ExportLedger", "Purge",
+        ),
+    )
+}
+
+
+def offered_at(door: Door) -> frozenset[str]:
+    """Names of the operations offered at ``door``."""
+    return frozenset(name for name, operation in OPERATIONS.items() if operation.door is door)

@@ -1,0 +1,286 @@
+"""The store interface: what the service needs from a source of truth, whatever the engine.
+
+A backend (store/sqlite/ today) implements :class:`Store` and its repositories. The contract
+every backend must keep is written down as tests (tests/test_store_contract.py):
+
+- **Unit of work.** Every write made inside :meth:`Store.unit_of_work` commits together or not at
+  all; callbacks given to :meth:`Store.after_commit` run once it has committed, never after a
+  rollback. Nested units join the outermost one. A write outside a unit is its own transaction.
+- **Generations.** Every change to a collection's faces bumps its generation in the same
+  transaction, and returns the generations before and after, so an in-memory vector index can
+  apply the change or notice it missed one (index/vector_index.py).
+- **Opaque templates.** Face templates arrive sealed (keys/templates.py) and leave as they came;
+  the store never sees an embedding in the clear and holds no key.
+- **Errors.** Missing things raise ResourceNotFoundException, duplicates
+  ResourceAlreadyExistsException or ConflictException, as Rekognition names them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+
+from faceledger.store.records import (
+    AccessKey,
+    CollectionPolicy,
+    CollectionRecord,
+    ConsentRecord,
+    FaceRecord,
+    ImageRecord,
+    LedgerEntry,
+    ReviewCase,
+    UserRecord,
+)
+
+# A sealed template and a function that re-seals it: (face_id, sealed) -> sealed under a new key.
+Reseal = Callable[[str, bytes], bytes]
+
+
+class PolicyRepository(ABC):
+    """Collection policies and consent records (service/policies.py decides what they mean)."""
+
+    @abstractmethod
+    def policy(self, collection_id: str) -> CollectionPolicy:
+        """The collection's policy (the default policy when none was set)."""
+
+    @abstractmethod
+    def put_policy(self, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None: ...
+
+    @abstractmethod
+    def retained_collections(self) -> list[tuple[str, int]]:
+        """(collection id, retention days) of every collection with a retention period."""
+
+    @abstractmethod
+    def add_consent(self, record: ConsentRecord) -> None: ...
+
+    @abstractmethod
+    def consents(self, collection_id: str, external_image_id: str | None = None) -> list[ConsentRecord]: ...
+
+    @abstractmethod
+    def withdraw(self, consent_id: str, at: float) -> ConsentRecord | None:
+        """Mark the consent withdrawn (once); the record as it now stands, None if unknown."""
+
+    @abstractmethod
+    def expired_consents(self, now: float) -> list[ConsentRecord]: ...
+
+
+class ReviewRepository(ABC):
+    @abstractmethod
+    def open_case(self, case: ReviewCase) -> None: ...
+
+    @abstractmethod
+    def case(self, case_id: str) -> ReviewCase | None: ...
+
+    @abstractmethod
+    def case_ids(self, collection_id: str | None = None) -> list[str]:
+        """Case ids, oldest first, of one collection or of all."""
+
+    @abstractmethod
+    def decide(self, case_id: str, face_id: str, reviewer: str, decision: str, note: str, at: float) -> None:
+        """Record (or replace) this reviewer's decision on this candidate."""
+
+
+class AccessKeyRepository(ABC):
+    """API keys with their secrets sealed by the caller (service/access.py); never in the clear."""
+
+    @abstractmethod
+    def add(self, key: AccessKey, sealed_secret: bytes) -> None: ...
+
+    @abstractmethod
+    def get(self, access_key_id: str) -> AccessKey | None: ...
+
+    @abstractmethod
+    def sealed_secret(self, access_key_id: str) -> bytes | None: ...
+
+    @abstractmethod
+    def list(self) -> list[AccessKey]: ...
+
+    @abstractmethod
+    def set_enabled(self, access_key_id: str, enabled: bool) -> None:
+        """Raises ResourceNotFoundException for an unknown key."""
+
+    @abstractmethod
+    def delete(self, access_key_id: str) -> None:
+        """Raises ResourceNotFoundException for an unknown key."""
+
+
+class RequestTokenRepository(ABC):
+    """ClientRequestToken records: a retried request gets the first answer, not a second effect."""
+
+    @abstractmethod
+    def find(self, operation: str, token: str, newer_than: float) -> tuple[str, dict] | None:
+        """(request hash, response) recorded for this token after ``newer_than``."""
+
+    @abstractmethod
+    def record(self, operation: str, token: str, digest: str, response: dict, now: float, expire_before: float) -> None:
+        """Record an answer (a concurrent retry's record, if first, stands) and forget those
+        recorded before ``expire_before``."""
+
+
+class LedgerRepository(ABC):
+    """Rows of the audit ledger; ledger/chain.py hashes and signs them."""
+
+    @abstractmethod
+    def append(self, entry: LedgerEntry, chain: Callable[[str, LedgerEntry], str]) -> str:
+        """Append ``entry`` after the current head, serialised against every other append: sets
+        ``entry.seq`` and stores ``chain(previous hash, entry)`` as its hash, which it returns."""
+
+    @abstractmethod
+    def head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last entry, None for an empty ledger."""
+
+    @abstractmethod
+    def put_signature(self, seq: int, digest: str, signature: bytes, signed_at: float) -> None: ...
+
+    @abstractmethod
+    def entries(
+        self, *, since: float | None = None, until: float | None = None, access_key_id: str | None = None,
+        collection_id: str | None = None, case_ref: str | None = None, limit: int | None = None,
+    ) -> Iterator[LedgerEntry]:
+        """Entries in ledger order, filtered."""
+
+    @abstractmethod
+    def chained(self) -> Iterator[tuple[LedgerEntry, str, str]]:
+        """Every entry with its stored previous hash and own hash, in ledger order."""
+
+    @abstractmethod
+    def signatures(self) -> Iterator[tuple[int, str, bytes]]:
+        """Every (seq, hash, signature) of a signed head, in order."""
+
+
+class Store(ABC):
+    """Collections, images, faces, users and tags, the accountability records beside them, and
+    the unit of work that binds an operation's writes to its ledger entry."""
+
+    policies: PolicyRepository
+    reviews: ReviewRepository
+    access_keys: AccessKeyRepository
+    request_tokens: RequestTokenRepository
+    ledger: LedgerRepository
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @abstractmethod
+    def unit_of_work(self) -> AbstractContextManager[None]: ...
+
+    @abstractmethod
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current unit of work commits (at once outside one)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def erase_traces(self) -> None:
+        """Make deleted rows unrecoverable from the store's own files (SQLite: fold and empty the
+        write-ahead log; freed pages are zeroed as they are freed). Call after commit."""
+
+    # -- template key ----------------------------------------------------------------------
+
+    @abstractmethod
+    def template_key(self) -> str | None:
+        """Fingerprint of the key that sealed the templates (None: never recorded)."""
+
+    @abstractmethod
+    def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
+        """Replace every template by ``reseal(face_id, template)`` and record ``fingerprint``, in
+        one transaction; returns how many templates there were."""
+
+    # -- collections -----------------------------------------------------------------------
+
+    @abstractmethod
+    def create_collection(
+        self, collection_id: str, face_model_version: str, created_at: float, tags: dict[str, str] | None = None
+    ) -> None: ...
+
+    @abstractmethod
+    def get_collection(self, collection_id: str) -> CollectionRecord: ...
+
+    @abstractmethod
+    def require_collection(self, collection_id: str) -> None: ...
+
+    @abstractmethod
+    def list_collection_ids(self, after: str | None, limit: int, only: Sequence[str] | None = None) -> list[str]:
+        """Collection ids after ``after`` in order, optionally only among ``only``."""
+
+    @abstractmethod
+    def delete_collection(self, collection_id: str) -> None: ...
+
+    @abstractmethod
+    def tag_collection(self, collection_id: str, tags: dict[str, str], max_tags: int) -> None:
+        """Add or overwrite tags; ServiceQuotaExceededException past ``max_tags`` in all."""
+
+    @abstractmethod
+    def untag_collection(self, collection_id: str, tag_keys: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def collection_tags(self, collection_id: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    def set_threshold_table(self, collection_id: str, table_json: str, created_at: float) -> None: ...
+
+    @abstractmethod
+    def threshold_table(self, collection_id: str) -> str | None: ...
+
+    @abstractmethod
+    def generation(self, collection_id: str) -> int | None:
+        """The collection's change counter, or None when it does not exist."""
+
+    # -- images and faces ------------------------------------------------------------------
+
+    @abstractmethod
+    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> tuple[list[int], int, int]:
+        """Store an image and its faces atomically: the faces' index ids (``seq``), and the
+        collection generation before and after."""
+
+    @abstractmethod
+    def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None: ...
+
+    @abstractmethod
+    def list_faces(
+        self, collection_id: str, *, after_seq: int = 0, limit: int = 1000, user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> list[tuple[int, FaceRecord]]:
+        """Faces in index-id order after ``after_seq``, optionally of one user or among ids."""
+
+    @abstractmethod
+    def faces_by_seq(self, collection_id: str, seqs: Sequence[int]) -> dict[int, FaceRecord]: ...
+
+    @abstractmethod
+    def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]: ...
+
+    @abstractmethod
+    def load_templates(self, collection_id: str) -> tuple[list[int], list[tuple[str, bytes]], int]:
+        """All of a collection's index ids, (face id, sealed template) and generation, in one
+        snapshot."""
+
+    @abstractmethod
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
+        """Delete faces (and images left without any); {face_id: seq} of those that existed,
+        generation before and after."""
+
+    @abstractmethod
+    def face_ids_where(
+        self, collection_id: str, *, created_before: float | None = None, external_image_id: str | None = None
+    ) -> list[str]:
+        """Ids of faces indexed before a time, or from images with an ExternalImageId."""
+
+    # -- users -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_user(self, collection_id: str, user_id: str, created_at: float) -> None: ...
+
+    @abstractmethod
+    def delete_user(self, collection_id: str, user_id: str) -> None:
+        """Delete a user; its faces stay in the collection, no longer associated."""
+
+    @abstractmethod
+    def get_user(self, collection_id: str, user_id: str) -> UserRecord: ...
+
+    @abstractmethod
+    def list_users(self, collection_id: str, after: str | None, limit: int) -> list[UserRecord]: ...
+
+    @abstractmethod
+    def set_face_users(self, collection_id: str, face_ids: Sequence[str], user_id: str | None) -> None:
+        """Associate faces with ``user_id`` (or clear their association when None)."""

@@ -1,0 +1,236 @@
+"""The store contract (store/interface.py): what every backend must do, tested on each.
+
+A new backend is added to BACKENDS and must pass every test here unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from faceledger.errors import (
+    ConflictException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+)
+from faceledger.ledger.chain import entry_hash
+from faceledger.store import (
+    AccessKey,
+    Candidate,
+    CollectionPolicy,
+    ConsentRecord,
+    FaceRecord,
+    ImageRecord,
+    LedgerEntry,
+    ReviewCase,
+    Store,
+    open_store,
+)
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite": lambda tmp: open_store(tmp / "store.sqlite3"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened = BACKENDS[request.param](tmp_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _image(collection_id: str, faces: int, sha: str | None = None) -> tuple[ImageRecord, list[FaceRecord]]:
+    image_id = str(uuid.uuid4())
+    image = ImageRecord(image_id, collection_id, sha or uuid.uuid4().hex, "ext", 640, 480, faces, time.time())
+    records = [
+        FaceRecord(
+            face_id=str(uuid.uuid4()), collection_id=collection_id, image_id=image_id, external_image_id="ext",
+            image_sha256=image.image_sha256, bounding_box={"Left": 0.1, "Top": 0.2, "Width": 0.3, "Height": 0.4},
+            confidence=99.5, landmarks={"nose": (0.5, 0.5)}, quality={"Sharpness": 50.0},
+            template=bytes([n]) * 40, created_at=time.time(),
+        )
+        for n in range(faces)
+    ]
+    return image, records
+
+
+def test_a_unit_of_work_commits_all_or_nothing(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    committed: list[str] = []
+    with pytest.raises(RuntimeError):
+        with store.unit_of_work():
+            store.add_image(*_image("c", 2))
+            store.create_user("c", "u", time.time())
+            store.after_commit(lambda: committed.append("rolled back"))
+            raise RuntimeError("crash after the writes")
+    assert store.get_collection("c").face_count == 0 and store.list_users("c", None, 10) == []
+    assert committed == []
+    with store.unit_of_work():
+        with store.unit_of_work():  # a nested unit joins the outer one
+            store.add_image(*_image("c", 2))
+            store.after_commit(lambda: committed.append("inner"))
+        assert committed == []  # nothing runs before the outermost unit commits
+        store.create_user("c", "u", time.time())
+    assert committed == ["inner"]
+    assert store.get_collection("c").face_count == 2 and store.get_user("c", "u").user_id == "u"
+
+
+def test_after_commit_outside_a_unit_runs_at_once(store: Store) -> None:
+    ran: list[int] = []
+    store.after_commit(lambda: ran.append(1))
+    assert ran == [1]
+
+
+def test_generations_move_with_every_face_change(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    assert store.generation("c") == 0 and store.generation("missing") is None
+    seqs, before, after = store.add_image(*_image("c", 3))
+    assert (before, after) == (0, 1) and len(set(seqs)) == 3
+    store.create_user("c", "u", time.time())
+    assert store.generation("c") == 1  # users do not change what the index holds
+    face_ids = [record.face_id for _, record in store.list_faces("c")]
+    deleted, before, after = store.delete_faces("c", face_ids[:1] + ["00000000-0000-0000-0000-000000000000"])
+    assert (before, after) == (1, 2) and deleted == {face_ids[0]: seqs[0]}
+    ids, templates, generation = store.load_templates("c")
+    assert ids == seqs[1:] and generation == 2 and [face_id for face_id, _ in templates] == face_ids[1:]
+
+
+def test_templates_are_opaque_bytes_kept_as_given(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    image, records = _image("c", 2)
+    store.add_image(image, records)
+    [(seq, first), (_, second)] = store.list_faces("c")
+    assert first == records[0] and second == records[1]
+    assert store.faces_by_seq("c", [seq]) == {seq: records[0]}
+    assert store.get_face("c", records[1].face_id)[1] == records[1]
+    assert store.template_key() is None
+    assert store.reseal_templates(lambda face_id, sealed: sealed[::-1], "key-2") == 2
+    assert store.template_key() == "key-2"
+    assert store.get_face("c", records[0].face_id)[1].template == records[0].template[::-1]
+
+
+def test_missing_and_duplicate_things_raise_rekognition_errors(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time(), {"team": "a"})
+    with pytest.raises(ResourceAlreadyExistsException):
+        store.create_collection("c", "model-v1", time.time())
+    for call in (lambda: store.get_collection("x"), lambda: store.require_collection("x"),
+                 lambda: store.delete_collection("x"), lambda: store.get_face("c", str(uuid.uuid4())),
+                 lambda: store.get_user("c", "nobody"), lambda: store.delete_user("c", "nobody"),
+                 lambda: store.add_image(*_image("x", 1)), lambda: store.create_user("x", "u", 0.0),
+                 lambda: store.access_keys.delete("FLNONE"), lambda: store.access_keys.set_enabled("FLNONE", True)):
+        with pytest.raises(ResourceNotFoundException):
+            call()
+    store.create_user("c", "u", time.time())
+    with pytest.raises(ConflictException):
+        store.create_user("c", "u", time.time())
+    with pytest.raises(ServiceQuotaExceededException):
+        store.tag_collection("c", {"b": "1", "c": "2"}, max_tags=2)
+    assert store.collection_tags("c") == {"team": "a"}  # the refused change left nothing
+
+
+def test_collections_users_and_faces_list_in_order(store: Store) -> None:
+    for name in ("b", "a", "c"):
+        store.create_collection(name, "model-v1", time.time())
+    assert store.list_collection_ids(None, 10) == ["a", "b", "c"]
+    assert store.list_collection_ids("a", 1) == ["b"] and store.list_collection_ids(None, 10, only=["c"]) == ["c"]
+    store.add_image(*_image("a", 3))
+    faces = [record.face_id for _, record in store.list_faces("a")]
+    store.create_user("a", "u", time.time())
+    store.set_face_users("a", faces[:2], "u")
+    assert store.get_user("a", "u").face_count == 2
+    assert [r.face_id for _, r in store.list_faces("a", user_id="u")] == faces[:2]
+    store.delete_user("a", "u")
+    assert all(r.user_id is None for _, r in store.list_faces("a"))
+    assert sorted(store.face_ids_where("a", external_image_id="ext")) == sorted(faces)
+    assert store.face_ids_where("a", created_before=0.0) == []
+    store.delete_collection("a")
+    assert store.list_collection_ids(None, 10) == ["b", "c"]
+
+
+def test_a_collection_keeps_its_threshold_table_and_image_hashes(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    assert store.threshold_table("c") is None
+    store.set_threshold_table("c", '{"rows": []}', time.time())
+    assert store.threshold_table("c") == '{"rows": []}'
+    image, records = _image("c", 1, sha="ab" * 32)
+    store.add_image(image, records)
+    assert store.find_image("c", "ab" * 32).image_id == image.image_id and store.find_image("c", "cd" * 32) is None
+
+
+def test_policies_and_consents(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    assert store.policies.policy("c") == CollectionPolicy()
+    policy = CollectionPolicy(purpose_required=True, min_threshold=90.0, retention_days=30, review_required=True)
+    store.policies.put_policy("c", policy, time.time())
+    assert store.policies.policy("c") == policy and store.policies.retained_collections() == [("c", 30)]
+    consent = ConsentRecord("k1", "c", "ext", "basis", "ref", 10.0, 20.0, None, 10.0)
+    store.policies.add_consent(consent)
+    assert store.policies.consents("c", "ext") == [consent] and store.policies.consents("c", "other") == []
+    assert store.policies.expired_consents(15.0) == [] and store.policies.expired_consents(20.0) == [consent]
+    assert store.policies.withdraw("k1", 30.0).withdrawn_at == 30.0
+    assert store.policies.withdraw("k1", 40.0).withdrawn_at == 30.0  # withdrawn once
+    assert store.policies.withdraw("unknown", 30.0) is None
+
+
+def test_review_cases_keep_every_decision(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    case = ReviewCase("case-1", "c", "SearchFacesByImage", "FLSEARCHER", 1.0, "purpose", "ref", "sha",
+                      [Candidate("f1", 91.0), Candidate("f2", 95.0)])
+    store.reviews.open_case(case)
+    store.reviews.decide("case-1", "f1", "FLREVIEWER1", "confirm", "same scar", 2.0)
+    store.reviews.decide("case-1", "f1", "FLREVIEWER1", "reject", "changed my mind", 3.0)  # replaces
+    store.reviews.decide("case-1", "f1", "FLREVIEWER2", "confirm", "same", 4.0)
+    found = store.reviews.case("case-1")
+    assert [c.face_id for c in found.candidates] == ["f2", "f1"]  # most similar first
+    assert [(d["reviewer"], d["decision"]) for d in found.candidates[1].decisions] == [
+        ("FLREVIEWER1", "reject"), ("FLREVIEWER2", "confirm")]
+    assert store.reviews.case_ids("c") == ["case-1"] and store.reviews.case_ids("other") == []
+    assert store.reviews.case("nope") is None
+
+
+def test_access_keys_keep_only_sealed_secrets(store: Store) -> None:
+    key = AccessKey("FLKEY", "searcher", ("c",), True, 1.0, "for tests")
+    store.access_keys.add(key, b"n" * 12 + b"sealed secret")
+    assert store.access_keys.get("FLKEY") == key and store.access_keys.list() == [key]
+    assert store.access_keys.sealed_secret("FLKEY") == b"n" * 12 + b"sealed secret"
+    store.access_keys.set_enabled("FLKEY", False)
+    assert not store.access_keys.get("FLKEY").enabled
+    store.access_keys.delete("FLKEY")
+    assert store.access_keys.get("FLKEY") is None and store.access_keys.sealed_secret("FLKEY") is None
+
+
+def test_request_tokens_expire(store: Store) -> None:
+    store.request_tokens.record("CreateUser", "t", "digest", {"a": 1}, now=100.0, expire_before=0.0)
+    assert store.request_tokens.find("CreateUser", "t", newer_than=50.0) == ("digest", {"a": 1})
+    assert store.request_tokens.find("CreateUser", "t", newer_than=100.0) is None
+    store.request_tokens.record("CreateUser", "t", "other", {"b": 2}, now=101.0, expire_before=0.0)
+    assert store.request_tokens.find("CreateUser", "t", newer_than=50.0) == ("digest", {"a": 1})  # first stands
+
+
+def test_ledger_appends_are_serialised_and_chained(store: Store) -> None:
+    def append(n: int) -> None:
+        for _ in range(n):
+            store.ledger.append(LedgerEntry("ListCollections", time.time(), "FLKEY", "admin"), entry_hash)
+
+    threads = [threading.Thread(target=append, args=(25,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    chained = list(store.ledger.chained())
+    assert [entry.seq for entry, _, _ in chained] == list(range(1, 101))
+    for (entry, prev, digest), (_, _, before) in zip(chained[1:], chained):
+        assert prev == before and digest == entry_hash(prev, entry)
+    assert store.ledger.head() == (100, chained[-1][2])
+    store.ledger.put_signature(100, chained[-1][2], b"signature", time.time())
+    assert list(store.ledger.signatures()) == [(100, chained[-1][2], b"signature")]
+    assert [e.seq for e in store.ledger.entries(limit=3)] == [1, 2, 3]
+    assert list(store.ledger.entries(collection_id="c")) == []
