@@ -12,7 +12,7 @@ from faceledger.errors import FaceledgerError
 from faceledger.service import FaceService
 from faceledger.service.access import PERMISSIONS, Role
 from faceledger.service.operations import OPERATIONS, Door, offered_at
-from faceledger.service.thresholds import shipped_table
+from faceledger.vision.model import DlibResNetModel
 
 from conftest import image_bytes
 
@@ -39,7 +39,7 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "tag_resource": {"resource_arn": arn, "tags": {"k": "v"}},
         "untag_resource": {"resource_arn": arn, "tag_keys": ["k"]},
         "list_tags_for_resource": {"resource_arn": "not an arn"},
-        "set_threshold_table": {"collection_id": "c", "table": shipped_table()},
+        "set_threshold_table": {"collection_id": "c", "table": DlibResNetModel().threshold_table()},
         "detect_faces": {"image": photo},
         "compare_faces": {"source_image": photo, "target_image": photo},
         "index_faces": {"collection_id": "c", "image": b"not an image"},

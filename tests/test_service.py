@@ -417,3 +417,29 @@ def test_limits_apply_to_every_operation(tmp_path: Path) -> None:
         with pytest.raises(ImageTooLargeException):
             small.detect_faces(image=photo)
         assert small.describe_collection(collection_id="c")["FaceCount"] == 0
+
+
+def test_the_service_runs_on_the_face_model_it_is_given_and_keeps_collections_to_theirs(tmp_path: Path) -> None:
+    """Index dimension, similarity scale, default threshold and FaceModelVersion all come from the
+    model; a collection made with one model is not filled or searched with another."""
+    from faceledger.config import Settings
+    from faceledger.vision import FaceAnalyzer
+
+    from test_vision import BoxHistogramModel
+
+    group = image_bytes("detection_multi", "images", "facenetpt_multiface.jpg")
+    settings = Settings(data_dir=tmp_path)
+    with FaceService(settings, analyzer=FaceAnalyzer(model=BoxHistogramModel())) as other:
+        assert other.create_collection(collection_id="c")["FaceModelVersion"] == "box-histogram-v0"
+        indexed = other.index_faces(collection_id="c", image=group, quality_filter="NONE")
+        assert len(indexed["FaceRecords"]) == 6 and indexed["FaceModelVersion"] == "box-histogram-v0"
+        assert other.default_search_threshold("c") == 70.0
+        found = other.search_faces_by_image(collection_id="c", image=group)
+        assert found["FaceMatches"][0]["Similarity"] == pytest.approx(100.0, abs=1e-3)
+        assert other.indexes.for_search("c")._index.d == 48
+    with faceledger.open(tmp_path) as dlib_service:
+        for call in (lambda: dlib_service.index_faces(collection_id="c", image=group),
+                     lambda: dlib_service.search_faces_by_image(collection_id="c", image=group)):
+            with pytest.raises(InvalidParameterException, match="box-histogram-v0"):
+                call()
+        assert dlib_service.describe_collection(collection_id="c")["FaceCount"] == 6

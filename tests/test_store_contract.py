@@ -139,7 +139,7 @@ def test_missing_and_duplicate_things_raise_rekognition_errors(store: Store) -> 
 def test_collections_users_and_faces_list_in_order(store: Store) -> None:
     for name in ("b", "a", "c"):
         store.create_collection(name, "model-v1", time.time())
-    assert store.list_collection_ids(None, 10) == ["a", "b", "c"]
+    assert store.list_collection_ids(None, 10) == ["a", "b", "c"] and store.face_model_version("a") == "model-v1"
     assert store.list_collection_ids("a", 1) == ["b"] and store.list_collection_ids(None, 10, only=["c"]) == ["c"]
     store.add_image(*_image("a", 3))
     faces = [record.face_id for _, record in store.list_faces("a")]

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from faceledger.cli import render
 from faceledger.cli.common import JsonOption, open_service, reports_errors
-from faceledger.service.thresholds import SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
 
 eval_app = typer.Typer(
     help="Measure accuracy on labelled data: verification, 1:N search, groups.", no_args_is_help=True
@@ -245,9 +245,9 @@ def thresholds(
             service.store.require_collection(collection)
             table: ThresholdTable = service.threshold_table(collection)
     else:
-        from faceledger.service.thresholds import shipped_table
+        from faceledger.vision.model import DlibResNetModel
 
-        table = shipped_table()
+        table = DlibResNetModel().threshold_table()
     if as_json:
         render.print_json({**table.to_dict(), "safe_threshold": safe_search_threshold(table)})
         return

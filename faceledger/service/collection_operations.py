@@ -13,11 +13,23 @@ from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply
-from faceledger.service.thresholds import ThresholdTable, safe_search_threshold
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
+from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
+from faceledger.vision.model import FaceModel
 
 MAX_TAGS = 200
+
+
+def require_model(store: Store, collection_id: str, model: FaceModel) -> None:
+    """Refuse to add to or search a collection whose templates another face model made: their
+    distances would mean nothing on this model's scale."""
+    recorded = store.face_model_version(collection_id)
+    if recorded != model.version:
+        raise InvalidParameterException(
+            f"Collection {collection_id!r} holds templates of face model {recorded}; this faceledger runs "
+            f"{model.version}. Index its images again into a collection made with {model.version}."
+        )
 
 
 class CollectionOperations:

@@ -10,28 +10,29 @@ import numpy as np
 
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
+from faceledger.service.collection_operations import require_model
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.policy_operations import PolicyOperations
 from faceledger.service.results import Comparison, FaceDeletion, FaceListing, FacesInImage, IndexFacesResult
 from faceledger.service.shapes import Response, quality_record, relative_landmarks
-from faceledger.service.similarity import similarity_between
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, ImageRecord, Store
 from faceledger.vision import AnalyzedImage, DecodedImage, Face
+from faceledger.vision.model import FaceModel
 from faceledger.vision.quality import QualityFilter, quality_failures, select_for_indexing
 
 
 class FaceOperations:
     def __init__(self, store: Store, indexes: VectorIndexRegistry, images: ImageReader, templates: TemplateVault,
-                 policies: PolicyOperations, model_version: str) -> None:
+                 policies: PolicyOperations, model: FaceModel) -> None:
         self._store = store
         self._indexes = indexes
         self._images = images
         self._templates = templates
         self._policies = policies
-        self._model_version = model_version
+        self._model = model
 
     def detect(self, image: ImageInput) -> FacesInImage:
         decoded = self._images.decode(image)
@@ -47,7 +48,7 @@ class FaceOperations:
         matches: list[tuple[float, Face]] = []
         unmatched: list[Face] = []
         for face in candidates:
-            similarity = similarity_between(probe.embedding, face.embedding)  # type: ignore[arg-type]
+            similarity = self._model.similarity.between(probe.embedding, face.embedding)  # type: ignore[arg-type]
             if similarity >= threshold:
                 matches.append((similarity, face))
             else:
@@ -58,7 +59,7 @@ class FaceOperations:
     def index(self, collection_id: str, image: ImageInput, external_image_id: str | None, max_faces: int | None,
               level: QualityFilter, store_image: bool, source_path: str | None) -> IndexFacesResult:
         """Detect faces and add them to a collection, all of them or none (one transaction)."""
-        self._store.require_collection(collection_id)
+        require_model(self._store, collection_id, self._model)
         self._policies.require_consent(collection_id, external_image_id)
         analyzed = image if isinstance(image, AnalyzedImage) else self._images.analyzer.analyze_image(
             self._images.decode(image))
@@ -77,7 +78,7 @@ class FaceOperations:
         added = (seqs, np.stack([face.embedding for face in accepted])) if accepted else None
         self._store.after_commit(lambda: self._indexes.apply(collection_id, before, after, added=added))
         return IndexFacesResult(list(zip(records, accepted)), refused, analyzed.width, analyzed.height,
-                                self._model_version)
+                                self._model.version)
 
     def _face_record(self, face: Face, collection_id: str, image_id: str, external_image_id: str | None,
                      image: AnalyzedImage, now: float) -> FaceRecord:
@@ -105,7 +106,7 @@ class FaceOperations:
         rows = self._store.list_faces(collection_id, after_seq=int(after or 0), limit=limit + 1, user_id=user_id,
                                       face_ids=face_ids)
         token = encode_token(f"faces:{collection_id}", rows[limit - 1][0]) if len(rows) > limit else None
-        return FaceListing([record for _, record in rows[:limit]], self._model_version, token)
+        return FaceListing([record for _, record in rows[:limit]], self._model.version, token)
 
     def delete(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
         """Delete faces from the store and the index. A face still associated with a user is

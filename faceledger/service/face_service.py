@@ -34,13 +34,12 @@ from faceledger.service.search_limits import SearchLimits
 from faceledger.service.search_operations import SearchOperations
 from faceledger.service.shapes import Response
 from faceledger.service.templates import TemplateVault
-from faceledger.service.thresholds import ThresholdTable
 from faceledger.service.user_operations import UserOperations
 from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, open_store
 from faceledger.vision import FaceAnalyzer
-from faceledger.vision.embed import EMBEDDING_DIM
+from faceledger.vision.calibration import ThresholdTable
 
-# CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see similarity.py); searches
+# CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see vision/similarity.py); searches
 # default to the collection's calibrated threshold (see search_limits.py).
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
@@ -63,22 +62,22 @@ class FaceService:
         self.ledger = Ledger(self.store.ledger, data_dir)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(
-            EMBEDDING_DIM, self.templates.load, self.store.generation,
+            self.analyzer.model.dimension, self.templates.load, self.store.generation,
             persist_dir=data_dir / "index", cipher=lambda: self.templates.codec,
         )
-        self.limits = SearchLimits(self.store)
+        self.limits = SearchLimits(self.store, self.analyzer.model)
         self._access: AccessControl | None = None
         self._runner = OperationRunner(self.store, self.ledger if self.settings.audit_ledger else None,
                                        lambda: self.access)
-        version = self.analyzer.model_version
+        model = self.analyzer.model
         images = ImageReader(self.analyzer, self.settings.image_limits)
         reviews = ReviewOperations(self.store)
         self._reviews = reviews
         self._policies = PolicyOperations(self.store, self.indexes)
-        self._collections = CollectionOperations(self.store, self.indexes, self.settings, version)
-        self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, version)
-        self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, version)
-        self._users = UserOperations(self.store, self.templates)
+        self._collections = CollectionOperations(self.store, self.indexes, self.settings, model.version)
+        self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, model)
+        self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, model)
+        self._users = UserOperations(self.store, self.templates, model.similarity)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
 
     @property

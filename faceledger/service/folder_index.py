@@ -22,6 +22,8 @@ from faceledger.errors import AccessDeniedException, ImageTooLargeException, Inv
 from faceledger.service import validation
 from faceledger.service.face_service import FaceService
 from faceledger.vision import AnalyzedImage, FaceAnalyzer, decode_image
+from faceledger.vision.detect import FaceDetector
+from faceledger.vision.model import FaceModel
 from faceledger.vision.quality import QualityFilter, select_for_indexing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -81,11 +83,11 @@ _worker_analyzer: FaceAnalyzer | None = None
 _worker_limits: ImageLimits | None = None
 
 
-def _start_worker(limits: ImageLimits) -> None:
+def _start_worker(limits: ImageLimits, detector: FaceDetector, model: FaceModel) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens to the work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _worker_analyzer, _worker_limits
-    _worker_analyzer, _worker_limits = FaceAnalyzer(), limits
+    _worker_analyzer, _worker_limits = FaceAnalyzer(detector=detector, model=model), limits
 
 
 def _analyze(analyzer: FaceAnalyzer, data: bytes, limits: ImageLimits) -> AnalyzedImage | str:
@@ -122,20 +124,27 @@ def index_files(
     was acknowledged and resumes by SHA-256.
     """
     service.store.require_collection(collection_id)
-    level = validation.quality_filter(quality_filter)
-    limits = service.settings.image_limits
+    run = _FolderRun(service, collection_id, root, validation.quality_filter(quality_filter), max_faces, store_images)
     if workers <= 1:
         for path in files:
-            item = _read(service, collection_id, path, limits)
-            if isinstance(item, FileResult):
+            item = run.read(path)
+            if isinstance(item, _Pending):
+                item.settle(_analyze(service.analyzer, item.data, service.settings.image_limits))
+                yield from run.store([item])
+            else:
                 yield item
-                continue
-            item.settle(_analyze(service.analyzer, item.data, limits))
-            yield from _store(service, collection_id, root, [item], level, max_faces, store_images)
-        return
+    else:
+        yield from _index_in_workers(run, files, workers)
 
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads and DB handles
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(limits,))
+
+def _index_in_workers(run: _FolderRun, files: list[Path], workers: int) -> Iterator[FileResult]:
+    analyzer = run.service.analyzer
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork of a process holding threads and DB handles
+        initializer=_start_worker,
+        initargs=(run.service.settings.image_limits, analyzer.detector, analyzer.model),
+    )
     try:
         window: deque[_Pending | FileResult] = deque()
         paths = iter(files)
@@ -146,28 +155,33 @@ def index_files(
                 if path is None:
                     exhausted = True
                     break
-                item = _read(service, collection_id, path, limits)
+                item = run.read(path)
                 if isinstance(item, _Pending):
                     item.analysis = pool.submit(_analyze_in_worker, item.data)
                 window.append(item)
-            # Take every finished image from the front (file order), then embed them together.
-            ready: list[_Pending] = []
-            while window and (isinstance(window[0], FileResult) or not ready or window[0].analysis.done()):
-                head = window.popleft()
-                if isinstance(head, FileResult):
-                    if ready:
-                        yield from _store(service, collection_id, root, ready, level, max_faces, store_images)
-                        ready = []
-                    yield head
-                    continue
-                head.settle(head.analysis.result())
-                ready.append(head)
-                if sum(len(r.analysis.faces) for r in ready if r.analysis) >= _EMBED_BATCH:
-                    break
-            yield from _store(service, collection_id, root, ready, level, max_faces, store_images)
+            yield from _take_ready(run, window)
     finally:
         # Interrupted or finished: drop what is queued, let running analyses end, keep nothing half-done.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _take_ready(run: _FolderRun, window: deque[_Pending | FileResult]) -> Iterator[FileResult]:
+    """Take every finished image from the front of ``window`` (file order), embedding their faces
+    together, in batches of about ``_EMBED_BATCH`` faces."""
+    ready: list[_Pending] = []
+    while window and (isinstance(window[0], FileResult) or not ready or window[0].analysis.done()):
+        head = window.popleft()
+        if isinstance(head, FileResult):
+            if ready:
+                yield from run.store(ready)
+                ready = []
+            yield head
+            continue
+        head.settle(head.analysis.result())
+        ready.append(head)
+        if sum(len(r.analysis.faces) for r in ready if r.analysis) >= _EMBED_BATCH:
+            break
+    yield from run.store(ready)
 
 
 # Images queued per worker: enough to keep every worker busy while this process embeds and writes.
@@ -176,53 +190,61 @@ _IN_FLIGHT_PER_WORKER = 4
 _EMBED_BATCH = 16
 
 
-def _read(service: FaceService, collection_id: str, path: Path, limits: ImageLimits) -> _Pending | FileResult:
-    try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            return FileResult(path, Outcome.UNREADABLE, error=f"{size:,} bytes is over the limit of {limits.max_bytes:,}")
-        data = path.read_bytes()
-    except OSError as exc:
-        return FileResult(path, Outcome.UNREADABLE, error=exc.strerror or str(exc))
-    if service.find_indexed_image(collection_id=collection_id, image_sha256=hashlib.sha256(data).hexdigest()):
-        return FileResult(path, Outcome.SKIPPED)
-    return _Pending(path, data)
+@dataclass(frozen=True)
+class _FolderRun:
+    """One folder index: where the files go and how they are indexed."""
 
+    service: FaceService
+    collection_id: str
+    root: Path
+    level: QualityFilter
+    max_faces: int | None
+    store_images: bool
 
-def _store(
-    service: FaceService,
-    collection_id: str,
-    root: Path,
-    items: list[_Pending],
-    level: QualityFilter,
-    max_faces: int | None,
-    store_images: bool,
-) -> Iterator[FileResult]:
-    """Embed the faces each image will keep, in one batch, then index the images one by one."""
-    analysed = [item.analysis for item in items if isinstance(item.analysis, AnalyzedImage)]
-    service.analyzer.embed_faces(
-        [face for image in analysed for face in select_for_indexing(image.faces, level, max_faces)[0]]
-    )
-    for item in items:
-        if item.error is not None or item.analysis is None:
-            yield FileResult(item.path, Outcome.UNREADABLE, error=item.error)
-            continue
-        if store_images:
+    def read(self, path: Path) -> _Pending | FileResult:
+        limits = self.service.settings.image_limits
+        try:
+            size = path.stat().st_size
+            if size > limits.max_bytes:
+                return FileResult(path, Outcome.UNREADABLE,
+                                  error=f"{size:,} bytes is over the limit of {limits.max_bytes:,}")
+            data = path.read_bytes()
+        except OSError as exc:
+            return FileResult(path, Outcome.UNREADABLE, error=exc.strerror or str(exc))
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.service.find_indexed_image(collection_id=self.collection_id, image_sha256=sha256):
+            return FileResult(path, Outcome.SKIPPED)
+        return _Pending(path, data)
+
+    def store(self, items: list[_Pending]) -> Iterator[FileResult]:
+        """Embed the faces each image will keep, in one batch, then index the images one by one."""
+        analysed = [item.analysis for item in items if isinstance(item.analysis, AnalyzedImage)]
+        self.service.analyzer.embed_faces(
+            [face for image in analysed for face in select_for_indexing(image.faces, self.level, self.max_faces)[0]]
+        )
+        for item in items:
+            if item.error is not None or item.analysis is None:
+                yield FileResult(item.path, Outcome.UNREADABLE, error=item.error)
+            else:
+                yield self._index(item)
+
+    def _index(self, item: _Pending) -> FileResult:
+        assert isinstance(item.analysis, AnalyzedImage)
+        if self.store_images:
             item.analysis.encoded = item.data
         try:
-            result = service.index_image(
-                collection_id=collection_id,
+            result = self.service.index_image(
+                collection_id=self.collection_id,
                 image=item.analysis,
-                external_image_id=external_image_id_for(item.path, root),
-                max_faces=max_faces,
-                quality_filter=level.value,
-                store_image=store_images,
-                source_path=str(item.path.relative_to(root) if item.path != root else item.path.name),
+                external_image_id=external_image_id_for(item.path, self.root),
+                max_faces=self.max_faces,
+                quality_filter=self.level.value,
+                store_image=self.store_images,
+                source_path=str(item.path.relative_to(self.root) if item.path != self.root else item.path.name),
             )
         except AccessDeniedException as exc:
-            yield FileResult(item.path, Outcome.REFUSED, error=exc.message)
-            continue
-        yield FileResult(
+            return FileResult(item.path, Outcome.REFUSED, error=exc.message)
+        return FileResult(
             item.path,
             Outcome.INDEXED if result.indexed else Outcome.NO_FACE,
             faces_indexed=len(result.indexed),

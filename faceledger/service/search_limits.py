@@ -2,7 +2,7 @@
 
 A search's threshold is, in order: what the caller asked (validated), else the collection's
 calibrated safe threshold (FMR <= 1e-4 with 95% confidence on its own calibration, or on the
-shipped LFW table); then never below the collection policy's floor. Its result cap is what the
+face model's shipped LFW table); then never below the collection policy's floor. Its result cap is what the
 caller asked, never above the policy's cap. A collection that demands a declared purpose and
 case refuses searches without them.
 """
@@ -14,21 +14,24 @@ import json
 from faceledger.errors import AccessDeniedException, InvalidParameterException
 from faceledger.service import validation
 from faceledger.service.context import current_context
-from faceledger.service.thresholds import ThresholdTable, safe_search_threshold, shipped_table
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
+from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
+from faceledger.vision.model import FaceModel
 
 DEFAULT_MAX_RESULTS = 100
 
 
 class SearchLimits:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, model: FaceModel) -> None:
         self._store = store
+        self._model = model
 
     def threshold_table(self, collection_id: str) -> ThresholdTable:
-        """The collection's own calibration (``faceledger calibrate``), else the shipped one."""
+        """The collection's own calibration (``faceledger calibrate``), else the one shipped with
+        the face model."""
         stored = self._store.threshold_table(collection_id)
-        return ThresholdTable.from_dict(json.loads(stored)) if stored is not None else shipped_table()
+        return ThresholdTable.from_dict(json.loads(stored)) if stored is not None else self._model.threshold_table()
 
     def default_threshold(self, collection_id: str) -> float:
         """Similarity whose measured false-match rate is at most 1e-4 (95% upper bound) on the

@@ -11,50 +11,51 @@ import numpy as np
 from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
+from faceledger.service.collection_operations import require_model
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.results import FaceSearchResult, UserSearchResult
 from faceledger.service.review_operations import ReviewOperations
 from faceledger.service.search_limits import SearchLimits
-from faceledger.service.similarity import max_squared_distance, similarity_from_squared_distance
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
+from faceledger.vision.model import FaceModel
 from faceledger.vision.quality import QualityFilter
 
 
 class SearchOperations:
     def __init__(self, store: Store, indexes: VectorIndexRegistry, images: ImageReader, templates: TemplateVault,
-                 limits: SearchLimits, reviews: ReviewOperations, model_version: str) -> None:
+                 limits: SearchLimits, reviews: ReviewOperations, model: FaceModel) -> None:
         self._store = store
         self._indexes = indexes
         self._images = images
         self._templates = templates
         self._limits = limits
         self._reviews = reviews
-        self._model_version = model_version
+        self._model = model
 
     def faces_by_id(self, collection_id: str, face_id: str, max_faces: int | None,
                     threshold: float | None) -> FaceSearchResult:
         """Faces of the collection similar to one of its own faces (itself excluded)."""
         validation.face_id(face_id)
-        self._store.require_collection(collection_id)
+        require_model(self._store, collection_id, self._model)
         threshold, max_faces = self._limits.resolve(collection_id, threshold, max_faces, "FaceMatchThreshold")
         _, probe = self._store.get_face(collection_id, face_id)
         matches = self._by_embedding(collection_id, self._templates.embedding(probe), threshold, max_faces,
                                      exclude_face_ids=[face_id])
         review = self._reviews.hold(collection_id, "SearchFaces", face_id, matches)
-        return FaceSearchResult(matches, self._model_version, searched_face_id=face_id, review=review)
+        return FaceSearchResult(matches, self._model.version, searched_face_id=face_id, review=review)
 
     def faces_by_image(self, collection_id: str, image: ImageInput, max_faces: int | None, threshold: float | None,
                        level: QualityFilter) -> FaceSearchResult:
         """Search the collection with the largest face of the image."""
-        self._store.require_collection(collection_id)
+        require_model(self._store, collection_id, self._model)
         threshold, max_faces = self._limits.resolve(collection_id, threshold, max_faces, "FaceMatchThreshold")
         decoded = self._images.decode(image)
         probe, _ = self._images.largest_face(decoded, level)
         matches = self._by_embedding(collection_id, probe.embedding, threshold, max_faces)  # type: ignore[arg-type]
         review = self._reviews.hold(collection_id, "SearchFacesByImage", decoded.sha256, matches)
-        return FaceSearchResult(matches, self._model_version, probe=probe, probe_size=(decoded.width, decoded.height),
+        return FaceSearchResult(matches, self._model.version, probe=probe, probe_size=(decoded.width, decoded.height),
                                 review=review)
 
     def users(self, collection_id: str, user_id: str | None, face_id: str | None, threshold: float | None,
@@ -62,7 +63,7 @@ class SearchOperations:
         """Users whose faces match a face of the collection, or the faces of a user."""
         if (user_id is None) == (face_id is None):
             raise InvalidParameterException("Give exactly one of UserId and FaceId.")
-        self._store.require_collection(collection_id)
+        require_model(self._store, collection_id, self._model)
         threshold, max_users = self._limits.resolve(collection_id, threshold, max_users, "UserMatchThreshold")
         if face_id is not None:
             validation.face_id(face_id)
@@ -76,17 +77,17 @@ class SearchOperations:
                       for _, r in self._store.list_faces(collection_id, user_id=user_id, limit=MAX_PAGE_SIZE)]
             searched = {"SearchedUser": {"UserId": user_id}}
         matches = self._user_matches(collection_id, probes, threshold, max_users, exclude_user=user_id)
-        return UserSearchResult(matches, self._model_version, searched=searched)
+        return UserSearchResult(matches, self._model.version, searched=searched)
 
     def users_by_image(self, collection_id: str, image: ImageInput, threshold: float | None, max_users: int | None,
                        level: QualityFilter) -> UserSearchResult:
         """Users matching the largest face of the image; the other faces are listed as unsearched."""
-        self._store.require_collection(collection_id)
+        require_model(self._store, collection_id, self._model)
         threshold, max_users = self._limits.resolve(collection_id, threshold, max_users, "UserMatchThreshold")
         decoded = self._images.decode(image)
         probe, others = self._images.largest_face(decoded, level, with_others=True)
         matches = self._user_matches(collection_id, [probe.embedding], threshold, max_users)  # type: ignore[list-item]
-        return UserSearchResult(matches, self._model_version, probe=probe, others=others,
+        return UserSearchResult(matches, self._model.version, probe=probe, others=others,
                                 image_size=(decoded.width, decoded.height))
 
     def _by_embedding(self, collection_id: str, embedding: np.ndarray, threshold: float, max_faces: int,
@@ -95,11 +96,11 @@ class SearchOperations:
         index = self._indexes.for_search(collection_id)
         probe = np.asarray(embedding, dtype=np.float32)[None, :]
         neighbours = index.search(probe, max_faces + len(exclude_face_ids))[0]
-        limit = max_squared_distance(threshold)
+        limit = self._model.similarity.max_squared_distance(threshold)
         close = [n for n in neighbours if n.squared_distance <= limit + 1e-9]
         records = self._store.faces_by_seq(collection_id, [n.seq for n in close])
         matches = [
-            (similarity_from_squared_distance(n.squared_distance), records[n.seq])
+            (self._model.similarity.from_squared_distance(n.squared_distance), records[n.seq])
             for n in close
             if n.seq in records and records[n.seq].face_id not in exclude_face_ids
         ]

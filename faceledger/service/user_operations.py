@@ -13,18 +13,19 @@ from faceledger.service import validation
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply
 from faceledger.service.shapes import Response
-from faceledger.service.similarity import similarity_between
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
+from faceledger.vision.similarity import SimilarityScale
 
 TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 
 class UserOperations:
-    def __init__(self, store: Store, templates: TemplateVault) -> None:
+    def __init__(self, store: Store, templates: TemplateVault, similarity: SimilarityScale) -> None:
         self._store = store
         self._templates = templates
+        self._similarity = similarity
 
     def create(self, collection_id: str, user_id: str, token: str | None) -> Reply:
         validation.user_id(user_id)
@@ -89,7 +90,7 @@ class UserOperations:
                 continue
             embedding = self._templates.embedding(record)
             if owned:
-                confidence = max(similarity_between(embedding, vector) for vector in owned)
+                confidence = max(self._similarity.between(embedding, vector) for vector in owned)
                 if confidence < threshold:
                     unsuccessful.append({"FaceId": face_id, "UserId": user_id, "Confidence": confidence,
                                          "Reasons": ["LOW_MATCH_CONFIDENCE"]})

@@ -201,6 +201,10 @@ class Store(ABC):
     def require_collection(self, collection_id: str) -> None: ...
 
     @abstractmethod
+    def face_model_version(self, collection_id: str) -> str:
+        """The face model version the collection was made with (cheap: no counting)."""
+
+    @abstractmethod
     def list_collection_ids(self, after: str | None, limit: int, only: Sequence[str] | None = None) -> list[str]:
         """Collection ids after ``after`` in order, optionally only among ``only``."""
 

@@ -76,9 +76,8 @@ CHIP_PADDING = 0.25
 # 0.6 is the distance threshold dlib published with the ResNet's weights (99.38% on LFW); it
 # reports 80, Rekognition's default threshold, so Rekognition's defaults keep dlib's decision rule.
 RESNET_V1_SCALE = SimilarityScale(reference_distance=0.6, reference_similarity=80.0)
-# All pairs of LFW's 13,233 images, flip augmentation on (docs/accuracy.md). It is still packaged
-# with the service, until it moves beside this module.
-LFW_THRESHOLDS = Path(__file__).resolve().parent.parent / "service" / "lfw_thresholds.json"
+# All pairs of LFW's 13,233 images, flip augmentation on (docs/accuracy.md).
+LFW_THRESHOLDS = Path(__file__).with_name("dlib_resnet_v1_lfw_thresholds.json")
 
 
 @cache

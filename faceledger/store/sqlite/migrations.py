@@ -88,7 +88,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE collection_thresholds (
         collection_id TEXT PRIMARY KEY REFERENCES collections(collection_id) ON DELETE CASCADE,
-        threshold_table TEXT NOT NULL,  -- JSON, see faceledger/service/thresholds.py
+        threshold_table TEXT NOT NULL,  -- JSON, see faceledger/vision/calibration.py
         created_at    REAL NOT NULL
     );
     """,

@@ -149,6 +149,14 @@ class SQLiteStore(Store):
             raise _collection_not_found(collection_id)
         return CollectionRecord(*row)
 
+    def face_model_version(self, collection_id: str) -> str:
+        row = self.database.connection().execute(
+            "SELECT face_model_version FROM collections WHERE collection_id = ?", (collection_id,)
+        ).fetchone()
+        if row is None:
+            raise _collection_not_found(collection_id)
+        return str(row[0])
+
     def require_collection(self, collection_id: str) -> None:
         if self.generation(collection_id) is None:
             raise _collection_not_found(collection_id)
