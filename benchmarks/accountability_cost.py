@@ -30,8 +30,12 @@ from api_load import fill_collection, real_embeddings  # noqa: E402
 from faceledger.config import Settings  # noqa: E402
 from faceledger.service import FaceService, find_image_files  # noqa: E402
 
-CONFIGS = {"both off": (False, False), "ledger only": (True, False), "encryption only": (False, True),
-           "both on (default)": (True, True)}
+CONFIGS = {
+    "both off": (False, False),
+    "ledger only": (True, False),
+    "encryption only": (False, True),
+    "both on (default)": (True, True),
+}
 
 
 def measure(ledger: bool, encrypt: bool, photos: list[bytes], real, faces: int, searches: int) -> dict[str, float]:
@@ -53,8 +57,9 @@ def measure(ledger: bool, encrypt: bool, photos: list[bytes], real, faces: int, 
             rng = random.Random(3)
             started = time.perf_counter()
             for _ in range(searches):
-                service.search_faces(collection_id="big", face_id=rng.choice(face_ids), max_faces=10,
-                                     face_match_threshold=0)
+                service.search_faces(
+                    collection_id="big", face_id=rng.choice(face_ids), max_faces=10, face_match_threshold=0
+                )
             search_rate = searches / (time.perf_counter() - started)
     return {"index images/s": index_rate, "searches/s": search_rate, "index build s": build}
 
@@ -64,19 +69,29 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=10_000)
     parser.add_argument("--searches", type=int, default=500)
     args = parser.parse_args()
-    photos = [p.read_bytes() for folder in ("facerec_examples", "deepface_unit")
-              for p in find_image_files(require(folder)) if "_test" not in str(p)]
+    photos = [
+        p.read_bytes()
+        for folder in ("facerec_examples", "deepface_unit")
+        for p in find_image_files(require(folder))
+        if "_test" not in str(p)
+    ]
     with tempfile.TemporaryDirectory() as scratch, FaceService(Settings(data_dir=Path(scratch))) as service:
         real = real_embeddings(300, service)
-    results = {name: measure(ledger, encrypt, photos, real, args.faces, args.searches)
-               for name, (ledger, encrypt) in CONFIGS.items()}
+    results = {
+        name: measure(ledger, encrypt, photos, real, args.faces, args.searches)
+        for name, (ledger, encrypt) in CONFIGS.items()
+    }
     base = results["both off"]
     print(f"{len(photos)} photos indexed; {args.searches} searches over {args.faces} faces; 2 cores")
-    print(f"{'configuration':20s} {'index img/s':>12s} {'ratio':>6s} {'searches/s':>11s} {'ratio':>6s} {'index build':>12s} {'ratio':>6s}")
+    print(
+        f"{'configuration':20s} {'index img/s':>12s} {'ratio':>6s} {'searches/s':>11s} {'ratio':>6s} {'index build':>12s} {'ratio':>6s}"
+    )
     for name, figures in results.items():
-        print(f"{name:20s} {figures['index images/s']:12.2f} {figures['index images/s'] / base['index images/s']:6.2f}"
-              f" {figures['searches/s']:11.1f} {figures['searches/s'] / base['searches/s']:6.2f}"
-              f" {figures['index build s']:11.3f}s {figures['index build s'] / base['index build s']:6.2f}")
+        print(
+            f"{name:20s} {figures['index images/s']:12.2f} {figures['index images/s'] / base['index images/s']:6.2f}"
+            f" {figures['searches/s']:11.1f} {figures['searches/s'] / base['searches/s']:6.2f}"
+            f" {figures['index build s']:11.3f}s {figures['index build s'] / base['index build s']:6.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -63,17 +63,32 @@ def fill_collection(service: FaceService, collection: str, total: int, real: np.
         face_ids.append(face_id)
         service.store.add_image(
             ImageRecord(image_id, collection, uuid.uuid4().hex, None, 250, 250, 1, now),
-            [FaceRecord(face_id, collection, image_id, None, "0" * 64,
-                        {"Width": 0.4, "Height": 0.4, "Left": 0.3, "Top": 0.3}, 99.0, {}, {},
-                        service.templates.seal(face_id, vector.astype(np.float32)), now)],
+            [
+                FaceRecord(
+                    face_id,
+                    collection,
+                    image_id,
+                    None,
+                    "0" * 64,
+                    {"Width": 0.4, "Height": 0.4, "Left": 0.3, "Top": 0.3},
+                    99.0,
+                    {},
+                    {},
+                    service.templates.seal(face_id, vector.astype(np.float32)),
+                    now,
+                )
+            ],
         )
     return face_ids
 
 
 def rekognition_client(url: str, access_key_id: str, secret: str):
     return boto3.client(
-        "rekognition", endpoint_url=url, region_name="us-east-1",
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret,
+        "rekognition",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret,
         config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
     )
 
@@ -118,7 +133,9 @@ def main() -> None:
         started = time.perf_counter()
         real = real_embeddings(args.real, service)
         face_ids = fill_collection(service, "load", args.faces, real)
-        print(f"collection: {len(face_ids)} faces ({len(real)} real LFW embeddings) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"collection: {len(face_ids)} faces ({len(real)} real LFW embeddings) in {time.perf_counter() - started:.1f} s"
+        )
 
         rng = random.Random(11)
         probes = [rng.choice(face_ids) for _ in range(400)]
@@ -146,7 +163,9 @@ def main() -> None:
     total = args.clients * args.requests
     api_p50 = percentile(latencies, 0.50)
     local_p50 = statistics.median(in_process)
-    print(f"{args.clients} clients x {args.requests} SearchFaces over {args.faces} faces, {args.worker_threads} worker threads")
+    print(
+        f"{args.clients} clients x {args.requests} SearchFaces over {args.faces} faces, {args.worker_threads} worker threads"
+    )
     print(f"requests/s {total / wall:8.1f}")
     print(f"latency    p50 {api_p50 * 1000:7.2f} ms   p99 {percentile(latencies, 0.99) * 1000:7.2f} ms")
     print(f"errors     {errors}")

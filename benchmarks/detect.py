@@ -78,24 +78,34 @@ def fit_box_mapping(lfw: list[np.ndarray]) -> None:
     rows = []
     for pixels in lfw:
         centre = pixels.shape[1] / 2, pixels.shape[0] / 2
-        ours = [d.box for d in blaze.detections(pixels)
-                if abs((d.box[0] + d.box[2]) / 2 - centre[0]) < 25 and abs((d.box[1] + d.box[3]) / 2 - centre[1]) < 25]
-        theirs = [r for r in hog(pixels, 1) if abs(r.center().x - centre[0]) < 25 and abs(r.center().y - centre[1]) < 25]
+        ours = [
+            d.box
+            for d in blaze.detections(pixels)
+            if abs((d.box[0] + d.box[2]) / 2 - centre[0]) < 25 and abs((d.box[1] + d.box[3]) / 2 - centre[1]) < 25
+        ]
+        theirs = [
+            r for r in hog(pixels, 1) if abs(r.center().x - centre[0]) < 25 and abs(r.center().y - centre[1]) < 25
+        ]
         if ours and theirs:
             (x1, y1, x2, y2), r = ours[0], theirs[0]
             side = max(x2 - x1, y2 - y1)
-            rows.append((((r.left() + r.right() + 1) / 2 - (x1 + x2) / 2) / side,
-                         ((r.top() + r.bottom() + 1) / 2 - (y1 + y2) / 2) / side, r.width() / side))
+            rows.append(
+                (
+                    ((r.left() + r.right() + 1) / 2 - (x1 + x2) / 2) / side,
+                    ((r.top() + r.bottom() + 1) / 2 - (y1 + y2) / 2) / side,
+                    r.width() / side,
+                )
+            )
     mean, spread = np.mean(rows, axis=0), np.std(rows, axis=0)
-    print(f"BlazeFace -> HOG box over {len(rows)} LFW faces: centre shift x {mean[0]:+.4f} y {mean[1]:+.4f}, "
-          f"side x{mean[2]:.4f} (std {spread[0]:.3f}, {spread[1]:.3f}, {spread[2]:.3f})")
+    print(
+        f"BlazeFace -> HOG box over {len(rows)} LFW faces: centre shift x {mean[0]:+.4f} y {mean[1]:+.4f}, "
+        f"side x{mean[2]:.4f} (std {spread[0]:.3f}, {spread[1]:.3f}, {spread[2]:.3f})"
+    )
 
 
 def mmod() -> Callable[[np.ndarray], Boxes]:
     cnn = dlib.cnn_face_detection_model_v1(str(weight_file(MMOD_DETECTOR)))
-    return lambda pixels: [
-        (d.rect.left(), d.rect.top(), d.rect.width(), d.rect.height()) for d in cnn(pixels, 0)
-    ]
+    return lambda pixels: [(d.rect.left(), d.rect.top(), d.rect.width(), d.rect.height()) for d in cnn(pixels, 0)]
 
 
 def main() -> None:
@@ -126,8 +136,10 @@ def main() -> None:
     for detect in strategies.values():  # warm-up: models load once
         detect(groups["facerec_kit_with_rose.jpg"])
     print(f"{len(lfw)} LFW images, {len(groups)} group photos, {os.cpu_count()} CPU cores")
-    print(f"{'strategy':38s} {'group faces found':>18s} {'extra':>5s} {'group s':>8s} {'x peer':>6s}"
-          f" {'LFW found':>10s} {'LFW ms/img':>10s} {'x peer':>6s}")
+    print(
+        f"{'strategy':38s} {'group faces found':>18s} {'extra':>5s} {'group s':>8s} {'x peer':>6s}"
+        f" {'LFW found':>10s} {'LFW ms/img':>10s} {'x peer':>6s}"
+    )
     peer: tuple[float, float] | None = None
     for name, detect in strategies.items():
         started = time.perf_counter()

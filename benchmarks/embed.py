@@ -94,8 +94,10 @@ def verify_all() -> None:
             compared, worst = compared + count, max(worst, difference)
             if done % 20 == 0 or done == len(chunks):
                 print(f"  {done}/{len(chunks)} chunks, {compared} chips, max |diff| {worst:.2e}", flush=True)
-    print(f"verified {compared} chips from {len(paths)} images in {time.perf_counter() - start:.0f} s: "
-          f"max |onnxruntime - dlib| = {worst:.3e} ({'within' if worst <= 1e-4 else 'OVER'} 1e-4)")
+    print(
+        f"verified {compared} chips from {len(paths)} images in {time.perf_counter() - start:.0f} s: "
+        f"max |onnxruntime - dlib| = {worst:.3e} ({'within' if worst <= 1e-4 else 'OVER'} 1e-4)"
+    )
 
 
 def main() -> None:

@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition (memory runs on big folders)")
     args = parser.parse_args()
     folders = args.folders or [
-        require("facerec_examples"), require("deepface_unit"), require("detection_multi", "images")
+        require("facerec_examples"),
+        require("deepface_unit"),
+        require("detection_multi", "images"),
     ]
     files = [f for folder in folders for f in find_image_files(folder)]
     if not args.folders and args.lfw:
@@ -110,8 +112,10 @@ def main() -> None:
         if name.startswith("face_recognition"):
             peer_rate = len(files) / seconds
         ratio = f", x{len(files) / seconds / peer_rate:.2f} the peer's images/s" if peer_rate else ""
-        print(f"{name:26s} {faces:5d} faces in {seconds:6.1f} s: {len(files) / seconds:6.2f} images/s, "
-              f"{faces / seconds:6.2f} faces/s{ratio}")
+        print(
+            f"{name:26s} {faces:5d} faces in {seconds:6.1f} s: {len(files) / seconds:6.2f} images/s, "
+            f"{faces / seconds:6.2f} faces/s{ratio}"
+        )
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (peer, store writer and embedder): {own:.0f} MiB")
 

@@ -63,8 +63,10 @@ def main() -> None:
     gallery = np.concatenate([real, synthetic.astype(np.float32)])
     seqs = np.arange(len(gallery), dtype=np.int64)
     probes = probes_all[rng.choice(len(probes_all), size=args.probes, replace=False)]
-    print(f"gallery {len(gallery):,} ({len(real):,} real LFW templates), {args.probes} real probes, "
-          f"{os.cpu_count()} cores; RSS {rss_mb():.0f} MB before indexes")
+    print(
+        f"gallery {len(gallery):,} ({len(real):,} real LFW templates), {args.probes} real probes, "
+        f"{os.cpu_count()} cores; RSS {rss_mb():.0f} MB before indexes"
+    )
 
     started = time.perf_counter()
     dimension = gallery.shape[1]
@@ -72,7 +74,9 @@ def main() -> None:
     print(f"exact (flat) index: built in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     approximate = CollectionIndex(dimension, seqs, gallery, 1, approximate=True)
-    print(f"HNSW (M={vector_index.HNSW_NEIGHBOURS}, efConstruction={vector_index.HNSW_BUILD_DEPTH}): built in {time.perf_counter() - started:.1f} s; RSS {rss_mb():.0f} MB")
+    print(
+        f"HNSW (M={vector_index.HNSW_NEIGHBOURS}, efConstruction={vector_index.HNSW_BUILD_DEPTH}): built in {time.perf_counter() - started:.1f} s; RSS {rss_mb():.0f} MB"
+    )
 
     faiss.omp_set_num_threads(1)  # single-query latency: one query per core, as a server runs them
     truth, exact_times = [], []
@@ -83,15 +87,19 @@ def main() -> None:
     for depth in sorted({96, 128, HNSW_SEARCH_DEPTH, 256}):
         vector_index.HNSW_SEARCH_DEPTH = depth  # read by every search
         recalls, top1, times = [], 0, []
-        for probe, expected in zip(probes, truth):
+        for probe, expected in zip(probes, truth, strict=True):
             t = time.perf_counter()
             got = [n.seq for n in approximate.search(probe[None, :], 10)[0]]
             times.append(time.perf_counter() - t)
             recalls.append(len(set(got) & set(expected)) / 10)
             top1 += got[0] == expected[0]
-        print(f"HNSW efSearch {depth:3d}: recall@10 {np.mean(recalls):.4f}, top-1 equal {top1 / len(probes):.4f}, "
-              f"p50 {percentile(times, 0.5) * 1000:.3f} ms, p99 {percentile(times, 0.99) * 1000:.3f} ms")
-    print(f"exact search:      p50 {percentile(exact_times, 0.5) * 1000:.3f} ms, p99 {percentile(exact_times, 0.99) * 1000:.3f} ms")
+        print(
+            f"HNSW efSearch {depth:3d}: recall@10 {np.mean(recalls):.4f}, top-1 equal {top1 / len(probes):.4f}, "
+            f"p50 {percentile(times, 0.5) * 1000:.3f} ms, p99 {percentile(times, 0.99) * 1000:.3f} ms"
+        )
+    print(
+        f"exact search:      p50 {percentile(exact_times, 0.5) * 1000:.3f} ms, p99 {percentile(exact_times, 0.99) * 1000:.3f} ms"
+    )
 
     cipher = TemplateCipher(os.urandom(32))
     with tempfile.TemporaryDirectory() as folder:
@@ -101,8 +109,10 @@ def main() -> None:
         saved = time.perf_counter() - started
         started = time.perf_counter()
         loaded = CollectionIndex.load(path, 1, cipher)
-        print(f"encrypted save {saved:.1f} s ({path.stat().st_size / 2**20:.0f} MiB), load {time.perf_counter() - started:.1f} s; "
-              f"loaded index answers the same: {[n.seq for n in loaded.search(probes[:1], 10)[0]] == [n.seq for n in approximate.search(probes[:1], 10)[0]]}")
+        print(
+            f"encrypted save {saved:.1f} s ({path.stat().st_size / 2**20:.0f} MiB), load {time.perf_counter() - started:.1f} s; "
+            f"loaded index answers the same: {[n.seq for n in loaded.search(probes[:1], 10)[0]] == [n.seq for n in approximate.search(probes[:1], 10)[0]]}"
+        )
     print(f"peak RSS of this process (both indexes and the raw vectors): {rss_mb():.0f} MB")
 
 

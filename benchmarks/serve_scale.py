@@ -69,23 +69,43 @@ def build(data_dir: Path, faces: int) -> None:
         for start in range(0, faces, CHUNK):
             image_id = str(uuid.uuid4())
             block = gallery[start : start + CHUNK]
-            image = ImageRecord(image_id=image_id, collection_id=COLLECTION, image_sha256=f"{start:064x}",
-                                external_image_id=None, width=1000, height=1000, face_count=len(block),
-                                indexed_at=now, source_path=None, content=None)
+            image = ImageRecord(
+                image_id=image_id,
+                collection_id=COLLECTION,
+                image_sha256=f"{start:064x}",
+                external_image_id=None,
+                width=1000,
+                height=1000,
+                face_count=len(block),
+                indexed_at=now,
+                source_path=None,
+                content=None,
+            )
             face_ids = [str(uuid.uuid4()) for _ in block]
             records = [
-                FaceRecord(face_id=face_id, collection_id=COLLECTION, image_id=image_id,
-                           external_image_id=f"face-{start + i}", image_sha256=image.image_sha256,
-                           bounding_box={"Width": 0.1, "Height": 0.1, "Left": 0.4, "Top": 0.4}, confidence=99.0,
-                           landmarks={}, quality={}, template=service.templates.seal(face_id, vector), created_at=now)
-                for i, (face_id, vector) in enumerate(zip(face_ids, block))
+                FaceRecord(
+                    face_id=face_id,
+                    collection_id=COLLECTION,
+                    image_id=image_id,
+                    external_image_id=f"face-{start + i}",
+                    image_sha256=image.image_sha256,
+                    bounding_box={"Width": 0.1, "Height": 0.1, "Left": 0.4, "Top": 0.4},
+                    confidence=99.0,
+                    landmarks={},
+                    quality={},
+                    template=service.templates.seal(face_id, vector),
+                    created_at=now,
+                )
+                for i, (face_id, vector) in enumerate(zip(face_ids, block, strict=True))
             ]
             service.store.add_image(image, records)
         stored = time.perf_counter() - started
         vector_index.HNSW_BUILD_DEPTH = 40  # see the module docstring
         started = time.perf_counter()
         service.indexes.for_search(COLLECTION)  # builds the HNSW graph and saves it, encrypted
-        print(f"stored {faces:,} faces in {stored:.0f} s; HNSW built and saved in {time.perf_counter() - started:.0f} s")
+        print(
+            f"stored {faces:,} faces in {stored:.0f} s; HNSW built and saved in {time.perf_counter() - started:.0f} s"
+        )
 
 
 def free_port() -> int:
@@ -114,19 +134,29 @@ def main() -> None:
         build(data_dir, args.faces)
     with faceledger.open(data_dir) as service:
         key = service.create_access_key(role="admin")
-        face_ids = [f["FaceId"] for f in service.list_faces(collection_id=COLLECTION, max_results=args.searches)["Faces"]]
-        print(f"{service.describe_collection(collection_id=COLLECTION)['FaceCount']:,} faces in {data_dir}; "
-              f"{os.cpu_count()} CPU cores")
+        face_ids = [
+            f["FaceId"] for f in service.list_faces(collection_id=COLLECTION, max_results=args.searches)["Faces"]
+        ]
+        print(
+            f"{service.describe_collection(collection_id=COLLECTION)['FaceCount']:,} faces in {data_dir}; "
+            f"{os.cpu_count()} CPU cores"
+        )
 
     faceledger_command = shutil.which("faceledger") or sys.exit("the faceledger command is not installed")
     port = free_port()
     spawned = time.perf_counter()
-    server = subprocess.Popen([faceledger_command, "--data-dir", str(data_dir), "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [faceledger_command, "--data-dir", str(data_dir), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = boto3.client(
-            "rekognition", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-1",
-            aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+            "rekognition",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="eu-west-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
             config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
         )
         while True:
@@ -140,8 +170,10 @@ def main() -> None:
         answering = time.perf_counter() - spawned
         client.search_faces(CollectionId=COLLECTION, FaceId=face_ids[0], MaxFaces=10, FaceMatchThreshold=0)
         first_search = time.perf_counter() - spawned
-        print(f"serve: API answering {answering:.2f} s after spawn; first SearchFaces over the collection "
-              f"returned {first_search:.2f} s after spawn")
+        print(
+            f"serve: API answering {answering:.2f} s after spawn; first SearchFaces over the collection "
+            f"returned {first_search:.2f} s after spawn"
+        )
         latencies = []
         for face_id in face_ids:
             started = time.perf_counter()
@@ -149,8 +181,10 @@ def main() -> None:
             latencies.append(time.perf_counter() - started)
         latencies.sort()
         memory = memory_kib(server.pid)
-        print(f"SearchFaces through signed HTTP (boto3, {len(latencies)} calls): p50 "
-              f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms")
+        print(
+            f"SearchFaces through signed HTTP (boto3, {len(latencies)} calls): p50 "
+            f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms"
+        )
         print(f"server memory: RSS {memory['VmRSS'] / 2**20:.2f} GiB, peak {memory['VmHWM'] / 2**20:.2f} GiB")
     finally:
         server.send_signal(signal.SIGTERM)

@@ -55,8 +55,12 @@ def send_raw(request, body: bytes | None = None) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 
-    raw = urllib.request.Request(request.url, data=request.body if body is None else body, method=request.method,
-                                 headers=dict(request.headers.items()))
+    raw = urllib.request.Request(
+        request.url,
+        data=request.body if body is None else body,
+        method=request.method,
+        headers=dict(request.headers.items()),
+    )
     try:
         with urllib.request.urlopen(raw) as reply:
             return reply.status, json.loads(reply.read())

@@ -32,7 +32,8 @@ def image_bytes(*parts: str) -> bytes:
 
 
 def interrupt_index_faces_on_call(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Make ``FaceService.index_image`` (IndexFaces for bulk indexing) raise KeyboardInterrupt (Ctrl-C) on its ``call``-th call;
+    """Make ``FaceService.index_image`` (IndexFaces for bulk indexing) raise KeyboardInterrupt
+    (Ctrl-C) on its ``call``-th call;
     ``monkeypatch.undo()`` restores it."""
     real_index_image = FaceService.index_image
     calls = {"n": 0}

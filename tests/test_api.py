@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -55,13 +55,21 @@ def test_every_face_operation_through_boto3(server: RunningServer, admin) -> Non
 
     detected = admin.detect_faces(Image={"Bytes": image_bytes("detection_multi", "images", "facenetpt_multiface.jpg")})
     assert len(detected["FaceDetails"]) == 6
-    compared = admin.compare_faces(SourceImage={"Bytes": image_bytes(*OBAMA)}, TargetImage={"Bytes": image_bytes(*OBAMA_2)})
+    compared = admin.compare_faces(
+        SourceImage={"Bytes": image_bytes(*OBAMA)}, TargetImage={"Bytes": image_bytes(*OBAMA_2)}
+    )
     assert compared["FaceMatches"][0]["Similarity"] > 80
 
     obama = admin.index_faces(CollectionId="everything", Image={"Bytes": image_bytes(*OBAMA)}, ExternalImageId="obama")
     obama_id = obama["FaceRecords"][0]["Face"]["FaceId"]
-    biden = admin.index_faces(CollectionId="everything", Image={"Bytes": image_bytes(*BIDEN)}, ExternalImageId="biden",
-                              MaxFaces=1, QualityFilter="AUTO", DetectionAttributes=["DEFAULT"])
+    biden = admin.index_faces(
+        CollectionId="everything",
+        Image={"Bytes": image_bytes(*BIDEN)},
+        ExternalImageId="biden",
+        MaxFaces=1,
+        QualityFilter="AUTO",
+        DetectionAttributes=["DEFAULT"],
+    )
     biden_id = biden["FaceRecords"][0]["Face"]["FaceId"]
     assert {f["FaceId"] for f in admin.list_faces(CollectionId="everything")["Faces"]} == {obama_id, biden_id}
 
@@ -77,7 +85,9 @@ def test_every_face_operation_through_boto3(server: RunningServer, admin) -> Non
     assert associated["AssociatedFaces"] == [{"FaceId": obama_id}] and associated["UserStatus"] == "ACTIVE"
     users = admin.search_users_by_image(CollectionId="everything", Image={"Bytes": image_bytes(*OBAMA_2)})
     assert [m["User"]["UserId"] for m in users["UserMatches"]] == ["barack"]
-    assert admin.search_users(CollectionId="everything", FaceId=obama_id)["UserMatches"][0]["User"]["UserId"] == "barack"
+    assert (
+        admin.search_users(CollectionId="everything", FaceId=obama_id)["UserMatches"][0]["User"]["UserId"] == "barack"
+    )
     disassociated = admin.disassociate_faces(CollectionId="everything", UserId="barack", FaceIds=[obama_id])
     assert disassociated["DisassociatedFaces"] == [{"FaceId": obama_id}]
     admin.delete_user(CollectionId="everything", UserId="barack")
@@ -89,7 +99,10 @@ def test_every_face_operation_through_boto3(server: RunningServer, admin) -> Non
 
     deleted = admin.delete_faces(CollectionId="everything", FaceIds=[obama_id])
     assert deleted["DeletedFaces"] == [obama_id]
-    assert admin.search_faces_by_image(CollectionId="everything", Image={"Bytes": image_bytes(*OBAMA_2)})["FaceMatches"] == []
+    assert (
+        admin.search_faces_by_image(CollectionId="everything", Image={"Bytes": image_bytes(*OBAMA_2)})["FaceMatches"]
+        == []
+    )
     assert admin.delete_collection(CollectionId="everything")["StatusCode"] == 200
 
 
@@ -104,30 +117,42 @@ def test_paginators_walk_every_page(server: RunningServer, admin) -> None:
     collection = "page-0"
     for person in (OBAMA, OBAMA_2, BIDEN):
         admin.index_faces(CollectionId=collection, Image={"Bytes": image_bytes(*person)})
-    face_pages = list(admin.get_paginator("list_faces").paginate(CollectionId=collection, PaginationConfig={"PageSize": 1}))
+    face_pages = list(
+        admin.get_paginator("list_faces").paginate(CollectionId=collection, PaginationConfig={"PageSize": 1})
+    )
     assert len([f for page in face_pages for f in page["Faces"]]) == 3
     for n in range(3):
         admin.create_user(CollectionId=collection, UserId=f"user-{n}")
-    user_pages = list(admin.get_paginator("list_users").paginate(CollectionId=collection, PaginationConfig={"PageSize": 2}))
+    user_pages = list(
+        admin.get_paginator("list_users").paginate(CollectionId=collection, PaginationConfig={"PageSize": 2})
+    )
     assert [u["UserId"] for page in user_pages for u in page["Users"]] == ["user-0", "user-1", "user-2"]
     assert len(user_pages) == 2
 
 
 def test_errors_are_the_sdks_own_exception_classes(server: RunningServer, admin) -> None:
     admin.create_collection(CollectionId="errors")
-    face_id = admin.index_faces(CollectionId="errors", Image={"Bytes": image_bytes(*OBAMA)})["FaceRecords"][0]["Face"]["FaceId"]
+    face_id = admin.index_faces(CollectionId="errors", Image={"Bytes": image_bytes(*OBAMA)})["FaceRecords"][0]["Face"][
+        "FaceId"
+    ]
     cases = [
         (admin.exceptions.ResourceNotFoundException, lambda: admin.describe_collection(CollectionId="missing")),
         (admin.exceptions.ResourceAlreadyExistsException, lambda: admin.create_collection(CollectionId="errors")),
         (admin.exceptions.InvalidParameterException, lambda: admin.create_collection(CollectionId="bad name")),
-        (admin.exceptions.InvalidParameterException,
-         lambda: admin.search_faces_by_image(CollectionId="errors", Image={"Bytes": _blank_png()})),
-        (admin.exceptions.InvalidParameterException,
-         lambda: admin.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "n.jpg"}})),
+        (
+            admin.exceptions.InvalidParameterException,
+            lambda: admin.search_faces_by_image(CollectionId="errors", Image={"Bytes": _blank_png()}),
+        ),
+        (
+            admin.exceptions.InvalidParameterException,
+            lambda: admin.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "n.jpg"}}),
+        ),
         (admin.exceptions.InvalidImageFormatException, lambda: admin.detect_faces(Image={"Bytes": b"not an image"})),
         (admin.exceptions.ImageTooLargeException, lambda: _too_many_pixels(admin)),
-        (admin.exceptions.InvalidPaginationTokenException,
-         lambda: admin.list_faces(CollectionId="errors", NextToken="forged")),
+        (
+            admin.exceptions.InvalidPaginationTokenException,
+            lambda: admin.list_faces(CollectionId="errors", NextToken="forged"),
+        ),
         (admin.exceptions.ConflictException, lambda: _create_user_twice(admin)),
         (admin.exceptions.IdempotentParameterMismatchException, lambda: _reuse_token(admin, face_id)),
         (admin.exceptions.ServiceQuotaExceededException, lambda: _over_200_tags(admin)),
@@ -229,11 +254,24 @@ def test_roles_and_collection_scopes_are_enforced(server: RunningServer, admin) 
     assert server.service.describe_collection(collection_id="scoped-a")["FaceCount"] == 1
 
 
-def _signed(server: RunningServer, key_id: str, secret: str, body: bytes, *, when: datetime | None = None,
-            target: str = "RekognitionService.ListCollections") -> AWSRequest:
-    request = AWSRequest(method="POST", url=server.url + "/", data=body, headers={
-        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target,
-    })
+def _signed(
+    server: RunningServer,
+    key_id: str,
+    secret: str,
+    body: bytes,
+    *,
+    when: datetime | None = None,
+    target: str = "RekognitionService.ListCollections",
+) -> AWSRequest:
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": target,
+        },
+    )
     signer = SigV4Auth(Credentials(key_id, secret), "rekognition", "us-east-1")
     if when is None:
         signer.add_auth(request)
@@ -255,13 +293,14 @@ def test_wrong_secret_tampered_body_stale_and_unsigned_requests_are_refused(serv
     assert (status, error["__type"]) == (400, "InvalidSignatureException")
     status, error = send_raw(_signed(server, key.access_key_id, secret, body), body=b'{"MaxResults": 11}')
     assert error["__type"] == "InvalidSignatureException"
-    stale = datetime.now(timezone.utc) - timedelta(minutes=20)
+    stale = datetime.now(UTC) - timedelta(minutes=20)
     status, error = send_raw(_signed(server, key.access_key_id, secret, body, when=stale))
     assert error["__type"] == "InvalidSignatureException" and "expired" in error["message"]
     status, error = send_raw(_signed(server, "FLNOSUCHKEY000000000", secret, body))
     assert error["__type"] == "UnrecognizedClientException"
-    unsigned = AWSRequest(method="POST", url=server.url + "/", data=body,
-                          headers={"X-Amz-Target": "RekognitionService.ListCollections"})
+    unsigned = AWSRequest(
+        method="POST", url=server.url + "/", data=body, headers={"X-Amz-Target": "RekognitionService.ListCollections"}
+    )
     status, error = send_raw(unsigned)
     assert (status, error["__type"]) == (403, "MissingAuthenticationTokenException")
 
@@ -274,26 +313,44 @@ def test_wrong_secret_tampered_body_stale_and_unsigned_requests_are_refused(serv
 def test_presigned_query_string_is_accepted_and_expires(server: RunningServer) -> None:
     key, secret = server.service.access.create_key("admin")
     body = b"{}"
-    request = AWSRequest(method="POST", url=server.url + "/", data=body, headers={
-        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.ListCollections",
-    })
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "RekognitionService.ListCollections",
+        },
+    )
     SigV4QueryAuth(Credentials(key.access_key_id, secret), "rekognition", "us-east-1", expires=60).add_auth(request)
     assert "X-Amz-Signature=" in request.url
     status, reply = send_raw(request)
     assert status == 200 and "CollectionIds" in reply
-    tampered = AWSRequest(method="POST", url=request.url.replace("X-Amz-Expires=60", "X-Amz-Expires=600"),
-                          data=body, headers=dict(request.headers.items()))
+    tampered = AWSRequest(
+        method="POST",
+        url=request.url.replace("X-Amz-Expires=60", "X-Amz-Expires=600"),
+        data=body,
+        headers=dict(request.headers.items()),
+    )
     assert send_raw(tampered)[1]["__type"] == "InvalidSignatureException"
 
 
 def test_unsupported_operation_and_insecure_mode(tmp_path: Path) -> None:
     with faceledger.open(tmp_path) as service:
         with running_server(service, ApiSettings(auth=False)) as open_server:
-            anonymous = AWSRequest(method="POST", url=open_server.url + "/", data=b"{}", headers={
-                "X-Amz-Target": "RekognitionService.ListCollections"})
+            anonymous = AWSRequest(
+                method="POST",
+                url=open_server.url + "/",
+                data=b"{}",
+                headers={"X-Amz-Target": "RekognitionService.ListCollections"},
+            )
             assert send_raw(anonymous) == (200, {"CollectionIds": [], "FaceModelVersions": []})
-            labels = AWSRequest(method="POST", url=open_server.url + "/", data=b"{}", headers={
-                "X-Amz-Target": "RekognitionService.DetectLabels"})
+            labels = AWSRequest(
+                method="POST",
+                url=open_server.url + "/",
+                data=b"{}",
+                headers={"X-Amz-Target": "RekognitionService.DetectLabels"},
+            )
             status, error = send_raw(labels)
             assert error["__type"] == "UnknownOperationException" and "face API" in error["message"]
 

@@ -40,8 +40,14 @@ def _tiny_png(size: int) -> bytes:
     return out.getvalue()
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=300)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=300)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
 garbage_images = st.one_of(
     st.binary(min_size=0, max_size=2000).map(lambda b: {"Bytes": base64.b64encode(b).decode()}),
     st.text(max_size=50).map(lambda t: {"Bytes": t}),  # not base64
@@ -74,7 +80,9 @@ def operation_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
     return operation, json.dumps(members).encode()
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(case=operation_bodies())
 def test_any_signed_request_gets_a_well_formed_aws_answer(fuzz_server, case: tuple[str, bytes]) -> None:
     server, credentials = fuzz_server
@@ -92,9 +100,15 @@ def test_any_signed_request_gets_a_well_formed_aws_answer(fuzz_server, case: tup
 
 
 def _post(server: RunningServer, credentials: Credentials, operation: str, body: bytes) -> tuple[int, str, bytes]:
-    request = AWSRequest(method="POST", url=server.url + "/", data=body, headers={
-        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"RekognitionService.{operation}",
-    })
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"RekognitionService.{operation}",
+        },
+    )
     SigV4Auth(credentials, "rekognition", "us-east-1").add_auth(request)
     raw = urllib.request.Request(request.url, data=body, method="POST", headers=dict(request.headers.items()))
     try:

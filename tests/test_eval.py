@@ -33,7 +33,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _counts(mated: np.ndarray, nonmated: np.ndarray) -> protocols.PairCounts:
     counts = protocols.PairCounts()
-    counts.add(np.concatenate([mated, nonmated]), np.concatenate([np.ones(len(mated), bool), np.zeros(len(nonmated), bool)]))
+    counts.add(
+        np.concatenate([mated, nonmated]), np.concatenate([np.ones(len(mated), bool), np.zeros(len(nonmated), bool)])
+    )
     return counts
 
 
@@ -81,7 +83,8 @@ def test_shipped_table_and_the_default_search_threshold() -> None:
 def test_collection_calibration_sets_its_default_threshold(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     strict = _counts(rng.normal(95, 2, 20000), np.minimum(rng.normal(60, 12, 400000), 91.0)).threshold_table(
-        "synthetic strict", protocols.TABLE_THRESHOLDS)
+        "synthetic strict", protocols.TABLE_THRESHOLDS
+    )
     with faceledger.open(tmp_path) as service:
         service.create_collection(collection_id="c")
         shipped_default = service.default_search_threshold("c")
@@ -116,8 +119,9 @@ def test_scores_use_the_models_similarity_scale() -> None:
 
 def test_verification_on_two_small_folds(tmp_path: Path, cache_dir: Path) -> None:
     lfw = data_path("lfw")
-    report = verification(lfw, data_path("lfw_meta", "pairs.txt"), EvalOptions(cache_dir=cache_dir, workers=2),
-                          folds=2, per_fold=30)
+    report = verification(
+        lfw, data_path("lfw_meta", "pairs.txt"), EvalOptions(cache_dir=cache_dir, workers=2), folds=2, per_fold=30
+    )
     numbers = report.numbers
     assert numbers["pairs"] == 120
     assert [f["fold"] for f in numbers["folds"]] == [0, 1]
@@ -139,8 +143,9 @@ def test_identification_and_groups_from_the_command_line(tmp_path: Path, cache_d
     assert (tmp_path / "id" / "report.html").exists()
 
     groups_csv = str(data_path("lfw_meta", "lfw_gender_per_identity.csv"))
-    result = runner.invoke(app, ["eval", "groups", "--dataset", lfw, "--groups", groups_csv,
-                                 "--out", str(tmp_path / "groups"), *common])
+    result = runner.invoke(
+        app, ["eval", "groups", "--dataset", lfw, "--groups", groups_csv, "--out", str(tmp_path / "groups"), *common]
+    )
     assert result.exit_code == 0, result.output
     numbers = json.loads(result.stdout)
     assert {"F", "M"} <= set(numbers["groups"]) and numbers["column"] == "gender_majority"
@@ -151,8 +156,23 @@ def test_identification_and_groups_from_the_command_line(tmp_path: Path, cache_d
 def test_calibrate_refuses_to_store_a_table_too_small_to_trust(tmp_path: Path, cache_dir: Path) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
     runner.invoke(app, [*data, "collection", "create", "c"])
-    result = runner.invoke(app, [*data, "calibrate", "--dataset", str(data_path("deepface_unit")), "--collection", "c",
-                                 "--cache-dir", str(cache_dir), "--workers", "2", "--out", str(tmp_path / "cal")])
+    result = runner.invoke(
+        app,
+        [
+            *data,
+            "calibrate",
+            "--dataset",
+            str(data_path("deepface_unit")),
+            "--collection",
+            "c",
+            "--cache-dir",
+            str(cache_dir),
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "cal"),
+        ],
+    )
     assert result.exit_code == 2
     assert "too few non-mated comparisons" in result.stderr
     assert "about 38,400" in (tmp_path / "cal" / "report.html").read_text()

@@ -83,8 +83,10 @@ def test_ten_fold_split_picks_each_threshold_on_the_other_folds() -> None:
 def test_open_set_search_fnir_fpir_and_rank1() -> None:
     gallery = np.array([[1.0, 0.0], [0.0, 1.0]])
     result = open_set_search(
-        gallery, np.array(["A", "B"]),
-        np.array([[0.9, 0.1], [0.2, 0.8]]), np.array(["A", "A"]),
+        gallery,
+        np.array(["A", "B"]),
+        np.array([[0.9, 0.1], [0.2, 0.8]]),
+        np.array(["A", "A"]),
         np.array([[0.6, 0.5], [np.nan, np.nan]]),
         score=lambda probes, g: probes @ g.T,
     )

@@ -33,8 +33,9 @@ def index_all(data_dir: Path, root: Path, workers: int) -> tuple[list, dict[tupl
         service.create_collection(collection_id="c")
         results = list(index_files(service, "c", root, find_image_files(root), workers=workers))
         faces = [face for _, face in service.store.list_faces("c", limit=4096)]
-    return results, {(f.external_image_id, tuple(sorted(f.bounding_box.items()))): service.templates.embedding(f)
-                     for f in faces}
+    return results, {
+        (f.external_image_id, tuple(sorted(f.bounding_box.items()))): service.templates.embedding(f) for f in faces
+    }
 
 
 def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, folder: Path) -> None:

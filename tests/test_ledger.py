@@ -45,15 +45,26 @@ def test_every_api_call_leaves_exactly_one_entry(tmp_path: Path) -> None:
         calls = [
             ("CreateCollection", "ok", lambda: admin.create_collection(CollectionId="c")),
             ("IndexFaces", "ok", lambda: admin.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})),
-            ("SearchFacesByImage", "ok",
-             lambda: searcher.search_faces_by_image(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)})),
-            ("IndexFaces", "denied",
-             lambda: searcher.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})),
+            (
+                "SearchFacesByImage",
+                "ok",
+                lambda: searcher.search_faces_by_image(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)}),
+            ),
+            (
+                "IndexFaces",
+                "denied",
+                lambda: searcher.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)}),
+            ),
             ("DescribeCollection", "error", lambda: admin.describe_collection(CollectionId="missing")),
             ("DetectFaces", "error", lambda: admin.detect_faces(Image={"Bytes": b"not an image"})),
             ("ListFaces", "error", lambda: admin.list_faces(CollectionId="c", NextToken="forged")),
-            ("CompareFaces", "ok", lambda: admin.compare_faces(SourceImage={"Bytes": image_bytes(*OBAMA)},
-                                                              TargetImage={"Bytes": image_bytes(*OBAMA_2)})),
+            (
+                "CompareFaces",
+                "ok",
+                lambda: admin.compare_faces(
+                    SourceImage={"Bytes": image_bytes(*OBAMA)}, TargetImage={"Bytes": image_bytes(*OBAMA_2)}
+                ),
+            ),
         ]
         for operation, outcome, call in calls:
             before = _count(service)
@@ -139,8 +150,10 @@ def test_audit_verify_finds_reordered_entries(tmp_path: Path) -> None:
     two = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 2").fetchone()
     one = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 1").fetchone()
     for seq, row in ((1, two), (2, one)):
-        db.execute("UPDATE ledger SET operation=?, started_at=?, ended_at=?, result=?, prev_hash=?, entry_hash=? "
-                   "WHERE seq=?", (*row, seq))
+        db.execute(
+            "UPDATE ledger SET operation=?, started_at=?, ended_at=?, result=?, prev_hash=?, entry_hash=? WHERE seq=?",
+            (*row, seq),
+        )
     db.commit()
     code, output = _verify(tmp_path)
     assert code == 8 and "entry 1 does not follow" in output
@@ -158,8 +171,10 @@ def test_audit_verify_finds_a_rewritten_chain_and_a_cut_tail(tmp_path: Path) -> 
         if entry.seq == 2:
             entry.access_key_id = "forged"
         digest = entry_hash(previous, entry)
-        db.execute("UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
-                   (entry.access_key_id, previous, digest, entry.seq))
+        db.execute(
+            "UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+            (entry.access_key_id, previous, digest, entry.seq),
+        )
         previous = digest
     db.commit()
     code, output = _verify(tmp_path)
@@ -176,8 +191,20 @@ def test_audit_verify_finds_a_rewritten_chain_and_a_cut_tail(tmp_path: Path) -> 
 def test_export_show_and_cli_purpose(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path)]
     runner.invoke(app, [*data, "collection", "create", "c"])
-    runner.invoke(app, [*data, "--purpose", "archive tagging", "--case", "A-1", "index",
-                        str(data_path("facerec_examples", "obama")), "-c", "c"])
+    runner.invoke(
+        app,
+        [
+            *data,
+            "--purpose",
+            "archive tagging",
+            "--case",
+            "A-1",
+            "index",
+            str(data_path("facerec_examples", "obama")),
+            "-c",
+            "c",
+        ],
+    )
     runner.invoke(app, [*data, "--purpose", "reunion", "--case", "R-7", "faces", "list", "-c", "c"])
     out = tmp_path / "ledger.jsonl"
     result = runner.invoke(app, [*data, "audit", "export", "--out", str(out)])

@@ -25,8 +25,12 @@ INVESTIGATOR = Caller("FLINVESTIGATOR0000000", Role.SEARCHER, None)
 def _with_faces(service: FaceService, **policy) -> list[str]:
     service.create_collection(collection_id="c")
     service.put_collection_policy(collection_id="c", **policy)
-    return [service.index_faces(collection_id="c", image=image_bytes(*p), external_image_id=p[1])
-            ["FaceRecords"][0]["Face"]["FaceId"] for p in (OBAMA, BIDEN)]
+    return [
+        service.index_faces(collection_id="c", image=image_bytes(*p), external_image_id=p[1])["FaceRecords"][0]["Face"][
+            "FaceId"
+        ]
+        for p in (OBAMA, BIDEN)
+    ]
 
 
 def test_searches_need_a_declared_purpose_and_case_where_required(service: FaceService) -> None:
@@ -38,9 +42,14 @@ def test_searches_need_a_declared_purpose_and_case_where_required(service: FaceS
         service.search_faces_by_image(collection_id="c", image=probe)  # a case reference too
     with acting_as(RequestContext(INVESTIGATOR, purpose="find a missing person", case_ref="MP-2026-17")):
         assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]
-    outcomes = [(e.outcome, e.purpose, e.case_ref) for e in service.ledger.entries() if e.operation == "SearchFacesByImage"]
-    assert outcomes == [("denied", None, None), ("denied", "find a missing person", None),
-                        ("ok", "find a missing person", "MP-2026-17")]
+    outcomes = [
+        (e.outcome, e.purpose, e.case_ref) for e in service.ledger.entries() if e.operation == "SearchFacesByImage"
+    ]
+    assert outcomes == [
+        ("denied", None, None),
+        ("denied", "find a missing person", None),
+        ("ok", "find a missing person", "MP-2026-17"),
+    ]
 
 
 def test_threshold_floor_and_result_cap(service: FaceService) -> None:
@@ -65,8 +74,9 @@ def test_indexing_needs_consent_where_required_and_withdrawal_erases(service: Fa
         service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
     with pytest.raises(AccessDeniedException, match="consent"):
         service.index_faces(collection_id="c", image=image_bytes(*OBAMA))  # no subject named at all
-    consent = service.record_consent(collection_id="c", external_image_id="obama", basis="explicit consent",
-                                     reference="form 2026-118")["ConsentId"]
+    consent = service.record_consent(
+        collection_id="c", external_image_id="obama", basis="explicit consent", reference="form 2026-118"
+    )["ConsentId"]
     service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
     service.index_faces(collection_id="c", image=image_bytes(*OBAMA_2), external_image_id="obama")
     assert service.describe_collection(collection_id="c")["FaceCount"] == 2
@@ -86,8 +96,11 @@ def test_expired_faces_are_purged_and_unfindable_anywhere(tmp_path: Path) -> Non
         ids = _with_faces(service, retention_days=30)
         service.create_user(collection_id="c", user_id="barack")
         service.associate_faces(collection_id="c", user_id="barack", face_ids=[ids[0]])
-        sealed = sqlite3.connect(service.settings.database_path).execute(
-            "SELECT embedding FROM faces WHERE face_id = ?", (ids[0],)).fetchone()[0]
+        sealed = (
+            sqlite3.connect(service.settings.database_path)
+            .execute("SELECT embedding FROM faces WHERE face_id = ?", (ids[0],))
+            .fetchone()[0]
+        )
         probe = image_bytes(*OBAMA_2)
         assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]
         assert sealed[12:44] in b"".join(p.read_bytes() for p in tmp_path.glob("faceledger.sqlite3*"))
@@ -98,8 +111,12 @@ def test_expired_faces_are_purged_and_unfindable_anywhere(tmp_path: Path) -> Non
         db.close()
         receipt = service.purge()
         assert receipt["ErasedFaceIds"] == [ids[0]]
-        assert service.search_faces_by_image(collection_id="c", image=probe, face_match_threshold=0)[
-            "FaceMatches"][0]["Face"]["FaceId"] == ids[1]
+        assert (
+            service.search_faces_by_image(collection_id="c", image=probe, face_match_threshold=0)["FaceMatches"][0][
+                "Face"
+            ]["FaceId"]
+            == ids[1]
+        )
         with pytest.raises(ResourceNotFoundException):
             service.search_faces(collection_id="c", face_id=ids[0])
         assert [f["FaceId"] for f in service.list_faces(collection_id="c")["Faces"]] == [ids[1]]

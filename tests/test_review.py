@@ -28,17 +28,22 @@ BOB = Caller("FLREVIEWERBOB0000000", Role.REVIEWER, None)
 
 def _decide(service: FaceService, who: Caller, case_id: str, face_id: str, decision: str) -> dict:
     with acting_as(RequestContext(who)):
-        return service.decide_review(case_id=case_id, face_id=face_id, decision=decision, note=f"{who.access_key_id} looked")
+        return service.decide_review(
+            case_id=case_id, face_id=face_id, decision=decision, note=f"{who.access_key_id} looked"
+        )
 
 
 def test_two_different_reviewers_verify_a_match(service: FaceService) -> None:
     service.create_collection(collection_id="c")
     service.put_collection_policy(collection_id="c", review_required=True)
-    face_ids = [service.index_faces(collection_id="c", image=image_bytes(*p))["FaceRecords"][0]["Face"]["FaceId"]
-                for p in (OBAMA, ("facerec_examples", "obama", "obama2.jpg"))]
+    face_ids = [
+        service.index_faces(collection_id="c", image=image_bytes(*p))["FaceRecords"][0]["Face"]["FaceId"]
+        for p in (OBAMA, ("facerec_examples", "obama", "obama2.jpg"))
+    ]
     with acting_as(RequestContext(SEARCHER, purpose="reunification", case_ref="R-1")):
         result = service.search_faces_by_image(
-            collection_id="c", image=image_bytes("facerec_examples", "_test_unlabeled", "obama1.jpg"))
+            collection_id="c", image=image_bytes("facerec_examples", "_test_unlabeled", "obama1.jpg")
+        )
     assert {m["Face"]["FaceId"] for m in result["FaceMatches"]} == set(face_ids)
     assert all(m["Verified"] is False for m in result["FaceMatches"])
     case_id = result["FaceledgerReview"]["CaseId"]
@@ -57,8 +62,13 @@ def test_two_different_reviewers_verify_a_match(service: FaceService) -> None:
     assert case["Status"] == "CLOSED" and (case["Purpose"], case["CaseReference"]) == ("reunification", "R-1")
     decisions = [e for e in service.ledger.entries() if e.operation == "DecideReview"]
     assert [(e.access_key_id, e.outcome) for e in decisions] == [
-        (SEARCHER.access_key_id, "denied"), (ALICE.access_key_id, "ok"), (ALICE.access_key_id, "ok"),
-        (BOB.access_key_id, "ok"), (ALICE.access_key_id, "ok"), (BOB.access_key_id, "ok")]
+        (SEARCHER.access_key_id, "denied"),
+        (ALICE.access_key_id, "ok"),
+        (ALICE.access_key_id, "ok"),
+        (BOB.access_key_id, "ok"),
+        (ALICE.access_key_id, "ok"),
+        (BOB.access_key_id, "ok"),
+    ]
     search_entry = [e for e in service.ledger.entries() if e.operation == "SearchFacesByImage"][0]
     assert search_entry.result["ReviewCaseId"] == case_id
 
@@ -69,36 +79,55 @@ def test_the_searcher_cannot_review_their_own_search(service: FaceService) -> No
     face_id = service.index_faces(collection_id="c", image=image_bytes(*OBAMA))["FaceRecords"][0]["Face"]["FaceId"]
     result = service.search_faces_by_image(collection_id="c", image=image_bytes(*OBAMA_2))  # as the local admin
     with pytest.raises(AccessDeniedException, match="own search"):
-        service.decide_review(case_id=result["FaceledgerReview"]["CaseId"], face_id=face_id, decision="confirm",
-                              note="looks like him")
+        service.decide_review(
+            case_id=result["FaceledgerReview"]["CaseId"], face_id=face_id, decision="confirm", note="looks like him"
+        )
 
 
 def test_review_over_http(tmp_path: Path) -> None:
     with faceledger.open(tmp_path) as service, running_server(service) as server:
         admin = server.client_with_role("admin")
         admin.create_collection(CollectionId="c")
-        face_id = admin.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})["FaceRecords"][0]["Face"]["FaceId"]
-        policy = _extension(server, service.create_access_key(role="admin"), "PutCollectionPolicy",
-                            {"CollectionId": "c", "ReviewRequired": True})
+        face_id = admin.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})["FaceRecords"][0]["Face"][
+            "FaceId"
+        ]
+        policy = _extension(
+            server,
+            service.create_access_key(role="admin"),
+            "PutCollectionPolicy",
+            {"CollectionId": "c", "ReviewRequired": True},
+        )
         assert policy == (200, {**policy[1], "review_required": True})
         searcher = server.client_with_role("searcher")
         reply = searcher.search_faces_by_image(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)})
         case_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-review-case"]
         statuses = []
         for _ in range(2):
-            status, case = _extension(server, service.create_access_key(role="reviewer"), "DecideReview",
-                                      {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "same man"})
+            status, case = _extension(
+                server,
+                service.create_access_key(role="reviewer"),
+                "DecideReview",
+                {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "same man"},
+            )
             assert status == 200
             statuses.append(case["Candidates"][0]["Status"])
         assert statuses == ["UNVERIFIED", "VERIFIED"]
-        status, error = _extension(server, service.create_access_key(role="searcher"), "DecideReview",
-                                   {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "x"})
+        status, error = _extension(
+            server,
+            service.create_access_key(role="searcher"),
+            "DecideReview",
+            {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "x"},
+        )
         assert (status, error["__type"]) == (400, "AccessDeniedException")
 
 
 def _extension(server, key: dict, operation: str, body: dict) -> tuple[int, dict]:
     data = json.dumps(body).encode()
-    request = AWSRequest(method="POST", url=server.url + "/", data=data, headers={
-        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"FaceledgerService.{operation}"})
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=data,
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"FaceledgerService.{operation}"},
+    )
     SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "rekognition", "us-east-1").add_auth(request)
     return send_raw(request)

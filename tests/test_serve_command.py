@@ -22,23 +22,40 @@ def _faceledger() -> str:
 
 def test_keys_then_serve_then_graceful_stop(tmp_path: Path) -> None:
     data = str(tmp_path)
-    created = subprocess.run([_faceledger(), "--data-dir", data, "keys", "create", "--role", "admin", "--json"],
-                             capture_output=True, text=True, check=True, timeout=120)
+    created = subprocess.run(
+        [_faceledger(), "--data-dir", data, "keys", "create", "--role", "admin", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     key = json.loads(created.stdout)
-    listed = subprocess.run([_faceledger(), "--data-dir", data, "keys", "list", "--json"],
-                            capture_output=True, text=True, check=True, timeout=120)
+    listed = subprocess.run(
+        [_faceledger(), "--data-dir", data, "keys", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert [k["AccessKeyId"] for k in json.loads(listed.stdout)["AccessKeys"]] == [key["AccessKeyId"]]
     assert key["SecretAccessKey"] not in listed.stdout
     assert (tmp_path / "secrets.key").stat().st_mode & 0o077 == 0
     assert key["SecretAccessKey"].encode() not in (tmp_path / "faceledger.sqlite3").read_bytes()
 
     port = free_loopback_port()
-    server = subprocess.Popen([_faceledger(), "--data-dir", data, "serve", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [_faceledger(), "--data-dir", data, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         client = boto3.client(
-            "rekognition", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-1",
-            aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+            "rekognition",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="eu-west-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
             config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
         )
         deadline = time.monotonic() + 60
@@ -57,15 +74,20 @@ def test_keys_then_serve_then_graceful_stop(tmp_path: Path) -> None:
     # uvicorn finishes in-flight requests, then re-raises SIGTERM so the exit status tells why
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output
-    access_lines = [json.loads(line.split(" INFO ", 1)[1]) for line in output.splitlines() if "faceledger.access" in line]
+    access_lines = [
+        json.loads(line.split(" INFO ", 1)[1]) for line in output.splitlines() if "faceledger.access" in line
+    ]
     assert {line["operation"] for line in access_lines} >= {"CreateCollection", "ListCollections"}
     assert key["SecretAccessKey"] not in output
     assert "Authorization" not in output and "Signature=" not in output
 
 
 def test_disabled_and_deleted_keys(tmp_path: Path) -> None:
-    run = lambda *args: subprocess.run([_faceledger(), "--data-dir", str(tmp_path), *args],  # noqa: E731
-                                       capture_output=True, text=True, timeout=120)
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [_faceledger(), "--data-dir", str(tmp_path), *args], capture_output=True, text=True, timeout=120
+        )
+
     key = json.loads(run("keys", "create", "--role", "searcher", "--collections", "a,b", "--json").stdout)
     assert key["Collections"] == ["a", "b"]
     assert run("keys", "disable", key["AccessKeyId"]).returncode == 0
@@ -79,8 +101,12 @@ def test_disabled_and_deleted_keys(tmp_path: Path) -> None:
 
 def test_insecure_mode_warns(tmp_path: Path) -> None:
     port = free_loopback_port()
-    server = subprocess.Popen([_faceledger(), "--data-dir", str(tmp_path), "serve", "--port", str(port),
-                               "--insecure-no-auth"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [_faceledger(), "--data-dir", str(tmp_path), "serve", "--port", str(port), "--insecure-no-auth"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(3)
     server.send_signal(signal.SIGTERM)
     output, _ = server.communicate(timeout=60)

@@ -19,8 +19,8 @@ from faceledger.errors import (
     ResourceNotFoundException,
 )
 from faceledger.service import FaceService
-from faceledger.vision import decode_image
 from faceledger.store.sqlite import SQLiteStore
+from faceledger.vision import decode_image
 
 from conftest import FACEREC_PEOPLE, data_path, image_bytes
 
@@ -49,7 +49,10 @@ def test_search_by_image_searches_the_largest_face(family: FaceService) -> None:
     photo = image_bytes("facerec_examples", "_test_unlabeled", "obama_and_biden.jpg")
     result = family.search_faces_by_image(collection_id="family", image=photo)
     box = result["SearchedFaceBoundingBox"]
-    largest = max(family.detect_faces(image=photo)["FaceDetails"], key=lambda d: d["BoundingBox"]["Width"] * d["BoundingBox"]["Height"])
+    largest = max(
+        family.detect_faces(image=photo)["FaceDetails"],
+        key=lambda d: d["BoundingBox"]["Width"] * d["BoundingBox"]["Height"],
+    )
     assert box == largest["BoundingBox"]
     # Biden stands on the left, Obama on the right; their faces differ in size by under 10%, so
     # which is "largest" depends on the detector's boxes, and the match must follow it.
@@ -182,9 +185,12 @@ def test_delete_really_removes(service: FaceService) -> None:
     assert result["UnsuccessfulFaceDeletions"] == [
         {"FaceId": "00000000-0000-0000-0000-000000000000", "Reasons": ["FACE_NOT_FOUND"]}
     ]
-    assert service.search_faces_by_image(collection_id="c", image=obama_probe, face_match_threshold=0)[
-        "FaceMatches"
-    ][0]["Face"]["FaceId"] == ids["biden"]
+    assert (
+        service.search_faces_by_image(collection_id="c", image=obama_probe, face_match_threshold=0)["FaceMatches"][0][
+            "Face"
+        ]["FaceId"]
+        == ids["biden"]
+    )
     assert [f["FaceId"] for f in service.list_faces(collection_id="c")["Faces"]] == [ids["biden"]]
     assert service.describe_collection(collection_id="c")["FaceCount"] == 1
     with pytest.raises(ResourceNotFoundException):
@@ -231,9 +237,9 @@ def _any_token(service: FaceService) -> str:
 
 def test_users_associate_search_and_disassociate(service: FaceService) -> None:
     ids = _indexed(service, "obama", "biden")
-    second_obama = service.index_faces(
-        collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg")
-    )["FaceRecords"][0]["Face"]["FaceId"]
+    second_obama = service.index_faces(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg"))[
+        "FaceRecords"
+    ][0]["Face"]["FaceId"]
     service.create_user(collection_id="c", user_id="barack")
     service.create_user(collection_id="c", user_id="joe")
     assert service.list_users(collection_id="c")["Users"] == [
@@ -282,7 +288,9 @@ def test_users_associate_search_and_disassociate(service: FaceService) -> None:
         lambda s: s.create_collection(collection_id=""),
         lambda s: s.create_collection(collection_id="x" * 256),
         lambda s: s.search_faces(collection_id="c", face_id="not-a-uuid"),
-        lambda s: s.search_faces(collection_id="c", face_id="00000000-0000-0000-0000-000000000000", face_match_threshold=101),
+        lambda s: s.search_faces(
+            collection_id="c", face_id="00000000-0000-0000-0000-000000000000", face_match_threshold=101
+        ),
         lambda s: s.search_faces(collection_id="c", face_id="00000000-0000-0000-0000-000000000000", max_faces=0),
         lambda s: s.search_faces(collection_id="c", face_id="00000000-0000-0000-0000-000000000000", max_faces=True),
         lambda s: s.index_faces(collection_id="c", image=b"x", max_faces=0),
@@ -292,7 +300,9 @@ def test_users_associate_search_and_disassociate(service: FaceService) -> None:
         lambda s: s.list_faces(collection_id="c", max_results=5000),
         lambda s: s.delete_faces(collection_id="c", face_ids=[]),
         lambda s: s.create_user(collection_id="c", user_id="a b"),
-        lambda s: s.associate_faces(collection_id="c", user_id="u", face_ids=["00000000-0000-0000-0000-000000000000"] * 101),
+        lambda s: s.associate_faces(
+            collection_id="c", user_id="u", face_ids=["00000000-0000-0000-0000-000000000000"] * 101
+        ),
         lambda s: s.search_users(collection_id="c"),
         lambda s: s.list_users(collection_id="c", max_results=501),
     ],
@@ -312,7 +322,9 @@ def test_invalid_parameters_are_refused(service: FaceService, call) -> None:
         lambda s: s.list_faces(collection_id="missing"),
         lambda s: s.search_faces(collection_id="c", face_id="00000000-0000-0000-0000-000000000000"),
         lambda s: s.create_user(collection_id="missing", user_id="u"),
-        lambda s: s.associate_faces(collection_id="c", user_id="nobody", face_ids=["00000000-0000-0000-0000-000000000000"]),
+        lambda s: s.associate_faces(
+            collection_id="c", user_id="nobody", face_ids=["00000000-0000-0000-0000-000000000000"]
+        ),
         lambda s: s.list_users(collection_id="missing"),
     ],
 )
@@ -365,14 +377,19 @@ def test_index_stays_in_step_with_another_writer(tmp_path: Path) -> None:
         assert reader.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"] == []
         added = writer.index_faces(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama.jpg"))
         obama = added["FaceRecords"][0]["Face"]["FaceId"]
-        assert [m["Face"]["FaceId"] for m in reader.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]] == [obama]
+        assert [
+            m["Face"]["FaceId"] for m in reader.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"]
+        ] == [obama]
         writer.delete_faces(collection_id="c", face_ids=[obama])
         assert reader.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"] == []
         # the reader's own change is applied in step, without a rebuild
         reader.index_faces(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama.jpg"))
         index = reader.indexes.for_search("c")
         assert len(index) == 2 and index is reader.indexes.for_search("c")
-        assert [m["Face"]["FaceId"] for m in reader.search_faces(collection_id="c", face_id=ids["biden"], face_match_threshold=0)["FaceMatches"]] != []
+        assert [
+            m["Face"]["FaceId"]
+            for m in reader.search_faces(collection_id="c", face_id=ids["biden"], face_match_threshold=0)["FaceMatches"]
+        ] != []
 
 
 def test_embeddings_round_trip_through_the_store(service: FaceService) -> None:
@@ -422,10 +439,10 @@ def test_limits_apply_to_every_operation(tmp_path: Path) -> None:
 def test_the_service_runs_on_the_face_model_it_is_given_and_keeps_collections_to_theirs(tmp_path: Path) -> None:
     """Index dimension, similarity scale, default threshold and FaceModelVersion all come from the
     model; a collection made with one model is not filled or searched with another."""
+    from test_vision import BoxHistogramModel
+
     from faceledger.config import Settings
     from faceledger.vision import FaceAnalyzer
-
-    from test_vision import BoxHistogramModel
 
     group = image_bytes("detection_multi", "images", "facenetpt_multiface.jpg")
     settings = Settings(data_dir=tmp_path)
@@ -438,8 +455,10 @@ def test_the_service_runs_on_the_face_model_it_is_given_and_keeps_collections_to
         assert found["FaceMatches"][0]["Similarity"] == pytest.approx(100.0, abs=1e-3)
         assert other.indexes.for_search("c")._index.d == 48
     with faceledger.open(tmp_path) as dlib_service:
-        for call in (lambda: dlib_service.index_faces(collection_id="c", image=group),
-                     lambda: dlib_service.search_faces_by_image(collection_id="c", image=group)):
+        for call in (
+            lambda: dlib_service.index_faces(collection_id="c", image=group),
+            lambda: dlib_service.search_faces_by_image(collection_id="c", image=group),
+        ):
             with pytest.raises(InvalidParameterException, match="box-histogram-v0"):
                 call()
         assert dlib_service.describe_collection(collection_id="c")["FaceCount"] == 6

@@ -52,10 +52,17 @@ def _image(collection_id: str, faces: int, sha: str | None = None) -> tuple[Imag
     image = ImageRecord(image_id, collection_id, sha or uuid.uuid4().hex, "ext", 640, 480, faces, time.time())
     records = [
         FaceRecord(
-            face_id=str(uuid.uuid4()), collection_id=collection_id, image_id=image_id, external_image_id="ext",
-            image_sha256=image.image_sha256, bounding_box={"Left": 0.1, "Top": 0.2, "Width": 0.3, "Height": 0.4},
-            confidence=99.5, landmarks={"nose": (0.5, 0.5)}, quality={"Sharpness": 50.0},
-            template=bytes([n]) * 40, created_at=time.time(),
+            face_id=str(uuid.uuid4()),
+            collection_id=collection_id,
+            image_id=image_id,
+            external_image_id="ext",
+            image_sha256=image.image_sha256,
+            bounding_box={"Left": 0.1, "Top": 0.2, "Width": 0.3, "Height": 0.4},
+            confidence=99.5,
+            landmarks={"nose": (0.5, 0.5)},
+            quality={"Sharpness": 50.0},
+            template=bytes([n]) * 40,
+            created_at=time.time(),
         )
         for n in range(faces)
     ]
@@ -121,11 +128,18 @@ def test_missing_and_duplicate_things_raise_rekognition_errors(store: Store) -> 
     store.create_collection("c", "model-v1", time.time(), {"team": "a"})
     with pytest.raises(ResourceAlreadyExistsException):
         store.create_collection("c", "model-v1", time.time())
-    for call in (lambda: store.get_collection("x"), lambda: store.require_collection("x"),
-                 lambda: store.delete_collection("x"), lambda: store.get_face("c", str(uuid.uuid4())),
-                 lambda: store.get_user("c", "nobody"), lambda: store.delete_user("c", "nobody"),
-                 lambda: store.add_image(*_image("x", 1)), lambda: store.create_user("x", "u", 0.0),
-                 lambda: store.access_keys.delete("FLNONE"), lambda: store.access_keys.set_enabled("FLNONE", True)):
+    for call in (
+        lambda: store.get_collection("x"),
+        lambda: store.require_collection("x"),
+        lambda: store.delete_collection("x"),
+        lambda: store.get_face("c", str(uuid.uuid4())),
+        lambda: store.get_user("c", "nobody"),
+        lambda: store.delete_user("c", "nobody"),
+        lambda: store.add_image(*_image("x", 1)),
+        lambda: store.create_user("x", "u", 0.0),
+        lambda: store.access_keys.delete("FLNONE"),
+        lambda: store.access_keys.set_enabled("FLNONE", True),
+    ):
         with pytest.raises(ResourceNotFoundException):
             call()
     store.create_user("c", "u", time.time())
@@ -182,8 +196,17 @@ def test_policies_and_consents(store: Store) -> None:
 
 def test_review_cases_keep_every_decision(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
-    case = ReviewCase("case-1", "c", "SearchFacesByImage", "FLSEARCHER", 1.0, "purpose", "ref", "sha",
-                      [Candidate("f1", 91.0), Candidate("f2", 95.0)])
+    case = ReviewCase(
+        "case-1",
+        "c",
+        "SearchFacesByImage",
+        "FLSEARCHER",
+        1.0,
+        "purpose",
+        "ref",
+        "sha",
+        [Candidate("f1", 91.0), Candidate("f2", 95.0)],
+    )
     store.reviews.open_case(case)
     store.reviews.decide("case-1", "f1", "FLREVIEWER1", "confirm", "same scar", 2.0)
     store.reviews.decide("case-1", "f1", "FLREVIEWER1", "reject", "changed my mind", 3.0)  # replaces
@@ -191,7 +214,9 @@ def test_review_cases_keep_every_decision(store: Store) -> None:
     found = store.reviews.case("case-1")
     assert [c.face_id for c in found.candidates] == ["f2", "f1"]  # most similar first
     assert [(d["reviewer"], d["decision"]) for d in found.candidates[1].decisions] == [
-        ("FLREVIEWER1", "reject"), ("FLREVIEWER2", "confirm")]
+        ("FLREVIEWER1", "reject"),
+        ("FLREVIEWER2", "confirm"),
+    ]
     assert store.reviews.case_ids("c") == ["case-1"] and store.reviews.case_ids("other") == []
     assert store.reviews.case("nope") is None
 
@@ -227,7 +252,7 @@ def test_ledger_appends_are_serialised_and_chained(store: Store) -> None:
         thread.join()
     chained = list(store.ledger.chained())
     assert [entry.seq for entry, _, _ in chained] == list(range(1, 101))
-    for (entry, prev, digest), (_, _, before) in zip(chained[1:], chained):
+    for (entry, prev, digest), (_, _, before) in zip(chained[1:], chained, strict=False):
         assert prev == before and digest == entry_hash(prev, entry)
     assert store.ledger.head() == (100, chained[-1][2])
     store.ledger.put_signature(100, chained[-1][2], b"signature", time.time())

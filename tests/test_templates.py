@@ -21,9 +21,12 @@ from conftest import image_bytes
 def _index_two(data_dir: Path) -> tuple[list[str], np.ndarray]:
     with faceledger.open(data_dir) as service:
         service.create_collection(collection_id="c")
-        ids = [service.index_faces(collection_id="c", image=image_bytes("facerec_examples", person, name))
-               ["FaceRecords"][0]["Face"]["FaceId"]
-               for person, name in (("obama", "obama.jpg"), ("biden", "biden.jpg"))]
+        ids = [
+            service.index_faces(collection_id="c", image=image_bytes("facerec_examples", person, name))["FaceRecords"][
+                0
+            ]["Face"]["FaceId"]
+            for person, name in (("obama", "obama.jpg"), ("biden", "biden.jpg"))
+        ]
         _, record = service.store.get_face("c", ids[0])
         return ids, service.templates.embedding(record).copy()
 
@@ -38,7 +41,7 @@ def test_database_files_hold_no_plaintext_template(tmp_path: Path) -> None:
     stored = _files(tmp_path)
     assert len(stored) > 10_000
     for start in range(0, len(raw) - 16, 16):  # not even 4 consecutive floats of it
-        assert raw[start:start + 16] not in stored
+        assert raw[start : start + 16] not in stored
     assert (tmp_path / "template.key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "template.key").read_bytes() not in stored
 
@@ -56,7 +59,9 @@ def test_the_database_alone_gives_no_template(tmp_path: Path, monkeypatch: pytes
         faceledger.open(tmp_path)
 
 
-def test_rotation_reencrypts_everything_and_retires_the_old_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rotation_reencrypts_everything_and_retires_the_old_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids, vector = _index_two(tmp_path)
     old_key = template_key_path(tmp_path).read_bytes()
     before = _files(tmp_path)
@@ -66,7 +71,9 @@ def test_rotation_reencrypts_everything_and_retires_the_old_key(tmp_path: Path, 
     with faceledger.open(tmp_path) as service:
         _, record = service.store.get_face("c", ids[0])
         np.testing.assert_array_equal(service.templates.embedding(record), vector)
-        found = service.search_faces_by_image(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg"))
+        found = service.search_faces_by_image(
+            collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg")
+        )
         assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [ids[0]]
     assert before != _files(tmp_path)
     monkeypatch.setenv(TEMPLATE_KEY_ENV, base64.b64encode(old_key).decode())
@@ -82,8 +89,9 @@ def test_rotation_interrupted_after_commit_is_completed_at_next_open(tmp_path: P
         pending.write_bytes(new_key)  # rotate_template_key's steps, up to its last one
         new = TemplateCipher(new_key)
         old = service.templates.codec
-        service.store.reseal_templates(lambda face_id, sealed: new.seal_bytes(face_id, old.open_bytes(face_id, sealed)),
-                                       new.fingerprint)  # ... and the process dies here
+        service.store.reseal_templates(
+            lambda face_id, sealed: new.seal_bytes(face_id, old.open_bytes(face_id, sealed)), new.fingerprint
+        )  # ... and the process dies here
     with faceledger.open(tmp_path) as service:
         np.testing.assert_array_equal(service.templates.embedding(service.store.get_face("c", ids[0])[1]), vector)
     assert template_key_path(tmp_path).read_bytes() == new_key and not pending.exists()

@@ -23,8 +23,9 @@ def lfw_sample(tmp_path_factory: pytest.TempPathFactory):
     root = data_path("lfw")
     folders = sorted(p for p in root.iterdir() if p.is_dir())[:80]
     paths = [f"{f.name}/{image.name}" for f in folders for image in sorted(f.iterdir())]
-    embedded = embed_images(root, paths, config=EmbeddingConfig(face_choice="centre"),
-                            cache_dir=tmp_path_factory.mktemp("cache"), workers=2)
+    embedded = embed_images(
+        root, paths, config=EmbeddingConfig(face_choice="centre"), cache_dir=tmp_path_factory.mktemp("cache"), workers=2
+    )
     return embedded.templates(flip=True)[embedded.found], embedded.vectors[embedded.found]
 
 
@@ -69,15 +70,23 @@ def test_service_saves_and_reuses_the_approximate_index(tmp_path: Path, monkeypa
     probe = image_bytes("facerec_examples", "obama", "obama2.jpg")
     with faceledger.open(tmp_path) as service:
         service.create_collection(collection_id="c")
-        ids = [service.index_faces(collection_id="c", image=image_bytes("facerec_examples", *p))
-               ["FaceRecords"][0]["Face"]["FaceId"] for p in (("obama", "obama.jpg"), ("biden", "biden.jpg"),
-                                                              ("rose_leslie", "img1.jpg"))]
-        assert service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"][0]["Face"]["FaceId"] == ids[0]
+        ids = [
+            service.index_faces(collection_id="c", image=image_bytes("facerec_examples", *p))["FaceRecords"][0]["Face"][
+                "FaceId"
+            ]
+            for p in (("obama", "obama.jpg"), ("biden", "biden.jpg"), ("rose_leslie", "img1.jpg"))
+        ]
+        assert (
+            service.search_faces_by_image(collection_id="c", image=probe)["FaceMatches"][0]["Face"]["FaceId"] == ids[0]
+        )
         assert service.indexes.for_search("c").approximate
         assert (tmp_path / "index" / "c.faiss").exists()
         # an add after the save: applied in step, saved again at close
-        ids.append(service.index_faces(collection_id="c", image=image_bytes("facerec_examples", "biden", "biden2.jpg"))
-                   ["FaceRecords"][0]["Face"]["FaceId"])
+        ids.append(
+            service.index_faces(collection_id="c", image=image_bytes("facerec_examples", "biden", "biden2.jpg"))[
+                "FaceRecords"
+            ][0]["Face"]["FaceId"]
+        )
     loads = []
     with faceledger.open(tmp_path) as service:
         real_load = service.indexes._load

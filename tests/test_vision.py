@@ -40,9 +40,7 @@ def test_finds_all_six_faces_in_the_group_photo(analyzer: FaceAnalyzer) -> None:
         assert face.chip.shape == (150, 150, 3)
 
 
-@pytest.mark.parametrize(
-    "name", ["facerec_two_people.jpg", "facerec_kit_with_rose.jpg", "deepface_couple.jpg"]
-)
+@pytest.mark.parametrize("name", ["facerec_two_people.jpg", "facerec_kit_with_rose.jpg", "deepface_couple.jpg"])
 def test_finds_both_faces_of_a_couple(analyzer: FaceAnalyzer, name: str) -> None:
     image = read_image_file(data_path("detection_multi", "images", name))
     assert len(analyzer.analyze(image.pixels, embed=False)) == 2
@@ -60,7 +58,9 @@ def test_small_faces_in_a_crowd_need_the_finer_scans(analyzer: FaceAnalyzer) -> 
 
 def test_no_false_faces_on_portraits(analyzer: FaceAnalyzer) -> None:
     """One face per portrait: a tile edge cutting a face, or a curtain beside it, gives no box."""
-    portraits = [p for p in sorted(data_path("facerec_examples").glob("*/*.jp*g")) if p.parent.name != "_test_unlabeled"]
+    portraits = [
+        p for p in sorted(data_path("facerec_examples").glob("*/*.jp*g")) if p.parent.name != "_test_unlabeled"
+    ]
     assert len(portraits) == 9
     for path in portraits:
         faces = analyzer.detector.detect(read_image_file(path).pixels)
@@ -118,7 +118,9 @@ def test_pose_follows_a_mirrored_face(analyzer: FaceAnalyzer) -> None:
     assert len(original) == len(mirrored) == 6
     for a in original:
         centre = a.box.left + a.box.width / 2
-        b = min(mirrored, key=lambda f: abs(width - (f.box.left + f.box.width / 2) - centre) + abs(f.box.top - a.box.top))
+        b = min(
+            mirrored, key=lambda f: abs(width - (f.box.left + f.box.width / 2) - centre) + abs(f.box.top - a.box.top)
+        )
         assert a.quality.pose.roll == pytest.approx(-b.quality.pose.roll, abs=4)
         # landmarks on faces this small (40 px between the eyes) wobble by a pixel or two
         assert a.quality.pose.yaw == pytest.approx(-b.quality.pose.yaw, abs=8)

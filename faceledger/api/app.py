@@ -31,8 +31,8 @@ from faceledger.errors import (
 )
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
-from faceledger.store import AccessKey
 from faceledger.service.context import RequestContext, acting_as
+from faceledger.store import AccessKey
 
 access_log = logging.getLogger("faceledger.access")
 PURPOSE_HEADER = "x-faceledger-purpose"

@@ -33,7 +33,9 @@ def build_server(service: FaceService, host: str, port: int, settings: ApiSettin
     if not settings.auth:
         log.warning(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach %s:%d can read, "
-            "search and delete every face. Never expose this beyond a test machine.", host, port
+            "search and delete every face. Never expose this beyond a test machine.",
+            host,
+            port,
         )
     config = uvicorn.Config(
         create_app(service, settings),
@@ -56,9 +58,7 @@ def serve_in_thread(
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(service, settings), host=host, port=port, log_level="warning", access_log=False
-    )
+    config = uvicorn.Config(create_app(service, settings), host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="faceledger-api", daemon=True)
     thread.start()

@@ -21,12 +21,12 @@ from typing import Any
 import botocore.session
 from botocore.model import OperationModel, Shape
 
-from faceledger.service.operations import OPERATIONS, Door, offered_at
 from faceledger.errors import (
     FaceledgerError,
     ImageTooLargeException,
     InvalidParameterException,
 )
+from faceledger.service.operations import OPERATIONS, Door, offered_at
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -64,7 +64,7 @@ def operation_for(target: str | None) -> OperationModel | ExtensionOperation:
     """The operation an ``X-Amz-Target`` header names (Rekognition's face API, or faceledger's
     own accountability operations under ``FaceledgerService.``)."""
     if target and target.startswith(EXTENSION_PREFIX):
-        name = target[len(EXTENSION_PREFIX):]
+        name = target[len(EXTENSION_PREFIX) :]
         if name not in offered_at(Door.FACELEDGER):
             raise UnknownOperationException(f"{name} is not a faceledger operation.")
         return ExtensionOperation(name)
@@ -72,7 +72,7 @@ def operation_for(target: str | None) -> OperationModel | ExtensionOperation:
         raise UnknownOperationException(
             f"X-Amz-Target must be {TARGET_PREFIX}<Operation> for the Rekognition face API."
         )
-    name = target[len(TARGET_PREFIX):]
+    name = target[len(TARGET_PREFIX) :]
     if name not in offered_at(Door.REKOGNITION):
         known = name in service_model().operation_names
         raise UnknownOperationException(
@@ -96,7 +96,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return document
 
 
-def request_arguments(operation: OperationModel | ExtensionOperation, document: dict[str, Any], method: Any) -> dict[str, Any]:
+def request_arguments(
+    operation: OperationModel | ExtensionOperation, document: dict[str, Any], method: Any
+) -> dict[str, Any]:
     """Validate ``document`` against the operation's input shape and turn it into keyword
     arguments of ``method``. Image structures become their decoded bytes."""
     shape = operation.input_shape

@@ -61,7 +61,7 @@ class EmbeddedSet:
 
     @property
     def failures_to_acquire(self) -> list[str]:
-        return [path for path, found in zip(self.paths, self.found) if not found]
+        return [path for path, found in zip(self.paths, self.found, strict=True) if not found]
 
 
 # Without flip augmentation, since the evaluation mirrors each chip itself; one embedding thread
@@ -112,7 +112,7 @@ def embed_images(
         jobs = [str(root / p) for p in missing]
         context = multiprocessing.get_context("spawn")
         with context.Pool(workers, initializer=_start_worker, initargs=(config,)) as pool:
-            for path, result in zip(missing, pool.imap(_embed_one, jobs, chunksize=4)):
+            for path, result in zip(missing, pool.imap(_embed_one, jobs, chunksize=4), strict=True):
                 known[path] = result
                 done += 1
                 if on_progress is not None:
@@ -152,7 +152,9 @@ def _embed_one(path: str) -> tuple[np.ndarray, np.ndarray]:
         height, width = pixels.shape[:2]
         face = min(
             faces,
-            key=lambda f: (f.box.left + f.box.width / 2 - width / 2) ** 2 + (f.box.top + f.box.height / 2 - height / 2) ** 2,
+            key=lambda f: (
+                (f.box.left + f.box.width / 2 - width / 2) ** 2 + (f.box.top + f.box.height / 2 - height / 2) ** 2
+            ),
         )
     else:
         face = faces[0]
@@ -165,7 +167,7 @@ def _load(cache_file: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not cache_file.exists():
         return {}
     with np.load(cache_file, allow_pickle=False) as data:
-        return {str(p): (v, f) for p, v, f in zip(data["paths"], data["vectors"], data["flipped"])}
+        return {str(p): (v, f) for p, v, f in zip(data["paths"], data["vectors"], data["flipped"], strict=True)}
 
 
 def _save(cache_file: Path, known: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

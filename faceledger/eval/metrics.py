@@ -214,11 +214,11 @@ def open_set_search(
         best_score = np.full(len(probes), -np.inf)
         best_index = np.full(len(probes), -1, dtype=np.int64)
         for start in range(0, len(probes), 2048):
-            block = score(probes[start:start + 2048], gallery)
+            block = score(probes[start : start + 2048], gallery)
             block = np.where(np.isnan(block), -np.inf, block)
             index = np.argmax(block, axis=1)
-            best_index[start:start + 2048] = index
-            best_score[start:start + 2048] = block[np.arange(len(index)), index]
+            best_index[start : start + 2048] = index
+            best_score[start : start + 2048] = block[np.arange(len(index)), index]
         return best_score, best_index
 
     mated_score, mated_index = top(mated_probes)

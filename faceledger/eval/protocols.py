@@ -113,7 +113,7 @@ class PairCounts:
         return int(np.clip(round((threshold - BIN_LOW) / BIN_STEP), 0, BIN_COUNT))
 
     def fmr(self, threshold: float) -> metrics.Rate:
-        return metrics.Rate(int(self.nonmated[self._bin(threshold):].sum()), self.nonmated_total)
+        return metrics.Rate(int(self.nonmated[self._bin(threshold) :].sum()), self.nonmated_total)
 
     def fnmr(self, threshold: float) -> metrics.Rate:
         return metrics.Rate(int(self.mated[: self._bin(threshold)].sum()) + self.mated_missing, self.mated_total)
@@ -122,7 +122,11 @@ class PairCounts:
         """The lowest bin edge whose FMR is at most ``target``."""
         matches_at_or_above = np.cumsum(self.nonmated[::-1])[::-1]  # index k: scores >= edge k
         allowed = target * self.nonmated_total
-        k = int(np.argmax(matches_at_or_above <= allowed + 1e-9)) if (matches_at_or_above <= allowed + 1e-9).any() else BIN_COUNT
+        k = (
+            int(np.argmax(matches_at_or_above <= allowed + 1e-9))
+            if (matches_at_or_above <= allowed + 1e-9).any()
+            else BIN_COUNT
+        )
         return BIN_LOW + k * BIN_STEP
 
     def curve(self) -> metrics.Curve:
@@ -136,8 +140,19 @@ class PairCounts:
         for threshold in thresholds:
             fmr, fnmr = self.fmr(threshold), self.fnmr(threshold)
             (fmr_low, fmr_high), (fnmr_low, fnmr_high) = fmr.interval, fnmr.interval
-            rows.append(ThresholdRow(round(threshold, 4), fmr.value, fmr_low, fmr_high, fmr.errors,
-                                     fnmr.value, fnmr_low, fnmr_high, fnmr.errors))
+            rows.append(
+                ThresholdRow(
+                    round(threshold, 4),
+                    fmr.value,
+                    fmr_low,
+                    fmr_high,
+                    fmr.errors,
+                    fnmr.value,
+                    fnmr_low,
+                    fnmr_high,
+                    fnmr.errors,
+                )
+            )
         return ThresholdTable(source, self.mated_total, self.nonmated_total, tuple(rows))
 
 
@@ -208,7 +223,11 @@ def identification(embedded: EmbeddedSet, identities: Sequence[str], *, flip: bo
                 mated_rows.append(r)
                 mated_ids.append(identity)
     search = metrics.open_set_search(
-        templates[gallery_rows], np.array(gallery_ids), templates[mated_rows], np.array(mated_ids),
-        templates[nonmated_rows], partial(similarity_matrix, scale=embedded.similarity),
+        templates[gallery_rows],
+        np.array(gallery_ids),
+        templates[mated_rows],
+        np.array(mated_ids),
+        templates[nonmated_rows],
+        partial(similarity_matrix, scale=embedded.similarity),
     )
     return IdentificationResult(search, len(gallery_rows), len(mated_rows), len(nonmated_rows))

@@ -65,7 +65,9 @@ class Report:
             parts += ["<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>" for row in rows]
             parts.append("</table>")
         for name, data in images.items():
-            parts.append(f"<h2>{e(name.replace('_', ' '))}</h2><img alt='{e(name)}' src='data:image/png;base64,{data}'>")
+            parts.append(
+                f"<h2>{e(name.replace('_', ' '))}</h2><img alt='{e(name)}' src='data:image/png;base64,{data}'>"
+            )
         parts.append("</body></html>")
         return "\n".join(parts)
 
@@ -144,8 +146,8 @@ def group_bars_figure(title: str, rates: dict[str, Rate]) -> Figure:
     figure, axes = plt.subplots(figsize=(6, 3.5))
     names = [n for n, rate in rates.items() if rate.trials]  # a group with no comparisons has no bar
     values = [rates[n].value for n in names]
-    lows = [max(0.0, v - rates[n].interval[0]) for n, v in zip(names, values)]
-    highs = [max(0.0, rates[n].interval[1] - v) for n, v in zip(names, values)]
+    lows = [max(0.0, v - rates[n].interval[0]) for n, v in zip(names, values, strict=True)]
+    highs = [max(0.0, rates[n].interval[1] - v) for n, v in zip(names, values, strict=True)]
     axes.bar(names, values, yerr=[lows, highs], capsize=6, color="#5b8db8")
     axes.set_title(title)
     axes.set_ylabel("rate (95% interval)")

@@ -41,8 +41,12 @@ class EvalOptions:
 
     def embed(self, root: Path, paths: list[str]) -> EmbeddedSet:
         return embed_images(
-            root, paths, config=EmbeddingConfig(face_choice=self.face, model=self.model), cache_dir=self.cache_dir,
-            workers=self.workers, on_progress=self.on_progress,
+            root,
+            paths,
+            config=EmbeddingConfig(face_choice=self.face, model=self.model),
+            cache_dir=self.cache_dir,
+            workers=self.workers,
+            on_progress=self.on_progress,
         )
 
     def describe(self) -> str:
@@ -74,8 +78,11 @@ def verification(
     out.summary = [
         ("accuracy (mean +/- std over folds)", f"{result.accuracy_mean:.4%} +/- {result.accuracy_std:.4%}"),
         ("equal error rate", f"{_pct(eer)} at similarity {eer_threshold:.2f}"),
-        ("failures to acquire", f"{len(embedded.failures_to_acquire)} of {len(embedded.paths):,} images; "
-                                f"{result.pairs_with_fta} of {len(pairs):,} pairs involve one"),
+        (
+            "failures to acquire",
+            f"{len(embedded.failures_to_acquire)} of {len(embedded.paths):,} images; "
+            f"{result.pairs_with_fta} of {len(pairs):,} pairs involve one",
+        ),
         ("pipeline", options.describe()),
         ("run time", f"{seconds:.0f} s"),
     ]
@@ -85,35 +92,59 @@ def verification(
             f"pairs.txt has only {len(nonmated):,} non-mated pairs, too few to measure FMR below "
             f"{1 / len(nonmated):.1e}; the all-pairs table gives those points."
         )
-    out.tables.append(("Folds", ("fold", "threshold", "accuracy"),
-                       [(f.fold + 1, f.threshold, _pct(f.accuracy)) for f in result.folds]))
-    out.tables.append(("TAR at FMR, pairs.txt", ("target FMR", "threshold", "measured FMR", "TAR", "resolvable"),
-                       [(p.target_fmr, p.threshold, report.rate_text(p.fmr), _pct(p.tar), p.resolvable) for p in points]))
-    out.tables.append((
-        f"TAR at FMR, all pairs of the same images ({everything.mated_total:,} mated, {everything.nonmated_total:,} non-mated)",
-        ("target FMR", "threshold", "measured FMR", "TAR"),
-        [(target, threshold, report.rate_text(fmr), _pct(1 - fnmr.value)) for target, threshold, fmr, fnmr in dense],
-    ))
+    out.tables.append(
+        (
+            "Folds",
+            ("fold", "threshold", "accuracy"),
+            [(f.fold + 1, f.threshold, _pct(f.accuracy)) for f in result.folds],
+        )
+    )
+    out.tables.append(
+        (
+            "TAR at FMR, pairs.txt",
+            ("target FMR", "threshold", "measured FMR", "TAR", "resolvable"),
+            [(p.target_fmr, p.threshold, report.rate_text(p.fmr), _pct(p.tar), p.resolvable) for p in points],
+        )
+    )
+    out.tables.append(
+        (
+            f"TAR at FMR, all pairs of the same images ({everything.mated_total:,} mated, {everything.nonmated_total:,} non-mated)",
+            ("target FMR", "threshold", "measured FMR", "TAR"),
+            [
+                (target, threshold, report.rate_text(fmr), _pct(1 - fnmr.value))
+                for target, threshold, fmr, fnmr in dense
+            ],
+        )
+    )
     curve = metrics.error_curve(mated, nonmated)
     out.figures = {
         "ROC": report.roc_figure({"pairs.txt": curve, "all pairs": everything.curve()}),
         "DET": report.det_figure({"pairs.txt": curve, "all pairs": everything.curve()}),
         "score_histogram": report.score_histogram_figure(
             protocols.BIN_LOW + np.arange(protocols.BIN_COUNT) * protocols.BIN_STEP,
-            everything.mated, everything.nonmated, float(np.median([f.threshold for f in result.folds])),
+            everything.mated,
+            everything.nonmated,
+            float(np.median([f.threshold for f in result.folds])),
         ),
     }
     out.numbers = {
-        "dataset": str(dataset), "pairs": len(pairs), "options": options.describe(),
-        "accuracy_mean": result.accuracy_mean, "accuracy_std": result.accuracy_std,
-        "folds": [vars(f) for f in result.folds], "eer": eer, "eer_threshold": eer_threshold,
+        "dataset": str(dataset),
+        "pairs": len(pairs),
+        "options": options.describe(),
+        "accuracy_mean": result.accuracy_mean,
+        "accuracy_std": result.accuracy_std,
+        "folds": [vars(f) for f in result.folds],
+        "eer": eer,
+        "eer_threshold": eer_threshold,
         "tar_at_fmr_pairs": [p.as_dict() for p in points],
         "tar_at_fmr_all_pairs": [
             {"target_fmr": t, "threshold": th, "fmr": fmr.as_dict(), "tar": 1 - fnmr.value, "fnmr": fnmr.as_dict()}
             for t, th, fmr, fnmr in dense
         ],
-        "failures_to_acquire": embedded.failures_to_acquire, "pairs_with_fta": result.pairs_with_fta,
-        "fta_policy": FTA_POLICY, "seconds": seconds,
+        "failures_to_acquire": embedded.failures_to_acquire,
+        "pairs_with_fta": result.pairs_with_fta,
+        "fta_policy": FTA_POLICY,
+        "seconds": seconds,
     }
     return out
 
@@ -134,7 +165,9 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
     rows = []
     for target in (0.01, 0.001):
         threshold = search.threshold_at_fpir(target)
-        rows.append((target, threshold, report.rate_text(search.fpir(threshold)), report.rate_text(search.fnir(threshold))))
+        rows.append(
+            (target, threshold, report.rate_text(search.fpir(threshold)), report.rate_text(search.fnir(threshold)))
+        )
     leads = {t: search.fpir(t) for t in (default, 80.0)}
     seconds = time.monotonic() - started
     out = report.Report(f"Open-set identification on {dataset.name}")
@@ -156,19 +189,28 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
     ]
     out.tables.append(("FNIR at FPIR (rank 1)", ("target FPIR", "threshold", "FPIR", "FNIR"), rows))
     out.numbers = {
-        "dataset": str(dataset), "options": options.describe(), "gallery": result.gallery_size,
-        "mated_probes": result.mated_probes, "nonmated_probes": result.nonmated_probes,
+        "dataset": str(dataset),
+        "options": options.describe(),
+        "gallery": result.gallery_size,
+        "mated_probes": result.mated_probes,
+        "nonmated_probes": result.nonmated_probes,
         "rank1_hit_rate": search.rank1_hit_rate,
         "fnir_at_fpir": [{"target_fpir": t, "threshold": th, "fpir": f, "fnir": n} for t, th, f, n in rows],
         "nonmated_with_candidate": {str(t): rate.as_dict() for t, rate in leads.items()},
-        "default_threshold": default, "seconds": seconds,
+        "default_threshold": default,
+        "seconds": seconds,
     }
     return out
 
 
 def groups(
-    dataset: Path, groups_csv: Path, options: EvalOptions, *, column: str | None = None,
-    threshold: float | None = None, limit_identities: int | None = None,
+    dataset: Path,
+    groups_csv: Path,
+    options: EvalOptions,
+    *,
+    column: str | None = None,
+    threshold: float | None = None,
+    limit_identities: int | None = None,
 ) -> report.Report:
     """FMR and FNMR within each group at the operating threshold, with intervals and counts."""
     started = time.monotonic()
@@ -197,19 +239,26 @@ def groups(
         *_width_warnings("FMR", fmr),
         *_width_warnings("FNMR", fnmr),
     ]
-    out.tables.append((
-        "Per group", ("group", "people", "FMR [95%] (errors of comparisons)", "FNMR [95%] (errors of comparisons)"),
-        [(g, people[g], report.rate_text(fmr[g]), report.rate_text(fnmr[g])) for g in per_group],
-    ))
+    out.tables.append(
+        (
+            "Per group",
+            ("group", "people", "FMR [95%] (errors of comparisons)", "FNMR [95%] (errors of comparisons)"),
+            [(g, people[g], report.rate_text(fmr[g]), report.rate_text(fnmr[g])) for g in per_group],
+        )
+    )
     out.figures = {
         "FMR_by_group": report.group_bars_figure(f"FMR at {threshold:g}", fmr),
         "FNMR_by_group": report.group_bars_figure(f"FNMR at {threshold:g}", fnmr),
     }
     out.numbers = {
-        "dataset": str(dataset), "groups_file": str(groups_csv), "column": column, "threshold": threshold,
+        "dataset": str(dataset),
+        "groups_file": str(groups_csv),
+        "column": column,
+        "threshold": threshold,
         "options": options.describe(),
         "groups": {g: {"people": people[g], "fmr": fmr[g].as_dict(), "fnmr": fnmr[g].as_dict()} for g in per_group},
-        "fmr_ratio": _ratio_value(fmr), "fnmr_ratio": _ratio_value(fnmr),
+        "fmr_ratio": _ratio_value(fmr),
+        "fnmr_ratio": _ratio_value(fnmr),
     }
     return out
 
@@ -253,7 +302,9 @@ def _width_warnings(name: str, rates: dict[str, metrics.Rate]) -> list[str]:
     return warnings
 
 
-def calibrate(dataset: Path, options: EvalOptions, *, limit_identities: int | None = None) -> tuple[ThresholdTable, report.Report]:
+def calibrate(
+    dataset: Path, options: EvalOptions, *, limit_identities: int | None = None
+) -> tuple[ThresholdTable, report.Report]:
     """A threshold table from every pair of a ``DIR/identity/images`` tree."""
     images: LabelledImages = identity_folders(dataset, limit_identities=limit_identities)
     embedded = options.embed(dataset, images.paths)
@@ -280,9 +331,21 @@ def calibrate(dataset: Path, options: EvalOptions, *, limit_identities: int | No
             f"Only {table.nonmated:,} non-mated comparisons: even with no false match, the 95% upper bound of "
             "FMR stays above 1e-4 (it needs about 38,400). Add more people to calibrate low error rates."
         )
-    out.tables.append(("Threshold table", ("threshold", "FMR", "FMR 95%", "FNMR", "FNMR 95%"), [
-        (r.threshold, r.fmr, f"[{r.fmr_low:.2e}, {r.fmr_high:.2e}]", r.fnmr, f"[{r.fnmr_low:.2e}, {r.fnmr_high:.2e}]")
-        for r in table.rows
-    ]))
+    out.tables.append(
+        (
+            "Threshold table",
+            ("threshold", "FMR", "FMR 95%", "FNMR", "FNMR 95%"),
+            [
+                (
+                    r.threshold,
+                    r.fmr,
+                    f"[{r.fmr_low:.2e}, {r.fmr_high:.2e}]",
+                    r.fnmr,
+                    f"[{r.fnmr_low:.2e}, {r.fnmr_high:.2e}]",
+                )
+                for r in table.rows
+            ],
+        )
+    )
     out.numbers = table.to_dict()
     return table, out

@@ -61,8 +61,9 @@ class CollectionIndex:
     10% of the index they make it ask for a rebuild.
     """
 
-    def __init__(self, dimension: int, seqs: np.ndarray, vectors: np.ndarray, generation: int,
-                 *, approximate: bool | None = None) -> None:
+    def __init__(
+        self, dimension: int, seqs: np.ndarray, vectors: np.ndarray, generation: int, *, approximate: bool | None = None
+    ) -> None:
         self.approximate = len(seqs) >= APPROXIMATE_FROM if approximate is None else approximate
         self.approximate = self.approximate and len(seqs) > 0  # the quantiser learns from the vectors
         if self.approximate:
@@ -92,9 +93,7 @@ class CollectionIndex:
 
     def add(self, seqs: list[int], vectors: np.ndarray) -> None:
         if seqs:
-            self._index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(seqs, dtype=np.int64)
-            )
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(seqs, dtype=np.int64))
             self.dirty = True
 
     def remove(self, seqs: list[int]) -> None:
@@ -123,8 +122,12 @@ class CollectionIndex:
             inner.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, wanted_from_graph)
         distances, ids = self._index.search(np.ascontiguousarray(probes, dtype=np.float32), wanted)
         return [
-            [Neighbour(int(i), float(d)) for d, i in zip(row_d, row_i) if i >= 0 and int(i) not in self.removed][:k]
-            for row_d, row_i in zip(distances, ids)
+            [
+                Neighbour(int(i), float(d))
+                for d, i in zip(row_d, row_i, strict=True)
+                if i >= 0 and int(i) not in self.removed
+            ][:k]
+            for row_d, row_i in zip(distances, ids, strict=True)
         ]
 
     def save(self, path: Path, cipher: Sealer) -> None:
@@ -181,8 +184,14 @@ def _label(path: Path, generation: int) -> str:
 class VectorIndexRegistry:
     """The indexes of all collections of one store, built lazily and kept in step."""
 
-    def __init__(self, dimension: int, load: EmbeddingLoader, current_generation: Callable[[str], int | None],
-                 persist_dir: Path | None = None, cipher: Callable[[], Sealer] | None = None) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        load: EmbeddingLoader,
+        current_generation: Callable[[str], int | None],
+        persist_dir: Path | None = None,
+        cipher: Callable[[], Sealer] | None = None,
+    ) -> None:
         """``persist_dir``: where approximate (HNSW) indexes are saved, so that a restart loads
         them instead of rebuilding; a saved index is used only if it reflects the store's
         current generation."""
@@ -204,8 +213,11 @@ class VectorIndexRegistry:
             index = self._indexes.get(collection_id)
             if index is None or index.generation != generation:
                 path = self._path(collection_id)
-                index = (CollectionIndex.load(path, generation, self._cipher())  # type: ignore[misc]
-                         if path is not None and generation is not None else None)
+                index = (
+                    CollectionIndex.load(path, generation, self._cipher())  # type: ignore[misc]
+                    if path is not None and generation is not None
+                    else None
+                )
                 if index is None:
                     seqs, vectors, generation = self._load(collection_id)
                     index = CollectionIndex(self._dimension, seqs, vectors, generation)

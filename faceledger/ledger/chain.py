@@ -85,11 +85,16 @@ class Ledger:
         for entry, prev_hash, stored_hash in self._rows.chained():
             seq = entry.seq or 0
             if seq != expected_seq:
-                problems.append(f"entries {expected_seq}..{seq - 1} are missing (deleted)" if seq > expected_seq
-                                else f"entry {seq} appears out of order (inserted or reordered)")
+                problems.append(
+                    f"entries {expected_seq}..{seq - 1} are missing (deleted)"
+                    if seq > expected_seq
+                    else f"entry {seq} appears out of order (inserted or reordered)"
+                )
             if prev_hash != previous:
-                problems.append(f"entry {seq} does not follow entry {seq - 1}: the chain was cut here "
-                                "(an entry inserted, deleted or reordered)")
+                problems.append(
+                    f"entry {seq} does not follow entry {seq - 1}: the chain was cut here "
+                    "(an entry inserted, deleted or reordered)"
+                )
             if entry_hash(prev_hash, entry) != stored_hash:
                 problems.append(f"entry {seq} ({entry.operation}) was edited: its content no longer matches its hash")
             hashes[seq] = stored_hash

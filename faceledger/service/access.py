@@ -15,12 +15,11 @@ Roles:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
-
 import base64
 import secrets
 import time
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from faceledger.errors import AccessDeniedException, InternalServerError, InvalidParameterException
@@ -62,12 +61,28 @@ def _operations(*names: str) -> frozenset[str]:
 _READ = _operations("DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy")
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset(OPERATIONS),
-    Role.INDEXER: _READ | _operations(
-        "DetectFaces", "IndexFaces", "ListFaces", "DeleteFaces", "CreateUser", "DeleteUser", "ListUsers",
-        "AssociateFaces", "DisassociateFaces", "RecordConsent", "WithdrawConsent",
+    Role.INDEXER: _READ
+    | _operations(
+        "DetectFaces",
+        "IndexFaces",
+        "ListFaces",
+        "DeleteFaces",
+        "CreateUser",
+        "DeleteUser",
+        "ListUsers",
+        "AssociateFaces",
+        "DisassociateFaces",
+        "RecordConsent",
+        "WithdrawConsent",
     ),
-    Role.SEARCHER: _READ | _operations(
-        "DetectFaces", "CompareFaces", "SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage",
+    Role.SEARCHER: _READ
+    | _operations(
+        "DetectFaces",
+        "CompareFaces",
+        "SearchFaces",
+        "SearchFacesByImage",
+        "SearchUsers",
+        "SearchUsersByImage",
     ),
     Role.AUDITOR: _READ | _operations("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"),
     Role.REVIEWER: _READ | _operations("GetReviewCase", "ListReviewCases", "DecideReview"),
@@ -106,8 +121,9 @@ class AccessControl:
             collections = [validation.collection_id(c) for c in collections]
         access_key_id = "FL" + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(18))
         secret = base64.b64encode(secrets.token_bytes(30)).decode()
-        key = AccessKey(access_key_id, role, tuple(collections) if collections is not None else None,
-                        True, time.time(), description)
+        key = AccessKey(
+            access_key_id, role, tuple(collections) if collections is not None else None, True, time.time(), description
+        )
         self.keys.add(key, self._sealing.seal(access_key_id, secret.encode()))
         return key, secret
 

@@ -15,8 +15,14 @@ from faceledger.store import LedgerEntry, Store
 
 
 class AdminOperations:
-    def __init__(self, store: Store, access: Callable[[], AccessControl], templates: TemplateVault,
-                 indexes: VectorIndexRegistry, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        store: Store,
+        access: Callable[[], AccessControl],
+        templates: TemplateVault,
+        indexes: VectorIndexRegistry,
+        ledger: Ledger,
+    ) -> None:
         self._store = store
         self._access = access
         self._templates = templates
@@ -26,9 +32,15 @@ class AdminOperations:
     def create_key(self, role: str, collections: list[str] | None, description: str | None) -> Reply:
         """A new API key; the response holds its secret, the only time it is ever shown."""
         key, secret = self._access().create_key(role, collections, description)
-        return Reply({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret, "Role": key.role,
-                      "Collections": list(key.collections) if key.collections is not None else None},
-                     {"AccessKeyId": key.access_key_id, "Role": key.role})  # never the secret
+        return Reply(
+            {
+                "AccessKeyId": key.access_key_id,
+                "SecretAccessKey": secret,
+                "Role": key.role,
+                "Collections": list(key.collections) if key.collections is not None else None,
+            },
+            {"AccessKeyId": key.access_key_id, "Role": key.role},
+        )  # never the secret
 
     def set_key_enabled(self, access_key_id: str, enabled: bool) -> Reply:
         self._access().keys.set_enabled(access_key_id, enabled)

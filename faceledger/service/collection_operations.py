@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Collection, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from faceledger.config import Settings
 from faceledger.errors import InvalidParameterException
@@ -52,24 +52,29 @@ class CollectionOperations:
                 f"ResourceArn {resource_arn!r} is not a collection ARN "
                 "(arn:aws:rekognition:REGION:ACCOUNT:collection/ID); only collections have tags here."
             )
-        return validation.collection_id(parts[5][len("collection/"):])
+        return validation.collection_id(parts[5][len("collection/") :])
 
     def create(self, collection_id: str, tags: dict[str, str] | None) -> Reply:
         if tags is not None:
             validation.tags(tags)
         self._store.create_collection(collection_id, self._model_version, time.time(), tags)
-        return Reply({"StatusCode": 200, "CollectionArn": self.arn(collection_id),
-                      "FaceModelVersion": self._model_version}, {"StatusCode": 200})
+        return Reply(
+            {"StatusCode": 200, "CollectionArn": self.arn(collection_id), "FaceModelVersion": self._model_version},
+            {"StatusCode": 200},
+        )
 
     def describe(self, collection_id: str) -> Reply:
         record = self._store.get_collection(collection_id)
-        return Reply({
-            "FaceCount": record.face_count,
-            "FaceModelVersion": record.face_model_version,
-            "CollectionARN": self.arn(collection_id),
-            "CreationTimestamp": datetime.fromtimestamp(record.created_at, tz=timezone.utc),
-            "UserCount": record.user_count,
-        }, {"FaceCount": record.face_count, "UserCount": record.user_count})
+        return Reply(
+            {
+                "FaceCount": record.face_count,
+                "FaceModelVersion": record.face_model_version,
+                "CollectionARN": self.arn(collection_id),
+                "CreationTimestamp": datetime.fromtimestamp(record.created_at, tz=UTC),
+                "UserCount": record.user_count,
+            },
+            {"FaceCount": record.face_count, "UserCount": record.user_count},
+        )
 
     def list(self, next_token: str | None, max_results: int, visible: Collection[str] | None) -> Reply:
         """Collection ids in order; ``visible`` restricts the listing to those ids."""

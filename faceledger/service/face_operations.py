@@ -25,8 +25,15 @@ from faceledger.vision.quality import QualityFilter, quality_failures, select_fo
 
 
 class FaceOperations:
-    def __init__(self, store: Store, indexes: VectorIndexRegistry, images: ImageReader, templates: TemplateVault,
-                 policies: PolicyOperations, model: FaceModel) -> None:
+    def __init__(
+        self,
+        store: Store,
+        indexes: VectorIndexRegistry,
+        images: ImageReader,
+        templates: TemplateVault,
+        policies: PolicyOperations,
+        model: FaceModel,
+    ) -> None:
         self._store = store
         self._indexes = indexes
         self._images = images
@@ -38,8 +45,9 @@ class FaceOperations:
         decoded = self._images.decode(image)
         return FacesInImage(self._images.faces(decoded), decoded.width, decoded.height)
 
-    def compare(self, source_image: ImageInput, target_image: ImageInput, threshold: float,
-                level: QualityFilter) -> Comparison:
+    def compare(
+        self, source_image: ImageInput, target_image: ImageInput, threshold: float, level: QualityFilter
+    ) -> Comparison:
         source = self._images.decode(source_image)
         target = self._images.decode(target_image)
         probe, _ = self._images.largest_face(source, level)
@@ -56,46 +64,87 @@ class FaceOperations:
         matches.sort(key=lambda match: match[0], reverse=True)
         return Comparison(probe, (source.width, source.height), matches, unmatched, (target.width, target.height))
 
-    def index(self, collection_id: str, image: ImageInput, external_image_id: str | None, max_faces: int | None,
-              level: QualityFilter, store_image: bool, source_path: str | None) -> IndexFacesResult:
+    def index(
+        self,
+        collection_id: str,
+        image: ImageInput,
+        external_image_id: str | None,
+        max_faces: int | None,
+        level: QualityFilter,
+        store_image: bool,
+        source_path: str | None,
+    ) -> IndexFacesResult:
         """Detect faces and add them to a collection, all of them or none (one transaction)."""
         require_model(self._store, collection_id, self._model)
         self._policies.require_consent(collection_id, external_image_id)
-        analyzed = image if isinstance(image, AnalyzedImage) else self._images.analyzer.analyze_image(
-            self._images.decode(image))
+        analyzed = (
+            image
+            if isinstance(image, AnalyzedImage)
+            else self._images.analyzer.analyze_image(self._images.decode(image))
+        )
         accepted, refused = select_for_indexing(analyzed.faces, level, max_faces)
         self._images.analyzer.embed_faces(accepted)
         now = time.time()
         image_id = str(uuid.uuid4())
-        records = [self._face_record(face, collection_id, image_id, external_image_id, analyzed, now)
-                   for face in accepted]
-        seqs, before, after = self._store.add_image(ImageRecord(
-            image_id=image_id, collection_id=collection_id, image_sha256=analyzed.sha256,
-            external_image_id=external_image_id, width=analyzed.width, height=analyzed.height,
-            face_count=len(records), indexed_at=now, source_path=source_path,
-            content=_encoded(image) if store_image else None,
-        ), records)
+        records = [
+            self._face_record(face, collection_id, image_id, external_image_id, analyzed, now) for face in accepted
+        ]
+        seqs, before, after = self._store.add_image(
+            ImageRecord(
+                image_id=image_id,
+                collection_id=collection_id,
+                image_sha256=analyzed.sha256,
+                external_image_id=external_image_id,
+                width=analyzed.width,
+                height=analyzed.height,
+                face_count=len(records),
+                indexed_at=now,
+                source_path=source_path,
+                content=_encoded(image) if store_image else None,
+            ),
+            records,
+        )
         added = (seqs, np.stack([face.embedding for face in accepted])) if accepted else None
         self._store.after_commit(lambda: self._indexes.apply(collection_id, before, after, added=added))
-        return IndexFacesResult(list(zip(records, accepted)), refused, analyzed.width, analyzed.height,
-                                self._model.version)
+        return IndexFacesResult(
+            list(zip(records, accepted, strict=True)), refused, analyzed.width, analyzed.height, self._model.version
+        )
 
-    def _face_record(self, face: Face, collection_id: str, image_id: str, external_image_id: str | None,
-                     image: AnalyzedImage, now: float) -> FaceRecord:
+    def _face_record(
+        self,
+        face: Face,
+        collection_id: str,
+        image_id: str,
+        external_image_id: str | None,
+        image: AnalyzedImage,
+        now: float,
+    ) -> FaceRecord:
         face_id = str(uuid.uuid4())
         return FaceRecord(
-            face_id=face_id, collection_id=collection_id, image_id=image_id, external_image_id=external_image_id,
-            image_sha256=image.sha256, bounding_box=face.box.relative(image.width, image.height),
-            confidence=face.confidence, landmarks=relative_landmarks(face, image.width, image.height),
-            quality=quality_record(face), template=self._templates.seal(face_id, face.embedding),  # type: ignore[arg-type]
+            face_id=face_id,
+            collection_id=collection_id,
+            image_id=image_id,
+            external_image_id=external_image_id,
+            image_sha256=image.sha256,
+            bounding_box=face.box.relative(image.width, image.height),
+            confidence=face.confidence,
+            landmarks=relative_landmarks(face, image.width, image.height),
+            quality=quality_record(face),
+            template=self._templates.seal(face_id, face.embedding),  # type: ignore[arg-type]
             created_at=now,
         )
 
     def find_indexed_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
         return self._store.find_image(collection_id, image_sha256)
 
-    def list(self, collection_id: str, next_token: str | None, max_results: int, user_id: str | None,
-             face_ids: Sequence[str] | None) -> FaceListing:
+    def list(
+        self,
+        collection_id: str,
+        next_token: str | None,
+        max_results: int,
+        user_id: str | None,
+        face_ids: Sequence[str] | None,
+    ) -> FaceListing:
         limit = validation.integer(max_results, "MaxResults", 0, MAX_PAGE_SIZE) or 1000
         if user_id is not None:
             validation.user_id(user_id)
@@ -103,8 +152,9 @@ class FaceOperations:
             face_ids = validation.face_ids(face_ids, maximum=MAX_PAGE_SIZE)
         after = decode_token(f"faces:{collection_id}", next_token)
         self._store.require_collection(collection_id)
-        rows = self._store.list_faces(collection_id, after_seq=int(after or 0), limit=limit + 1, user_id=user_id,
-                                      face_ids=face_ids)
+        rows = self._store.list_faces(
+            collection_id, after_seq=int(after or 0), limit=limit + 1, user_id=user_id, face_ids=face_ids
+        )
         token = encode_token(f"faces:{collection_id}", rows[limit - 1][0]) if len(rows) > limit else None
         return FaceListing([record for _, record in rows[:limit]], self._model.version, token)
 

@@ -62,13 +62,17 @@ class FaceService:
         self.ledger = Ledger(self.store.ledger, data_dir)
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(
-            self.analyzer.model.dimension, self.templates.load, self.store.generation,
-            persist_dir=data_dir / "index", cipher=lambda: self.templates.codec,
+            self.analyzer.model.dimension,
+            self.templates.load,
+            self.store.generation,
+            persist_dir=data_dir / "index",
+            cipher=lambda: self.templates.codec,
         )
         self.limits = SearchLimits(self.store, self.analyzer.model)
         self._access: AccessControl | None = None
-        self._runner = OperationRunner(self.store, self.ledger if self.settings.audit_ledger else None,
-                                       lambda: self.access)
+        self._runner = OperationRunner(
+            self.store, self.ledger if self.settings.audit_ledger else None, lambda: self.access
+        )
         model = self.analyzer.model
         images = ImageReader(self.analyzer, self.settings.image_limits)
         reviews = ReviewOperations(self.store)
@@ -101,8 +105,9 @@ class FaceService:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _run(self, operation: str, effect: Callable[[], Any], *, collection_id: object = None,
-             images: Iterable[object] = ()) -> Response:
+    def _run(
+        self, operation: str, effect: Callable[[], Any], *, collection_id: object = None, images: Iterable[object] = ()
+    ) -> Response:
         """Run one operation (see runner.py) and shape its result for the caller. A collection id
         is checked inside the run, so that a malformed one is ledgered like any refusal."""
         named = collection_id if isinstance(collection_id, str) else None
@@ -122,16 +127,19 @@ class FaceService:
 
     def create_collection(self, *, collection_id: str, tags: dict[str, str] | None = None) -> Response:
         """Create an empty collection; it records the face model its faces are indexed with."""
-        return self._run("CreateCollection", lambda: self._collections.create(collection_id, tags),
-                         collection_id=collection_id)
+        return self._run(
+            "CreateCollection", lambda: self._collections.create(collection_id, tags), collection_id=collection_id
+        )
 
     def describe_collection(self, *, collection_id: str) -> Response:
         """Face and user counts, face model version, ARN and creation time of a collection."""
-        return self._run("DescribeCollection", lambda: self._collections.describe(collection_id),
-                         collection_id=collection_id)
+        return self._run(
+            "DescribeCollection", lambda: self._collections.describe(collection_id), collection_id=collection_id
+        )
 
-    def list_collections(self, *, next_token: str | None = None, max_results: int = 1000,
-                         visible: Collection[str] | None = None) -> Response:
+    def list_collections(
+        self, *, next_token: str | None = None, max_results: int = 1000, visible: Collection[str] | None = None
+    ) -> Response:
         """Collection ids in order; ``visible`` restricts the listing to those ids (by default,
         those the calling access key covers)."""
         if visible is None:
@@ -140,20 +148,30 @@ class FaceService:
 
     def delete_collection(self, *, collection_id: str) -> Response:
         """Delete a collection with every face, user, tag and policy in it."""
-        return self._run("DeleteCollection", lambda: self._collections.delete(collection_id),
-                         collection_id=collection_id)
+        return self._run(
+            "DeleteCollection", lambda: self._collections.delete(collection_id), collection_id=collection_id
+        )
 
     def tag_resource(self, *, resource_arn: str, tags: dict[str, str]) -> Response:
-        return self._run("TagResource", lambda: self._collections.tag(resource_arn, tags),
-                         collection_id=self._arn_collection(resource_arn))
+        return self._run(
+            "TagResource",
+            lambda: self._collections.tag(resource_arn, tags),
+            collection_id=self._arn_collection(resource_arn),
+        )
 
     def untag_resource(self, *, resource_arn: str, tag_keys: Sequence[str]) -> Response:
-        return self._run("UntagResource", lambda: self._collections.untag(resource_arn, tag_keys),
-                         collection_id=self._arn_collection(resource_arn))
+        return self._run(
+            "UntagResource",
+            lambda: self._collections.untag(resource_arn, tag_keys),
+            collection_id=self._arn_collection(resource_arn),
+        )
 
     def list_tags_for_resource(self, *, resource_arn: str) -> Response:
-        return self._run("ListTagsForResource", lambda: self._collections.tags(resource_arn),
-                         collection_id=self._arn_collection(resource_arn))
+        return self._run(
+            "ListTagsForResource",
+            lambda: self._collections.tags(resource_arn),
+            collection_id=self._arn_collection(resource_arn),
+        )
 
     @staticmethod
     def _arn_collection(resource_arn: str) -> str | None:
@@ -167,8 +185,11 @@ class FaceService:
     def set_threshold_table(self, *, collection_id: str, table: ThresholdTable) -> Response:
         """Store a collection's own calibration (``faceledger calibrate``); its searches then
         default to its safe threshold (a table too small to show FMR <= 1e-4 is refused)."""
-        return self._run("SetThresholdTable", lambda: self._collections.set_threshold_table(collection_id, table),
-                         collection_id=collection_id)
+        return self._run(
+            "SetThresholdTable",
+            lambda: self._collections.set_threshold_table(collection_id, table),
+            collection_id=collection_id,
+        )
 
     def threshold_table(self, collection_id: str) -> ThresholdTable:
         """The calibration a collection's searches use (its own, else the shipped LFW table)."""
@@ -185,43 +206,73 @@ class FaceService:
         compatibility; faceledger never estimates age, gender or emotion, whatever is asked."""
         return self._run("DetectFaces", lambda: self._faces.detect(image), images=[image])
 
-    def compare_faces(self, *, source_image: ImageInput, target_image: ImageInput,
-                      similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
-                      quality_filter: str = "NONE") -> Response:
+    def compare_faces(
+        self,
+        *,
+        source_image: ImageInput,
+        target_image: ImageInput,
+        similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+        quality_filter: str = "NONE",
+    ) -> Response:
         """Compare the largest face of the source with every face of the target (at most 100);
         a match has similarity >= ``similarity_threshold`` (0-100; 80 is dlib's distance 0.6)."""
+
         def effect() -> Any:
             threshold = validation.percent(similarity_threshold, "SimilarityThreshold")
             return self._faces.compare(source_image, target_image, threshold, validation.quality_filter(quality_filter))
 
         return self._run("CompareFaces", effect, images=[source_image, target_image])
 
-    def index_faces(self, *, collection_id: str, image: ImageInput, external_image_id: str | None = None,
-                    max_faces: int | None = None, quality_filter: str = "AUTO",
-                    detection_attributes: Sequence[str] | None = None, store_image: bool = False,
-                    source_path: str | None = None) -> Response:
+    def index_faces(
+        self,
+        *,
+        collection_id: str,
+        image: ImageInput,
+        external_image_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: str = "AUTO",
+        detection_attributes: Sequence[str] | None = None,
+        store_image: bool = False,
+        source_path: str | None = None,
+    ) -> Response:
         """Detect faces and add them to a collection, all of them or none (one transaction).
 
         The largest ``max_faces`` faces that pass ``quality_filter`` are indexed; every other
         face is reported in UnindexedFaces with Rekognition's reasons. The image's pixels are
         kept only when ``store_image`` is true; ``source_path`` records where a file came from.
         """
-        return self.index_image(collection_id=collection_id, image=image, external_image_id=external_image_id,
-                                max_faces=max_faces, quality_filter=quality_filter, store_image=store_image,
-                                source_path=source_path).to_response()
+        return self.index_image(
+            collection_id=collection_id,
+            image=image,
+            external_image_id=external_image_id,
+            max_faces=max_faces,
+            quality_filter=quality_filter,
+            store_image=store_image,
+            source_path=source_path,
+        ).to_response()
 
-    def index_image(self, *, collection_id: str, image: ImageInput, external_image_id: str | None = None,
-                    max_faces: int | None = None, quality_filter: str = "AUTO", store_image: bool = False,
-                    source_path: str | None = None) -> IndexFacesResult:
+    def index_image(
+        self,
+        *,
+        collection_id: str,
+        image: ImageInput,
+        external_image_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: str = "AUTO",
+        store_image: bool = False,
+        source_path: str | None = None,
+    ) -> IndexFacesResult:
         """IndexFaces, returning the typed result rather than the response dict (bulk indexing)."""
+
         def effect() -> IndexFacesResult:
             validation.collection_id(collection_id)
             validation.external_image_id(external_image_id)
             level = validation.quality_filter(quality_filter)
             if max_faces is not None:
                 validation.integer(max_faces, "MaxFaces", 1)
-            return self._faces.index(collection_id, image, external_image_id, max_faces, level, store_image,
-                                     source_path)
+            return self._faces.index(
+                collection_id, image, external_image_id, max_faces, level, store_image, source_path
+            )
 
         named = collection_id if isinstance(collection_id, str) else None
         return self._runner.run("IndexFaces", effect, collection_id=named, images=[image])
@@ -231,34 +282,60 @@ class FaceService:
         folder index resumes; not an operation of its own, the IndexFaces it saves is)."""
         return self._faces.find_indexed_image(collection_id, image_sha256)
 
-    def list_faces(self, *, collection_id: str, next_token: str | None = None, max_results: int = 1000,
-                   user_id: str | None = None, face_ids: Sequence[str] | None = None) -> Response:
+    def list_faces(
+        self,
+        *,
+        collection_id: str,
+        next_token: str | None = None,
+        max_results: int = 1000,
+        user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> Response:
         """A page of the collection's faces in index order, optionally of one user or among ids."""
-        return self._run("ListFaces", lambda: self._faces.list(collection_id, next_token, max_results, user_id,
-                                                               face_ids), collection_id=collection_id)
+        return self._run(
+            "ListFaces",
+            lambda: self._faces.list(collection_id, next_token, max_results, user_id, face_ids),
+            collection_id=collection_id,
+        )
 
     def delete_faces(self, *, collection_id: str, face_ids: Sequence[str]) -> Response:
         """Delete faces from the store and the index. A face still associated with a user is
         not deleted (disassociate it first), as in Rekognition."""
-        return self._run("DeleteFaces", lambda: self._faces.delete(collection_id, face_ids),
-                         collection_id=collection_id)
+        return self._run(
+            "DeleteFaces", lambda: self._faces.delete(collection_id, face_ids), collection_id=collection_id
+        )
 
     # -- search ----------------------------------------------------------------------------
 
-    def search_faces(self, *, collection_id: str, face_id: str, max_faces: int | None = None,
-                     face_match_threshold: float | None = None) -> Response:
+    def search_faces(
+        self,
+        *,
+        collection_id: str,
+        face_id: str,
+        max_faces: int | None = None,
+        face_match_threshold: float | None = None,
+    ) -> Response:
         """Faces of the collection similar to one of its own faces (itself excluded).
         ``face_match_threshold`` defaults to the collection's calibrated search threshold."""
+
         def effect() -> Any:
             _check_max(max_faces, "MaxFaces")
             return self._search.faces_by_id(collection_id, face_id, max_faces, face_match_threshold)
 
         return self._run("SearchFaces", effect, collection_id=collection_id)
 
-    def search_faces_by_image(self, *, collection_id: str, image: ImageInput, max_faces: int | None = None,
-                              face_match_threshold: float | None = None, quality_filter: str = "NONE") -> Response:
+    def search_faces_by_image(
+        self,
+        *,
+        collection_id: str,
+        image: ImageInput,
+        max_faces: int | None = None,
+        face_match_threshold: float | None = None,
+        quality_filter: str = "NONE",
+    ) -> Response:
         """Search the collection with the largest face of the image. ``face_match_threshold``
         defaults to the collection's calibrated search threshold."""
+
         def effect() -> Any:
             _check_max(max_faces, "MaxFaces")
             level = validation.quality_filter(quality_filter)
@@ -266,20 +343,36 @@ class FaceService:
 
         return self._run("SearchFacesByImage", effect, collection_id=collection_id, images=[image])
 
-    def search_users(self, *, collection_id: str, user_id: str | None = None, face_id: str | None = None,
-                     user_match_threshold: float | None = None, max_users: int | None = None) -> Response:
+    def search_users(
+        self,
+        *,
+        collection_id: str,
+        user_id: str | None = None,
+        face_id: str | None = None,
+        user_match_threshold: float | None = None,
+        max_users: int | None = None,
+    ) -> Response:
         """Users whose faces match a face of the collection, or the faces of a user.
         ``user_match_threshold`` defaults to the collection's calibrated search threshold."""
+
         def effect() -> Any:
             _check_max(max_users, "MaxUsers", 500)
             return self._search.users(collection_id, user_id, face_id, user_match_threshold, max_users)
 
         return self._run("SearchUsers", effect, collection_id=collection_id)
 
-    def search_users_by_image(self, *, collection_id: str, image: ImageInput, user_match_threshold: float | None = None,
-                              max_users: int | None = None, quality_filter: str = "NONE") -> Response:
+    def search_users_by_image(
+        self,
+        *,
+        collection_id: str,
+        image: ImageInput,
+        user_match_threshold: float | None = None,
+        max_users: int | None = None,
+        quality_filter: str = "NONE",
+    ) -> Response:
         """Users matching the largest face of the image; the other faces are listed as unsearched.
         ``user_match_threshold`` defaults to the collection's calibrated search threshold."""
+
         def effect() -> Any:
             _check_max(max_users, "MaxUsers", 500)
             level = validation.quality_filter(quality_filter)
@@ -290,59 +383,109 @@ class FaceService:
     # -- users -----------------------------------------------------------------------------
 
     def create_user(self, *, collection_id: str, user_id: str, client_request_token: str | None = None) -> Response:
-        return self._run("CreateUser", lambda: self._users.create(collection_id, user_id, client_request_token),
-                         collection_id=collection_id)
+        return self._run(
+            "CreateUser",
+            lambda: self._users.create(collection_id, user_id, client_request_token),
+            collection_id=collection_id,
+        )
 
     def delete_user(self, *, collection_id: str, user_id: str, client_request_token: str | None = None) -> Response:
         """Delete a user; its faces stay indexed, no longer associated with anyone."""
-        return self._run("DeleteUser", lambda: self._users.delete(collection_id, user_id, client_request_token),
-                         collection_id=collection_id)
+        return self._run(
+            "DeleteUser",
+            lambda: self._users.delete(collection_id, user_id, client_request_token),
+            collection_id=collection_id,
+        )
 
     def list_users(self, *, collection_id: str, next_token: str | None = None, max_results: int = 100) -> Response:
-        return self._run("ListUsers", lambda: self._users.list(collection_id, next_token, max_results),
-                         collection_id=collection_id)
+        return self._run(
+            "ListUsers", lambda: self._users.list(collection_id, next_token, max_results), collection_id=collection_id
+        )
 
-    def associate_faces(self, *, collection_id: str, user_id: str, face_ids: Sequence[str],
-                        user_match_threshold: float = DEFAULT_ASSOCIATION_THRESHOLD,
-                        client_request_token: str | None = None) -> Response:
+    def associate_faces(
+        self,
+        *,
+        collection_id: str,
+        user_id: str,
+        face_ids: Sequence[str],
+        user_match_threshold: float = DEFAULT_ASSOCIATION_THRESHOLD,
+        client_request_token: str | None = None,
+    ) -> Response:
         """Associate faces with a user. Once the user has faces, a new face must match them
         (best similarity >= ``user_match_threshold``), so one person's faces are not mixed
         with another's by mistake."""
-        return self._run("AssociateFaces", lambda: self._users.associate(
-            collection_id, user_id, face_ids, user_match_threshold, client_request_token), collection_id=collection_id)
+        return self._run(
+            "AssociateFaces",
+            lambda: self._users.associate(collection_id, user_id, face_ids, user_match_threshold, client_request_token),
+            collection_id=collection_id,
+        )
 
-    def disassociate_faces(self, *, collection_id: str, user_id: str, face_ids: Sequence[str],
-                           client_request_token: str | None = None) -> Response:
-        return self._run("DisassociateFaces", lambda: self._users.disassociate(
-            collection_id, user_id, face_ids, client_request_token), collection_id=collection_id)
+    def disassociate_faces(
+        self, *, collection_id: str, user_id: str, face_ids: Sequence[str], client_request_token: str | None = None
+    ) -> Response:
+        return self._run(
+            "DisassociateFaces",
+            lambda: self._users.disassociate(collection_id, user_id, face_ids, client_request_token),
+            collection_id=collection_id,
+        )
 
     # -- policies, consent, erasure --------------------------------------------------------
 
-    def put_collection_policy(self, *, collection_id: str, purpose_required: bool = False,
-                              min_threshold: float | None = None, max_results: int | None = None,
-                              retention_days: int | None = None, consent_required: bool = False,
-                              review_required: bool = False) -> Response:
+    def put_collection_policy(
+        self,
+        *,
+        collection_id: str,
+        purpose_required: bool = False,
+        min_threshold: float | None = None,
+        max_results: int | None = None,
+        retention_days: int | None = None,
+        consent_required: bool = False,
+        review_required: bool = False,
+    ) -> Response:
         """Replace the collection's policy (every demand not given is lifted)."""
-        policy = CollectionPolicy(bool(purpose_required), min_threshold, max_results, retention_days,
-                                  bool(consent_required), bool(review_required))
-        return self._run("PutCollectionPolicy", lambda: self._policies.put(collection_id, policy),
-                         collection_id=collection_id)
+        policy = CollectionPolicy(
+            bool(purpose_required),
+            min_threshold,
+            max_results,
+            retention_days,
+            bool(consent_required),
+            bool(review_required),
+        )
+        return self._run(
+            "PutCollectionPolicy", lambda: self._policies.put(collection_id, policy), collection_id=collection_id
+        )
 
     def get_collection_policy(self, *, collection_id: str) -> Response:
         return self._run("GetCollectionPolicy", lambda: self._policies.get(collection_id), collection_id=collection_id)
 
-    def record_consent(self, *, collection_id: str, external_image_id: str, basis: str, reference: str,
-                       obtained_at: float | None = None, expires_at: float | None = None) -> Response:
+    def record_consent(
+        self,
+        *,
+        collection_id: str,
+        external_image_id: str,
+        basis: str,
+        reference: str,
+        obtained_at: float | None = None,
+        expires_at: float | None = None,
+    ) -> Response:
         """Record the consent of the person shown in images with ``external_image_id``:
         its legal ``basis`` (e.g. "explicit consent, GDPR 9(2)(a)"), a ``reference`` to the
         signed document, when it was obtained and when it expires (seconds since the epoch)."""
-        return self._run("RecordConsent", lambda: self._policies.record_consent(
-            collection_id, external_image_id, basis, reference, obtained_at, expires_at), collection_id=collection_id)
+        return self._run(
+            "RecordConsent",
+            lambda: self._policies.record_consent(
+                collection_id, external_image_id, basis, reference, obtained_at, expires_at
+            ),
+            collection_id=collection_id,
+        )
 
     def withdraw_consent(self, *, collection_id: str, consent_id: str) -> Response:
         """Withdraw a consent and erase every face it covered (GDPR Art. 17)."""
-        return self._run("WithdrawConsent", lambda: self._policies.withdraw_consent(collection_id, consent_id),
-                         collection_id=collection_id)
+        return self._run(
+            "WithdrawConsent",
+            lambda: self._policies.withdraw_consent(collection_id, consent_id),
+            collection_id=collection_id,
+        )
 
     def purge(self, *, now: float | None = None) -> Response:
         """Erase every face past its collection's retention period or its consent's expiry."""
@@ -362,8 +505,9 @@ class FaceService:
 
     # -- keys and the ledger ---------------------------------------------------------------
 
-    def create_access_key(self, *, role: str, collections: list[str] | None = None,
-                          description: str | None = None) -> Response:
+    def create_access_key(
+        self, *, role: str, collections: list[str] | None = None, description: str | None = None
+    ) -> Response:
         """A new API key; the response holds its secret, the only time it is ever shown."""
         return self._run("CreateAccessKey", lambda: self._admin.create_key(role, collections, description))
 

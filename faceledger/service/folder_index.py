@@ -206,8 +206,9 @@ class _FolderRun:
         try:
             size = path.stat().st_size
             if size > limits.max_bytes:
-                return FileResult(path, Outcome.UNREADABLE,
-                                  error=f"{size:,} bytes is over the limit of {limits.max_bytes:,}")
+                return FileResult(
+                    path, Outcome.UNREADABLE, error=f"{size:,} bytes is over the limit of {limits.max_bytes:,}"
+                )
             data = path.read_bytes()
         except OSError as exc:
             return FileResult(path, Outcome.UNREADABLE, error=exc.strerror or str(exc))

@@ -43,8 +43,7 @@ class ImageReader:
         reasons = quality_failures(faces[0], level)
         if reasons:
             raise InvalidParameterException(
-                "The largest face in the image does not pass QualityFilter "
-                f"{level.value}: {', '.join(reasons)}."
+                f"The largest face in the image does not pass QualityFilter {level.value}: {', '.join(reasons)}."
             )
         self.analyzer.embed_faces(faces[:1])
         return faces[0], faces[1:]

@@ -56,8 +56,15 @@ class PolicyOperations:
                 f"ExternalImageId {external_image_id!r} (record one with RecordConsent first)."
             )
 
-    def record_consent(self, collection_id: str, external_image_id: str, basis: str, reference: str,
-                       obtained_at: float | None, expires_at: float | None) -> Reply:
+    def record_consent(
+        self,
+        collection_id: str,
+        external_image_id: str,
+        basis: str,
+        reference: str,
+        obtained_at: float | None,
+        expires_at: float | None,
+    ) -> Reply:
         validation.external_image_id(external_image_id)
         for name, text in (("Basis", basis), ("Reference", reference)):
             if not isinstance(text, str) or not 1 <= len(text) <= 1000:
@@ -67,19 +74,30 @@ class PolicyOperations:
                 raise InvalidParameterException(f"{name} must be a time in seconds since the Unix epoch.")
         self._store.require_collection(collection_id)
         now = time.time()
-        record = ConsentRecord(str(uuid.uuid4()), collection_id, external_image_id, basis, reference,
-                               obtained_at if obtained_at is not None else now, expires_at, None, now)
+        record = ConsentRecord(
+            str(uuid.uuid4()),
+            collection_id,
+            external_image_id,
+            basis,
+            reference,
+            obtained_at if obtained_at is not None else now,
+            expires_at,
+            None,
+            now,
+        )
         self._store.policies.add_consent(record)
-        return Reply({"ConsentId": record.consent_id, "ExternalImageId": external_image_id},
-                     {"ConsentId": record.consent_id})
+        return Reply(
+            {"ConsentId": record.consent_id, "ExternalImageId": external_image_id}, {"ConsentId": record.consent_id}
+        )
 
     def withdraw_consent(self, collection_id: str, consent_id: str) -> Erasure:
         """Withdraw a consent and erase every face it covered (GDPR Art. 17)."""
         record = self._store.policies.withdraw(consent_id, time.time())
         if record is None or record.collection_id != collection_id:
             raise ResourceNotFoundException(f"Consent {consent_id!r} does not exist in {collection_id!r}.")
-        erased = self.erase(collection_id, self._store.face_ids_where(
-            collection_id, external_image_id=record.external_image_id))
+        erased = self.erase(
+            collection_id, self._store.face_ids_where(collection_id, external_image_id=record.external_image_id)
+        )
         return Erasure(erased, {"ConsentId": consent_id})
 
     def purge(self, now: float | None) -> Erasure:
@@ -89,14 +107,24 @@ class PolicyOperations:
         for collection_id, days in self._store.policies.retained_collections():
             expired = self._store.face_ids_where(collection_id, created_before=now - days * SECONDS_PER_DAY)
             if expired:
-                receipts.append({"CollectionId": collection_id, "Reason": "retention",
-                                 "ErasedFaceIds": self.erase(collection_id, expired)})
+                receipts.append(
+                    {
+                        "CollectionId": collection_id,
+                        "Reason": "retention",
+                        "ErasedFaceIds": self.erase(collection_id, expired),
+                    }
+                )
         for consent in self._store.policies.expired_consents(now):
             covered = self._store.face_ids_where(consent.collection_id, external_image_id=consent.external_image_id)
             if covered:
-                receipts.append({"CollectionId": consent.collection_id, "Reason": "consent expired",
-                                 "ConsentId": consent.consent_id,
-                                 "ErasedFaceIds": self.erase(consent.collection_id, covered)})
+                receipts.append(
+                    {
+                        "CollectionId": consent.collection_id,
+                        "Reason": "consent expired",
+                        "ConsentId": consent.consent_id,
+                        "ErasedFaceIds": self.erase(consent.collection_id, covered),
+                    }
+                )
         return Erasure([f for r in receipts for f in r["ErasedFaceIds"]], {"Receipts": receipts})
 
     def erase(self, collection_id: str, face_ids: list[str]) -> list[str]:
@@ -114,5 +142,7 @@ class PolicyOperations:
 
 def _policy_reply(collection_id: str, policy: CollectionPolicy) -> Reply:
     values = policy.as_dict()
-    return Reply({"CollectionId": collection_id, **values},
-                 {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return Reply(
+        {"CollectionId": collection_id, **values},
+        {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+    )

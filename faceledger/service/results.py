@@ -64,8 +64,10 @@ class Comparison:
         }
 
     def ledger_summary(self) -> dict[str, Any]:
-        return {"FaceMatches": [{"Similarity": round(s, 4)} for s, _ in self.matches],
-                "UnmatchedFacesCount": len(self.unmatched)}
+        return {
+            "FaceMatches": [{"Similarity": round(s, 4)} for s, _ in self.matches],
+            "UnmatchedFacesCount": len(self.unmatched),
+        }
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,10 @@ class IndexFacesResult:
     def to_response(self) -> Response:
         return {
             "FaceRecords": [
-                {"Face": stored_face(record, self.model_version), "FaceDetail": face_detail(face, self.width, self.height)}
+                {
+                    "Face": stored_face(record, self.model_version),
+                    "FaceDetail": face_detail(face, self.width, self.height),
+                }
                 for record, face in self.indexed
             ],
             "FaceModelVersion": self.model_version,
@@ -92,8 +97,10 @@ class IndexFacesResult:
         }
 
     def ledger_summary(self) -> dict[str, Any]:
-        return {"IndexedFaceIds": [record.face_id for record, _ in self.indexed],
-                "UnindexedFacesCount": len(self.unindexed)}
+        return {
+            "IndexedFaceIds": [record.face_id for record, _ in self.indexed],
+            "UnindexedFacesCount": len(self.unindexed),
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,10 @@ class FaceListing:
     next_token: str | None
 
     def to_response(self) -> Response:
-        response: Response = {"Faces": [stored_face(r, self.model_version) for r in self.faces],
-                              "FaceModelVersion": self.model_version}
+        response: Response = {
+            "Faces": [stored_face(r, self.model_version) for r in self.faces],
+            "FaceModelVersion": self.model_version,
+        }
         if self.next_token is not None:
             response["NextToken"] = self.next_token
         return response

@@ -11,7 +11,7 @@ from typing import Any
 
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
 from faceledger.service.context import current_context
-from faceledger.service.results import ReviewHold, Reply
+from faceledger.service.results import Reply, ReviewHold
 from faceledger.store import Candidate, FaceRecord, ReviewCase, Store
 
 DECISIONS = ("confirm", "reject")
@@ -21,16 +21,23 @@ class ReviewOperations:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def hold(self, collection_id: str, operation: str, probe: str,
-             matches: list[tuple[float, FaceRecord]]) -> ReviewHold | None:
+    def hold(
+        self, collection_id: str, operation: str, probe: str, matches: list[tuple[float, FaceRecord]]
+    ) -> ReviewHold | None:
         """In a review_required collection, open a review case for the matches of a search
         (they are then reported unverified); elsewhere None."""
         if not self._store.policies.policy(collection_id).review_required:
             return None
         context = current_context()
         case = ReviewCase(
-            str(uuid.uuid4()), collection_id, operation, context.caller.access_key_id, time.time(),
-            context.purpose, context.case_ref, probe,
+            str(uuid.uuid4()),
+            collection_id,
+            operation,
+            context.caller.access_key_id,
+            time.time(),
+            context.purpose,
+            context.case_ref,
+            probe,
             [Candidate(record.face_id, similarity) for similarity, record in matches],
         )
         self._store.reviews.open_case(case)
@@ -56,9 +63,21 @@ class ReviewOperations:
 
     def list(self, collection_id: str | None) -> Reply:
         cases = [self._case(case_id) for case_id in self._store.reviews.case_ids(collection_id)]
-        return Reply({"Cases": [{"CaseId": c.case_id, "CollectionId": c.collection_id, "Status": c.status,
-                                 "OpenedAt": c.opened_at, "Candidates": len(c.candidates)} for c in cases]},
-                     {"CasesCount": len(cases)})
+        return Reply(
+            {
+                "Cases": [
+                    {
+                        "CaseId": c.case_id,
+                        "CollectionId": c.collection_id,
+                        "Status": c.status,
+                        "OpenedAt": c.opened_at,
+                        "Candidates": len(c.candidates),
+                    }
+                    for c in cases
+                ]
+            },
+            {"CasesCount": len(cases)},
+        )
 
     def _case(self, case_id: str) -> ReviewCase:
         case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
@@ -69,13 +88,30 @@ class ReviewOperations:
 
 def _case_reply(case: ReviewCase) -> Reply:
     response: dict[str, Any] = {
-        "CaseId": case.case_id, "CollectionId": case.collection_id, "Operation": case.operation,
-        "OpenedBy": case.opened_by, "OpenedAt": case.opened_at, "Purpose": case.purpose,
-        "CaseReference": case.case_ref, "Probe": case.probe, "Status": case.status,
+        "CaseId": case.case_id,
+        "CollectionId": case.collection_id,
+        "Operation": case.operation,
+        "OpenedBy": case.opened_by,
+        "OpenedAt": case.opened_at,
+        "Purpose": case.purpose,
+        "CaseReference": case.case_ref,
+        "Probe": case.probe,
+        "Status": case.status,
         "Candidates": [
-            {"FaceId": c.face_id, "Similarity": c.similarity, "Status": c.status,
-             "Decisions": [{"Reviewer": d["reviewer"], "Decision": d["decision"], "Note": d["note"],
-                            "DecidedAt": d["decided_at"]} for d in c.decisions]}
+            {
+                "FaceId": c.face_id,
+                "Similarity": c.similarity,
+                "Status": c.status,
+                "Decisions": [
+                    {
+                        "Reviewer": d["reviewer"],
+                        "Decision": d["decision"],
+                        "Note": d["note"],
+                        "DecidedAt": d["decided_at"],
+                    }
+                    for d in c.decisions
+                ],
+            }
             for c in case.candidates
         ],
     }

@@ -84,8 +84,12 @@ class OperationRunner:
             raise ValueError(f"{operation} is not an operation (service/operations.py)")
         context = current_context()
         return LedgerEntry(
-            operation=operation, started_at=time.time(), access_key_id=context.caller.access_key_id,
-            role=context.caller.role.value, purpose=context.purpose, case_ref=context.case_ref,
+            operation=operation,
+            started_at=time.time(),
+            access_key_id=context.caller.access_key_id,
+            role=context.caller.role.value,
+            purpose=context.purpose,
+            case_ref=context.case_ref,
             collection_id=collection_id,
         )
 

@@ -38,8 +38,9 @@ class SearchLimits:
         collection's calibration data."""
         return safe_search_threshold(self.threshold_table(collection_id))
 
-    def resolve(self, collection_id: str, threshold: float | None, max_results: int | None,
-                name: str) -> tuple[float, int]:
+    def resolve(
+        self, collection_id: str, threshold: float | None, max_results: int | None, name: str
+    ) -> tuple[float, int]:
         """(threshold, result cap) for one search; ``name`` is the request member of the threshold
         (FaceMatchThreshold, UserMatchThreshold) for error messages."""
         policy = self._store.policies.policy(collection_id)

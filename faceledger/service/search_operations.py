@@ -24,8 +24,16 @@ from faceledger.vision.quality import QualityFilter
 
 
 class SearchOperations:
-    def __init__(self, store: Store, indexes: VectorIndexRegistry, images: ImageReader, templates: TemplateVault,
-                 limits: SearchLimits, reviews: ReviewOperations, model: FaceModel) -> None:
+    def __init__(
+        self,
+        store: Store,
+        indexes: VectorIndexRegistry,
+        images: ImageReader,
+        templates: TemplateVault,
+        limits: SearchLimits,
+        reviews: ReviewOperations,
+        model: FaceModel,
+    ) -> None:
         self._store = store
         self._indexes = indexes
         self._images = images
@@ -34,20 +42,28 @@ class SearchOperations:
         self._reviews = reviews
         self._model = model
 
-    def faces_by_id(self, collection_id: str, face_id: str, max_faces: int | None,
-                    threshold: float | None) -> FaceSearchResult:
+    def faces_by_id(
+        self, collection_id: str, face_id: str, max_faces: int | None, threshold: float | None
+    ) -> FaceSearchResult:
         """Faces of the collection similar to one of its own faces (itself excluded)."""
         validation.face_id(face_id)
         require_model(self._store, collection_id, self._model)
         threshold, max_faces = self._limits.resolve(collection_id, threshold, max_faces, "FaceMatchThreshold")
         _, probe = self._store.get_face(collection_id, face_id)
-        matches = self._by_embedding(collection_id, self._templates.embedding(probe), threshold, max_faces,
-                                     exclude_face_ids=[face_id])
+        matches = self._by_embedding(
+            collection_id, self._templates.embedding(probe), threshold, max_faces, exclude_face_ids=[face_id]
+        )
         review = self._reviews.hold(collection_id, "SearchFaces", face_id, matches)
         return FaceSearchResult(matches, self._model.version, searched_face_id=face_id, review=review)
 
-    def faces_by_image(self, collection_id: str, image: ImageInput, max_faces: int | None, threshold: float | None,
-                       level: QualityFilter) -> FaceSearchResult:
+    def faces_by_image(
+        self,
+        collection_id: str,
+        image: ImageInput,
+        max_faces: int | None,
+        threshold: float | None,
+        level: QualityFilter,
+    ) -> FaceSearchResult:
         """Search the collection with the largest face of the image."""
         require_model(self._store, collection_id, self._model)
         threshold, max_faces = self._limits.resolve(collection_id, threshold, max_faces, "FaceMatchThreshold")
@@ -55,11 +71,18 @@ class SearchOperations:
         probe, _ = self._images.largest_face(decoded, level)
         matches = self._by_embedding(collection_id, probe.embedding, threshold, max_faces)  # type: ignore[arg-type]
         review = self._reviews.hold(collection_id, "SearchFacesByImage", decoded.sha256, matches)
-        return FaceSearchResult(matches, self._model.version, probe=probe, probe_size=(decoded.width, decoded.height),
-                                review=review)
+        return FaceSearchResult(
+            matches, self._model.version, probe=probe, probe_size=(decoded.width, decoded.height), review=review
+        )
 
-    def users(self, collection_id: str, user_id: str | None, face_id: str | None, threshold: float | None,
-              max_users: int | None) -> UserSearchResult:
+    def users(
+        self,
+        collection_id: str,
+        user_id: str | None,
+        face_id: str | None,
+        threshold: float | None,
+        max_users: int | None,
+    ) -> UserSearchResult:
         """Users whose faces match a face of the collection, or the faces of a user."""
         if (user_id is None) == (face_id is None):
             raise InvalidParameterException("Give exactly one of UserId and FaceId.")
@@ -73,25 +96,40 @@ class SearchOperations:
         else:
             validation.user_id(user_id)
             self._store.get_user(collection_id, user_id)  # type: ignore[arg-type]
-            probes = [self._templates.embedding(r)
-                      for _, r in self._store.list_faces(collection_id, user_id=user_id, limit=MAX_PAGE_SIZE)]
+            probes = [
+                self._templates.embedding(r)
+                for _, r in self._store.list_faces(collection_id, user_id=user_id, limit=MAX_PAGE_SIZE)
+            ]
             searched = {"SearchedUser": {"UserId": user_id}}
         matches = self._user_matches(collection_id, probes, threshold, max_users, exclude_user=user_id)
         return UserSearchResult(matches, self._model.version, searched=searched)
 
-    def users_by_image(self, collection_id: str, image: ImageInput, threshold: float | None, max_users: int | None,
-                       level: QualityFilter) -> UserSearchResult:
+    def users_by_image(
+        self,
+        collection_id: str,
+        image: ImageInput,
+        threshold: float | None,
+        max_users: int | None,
+        level: QualityFilter,
+    ) -> UserSearchResult:
         """Users matching the largest face of the image; the other faces are listed as unsearched."""
         require_model(self._store, collection_id, self._model)
         threshold, max_users = self._limits.resolve(collection_id, threshold, max_users, "UserMatchThreshold")
         decoded = self._images.decode(image)
         probe, others = self._images.largest_face(decoded, level, with_others=True)
         matches = self._user_matches(collection_id, [probe.embedding], threshold, max_users)  # type: ignore[list-item]
-        return UserSearchResult(matches, self._model.version, probe=probe, others=others,
-                                image_size=(decoded.width, decoded.height))
+        return UserSearchResult(
+            matches, self._model.version, probe=probe, others=others, image_size=(decoded.width, decoded.height)
+        )
 
-    def _by_embedding(self, collection_id: str, embedding: np.ndarray, threshold: float, max_faces: int,
-                      exclude_face_ids: Sequence[str] = ()) -> list[tuple[float, FaceRecord]]:
+    def _by_embedding(
+        self,
+        collection_id: str,
+        embedding: np.ndarray,
+        threshold: float,
+        max_faces: int,
+        exclude_face_ids: Sequence[str] = (),
+    ) -> list[tuple[float, FaceRecord]]:
         """The collection's faces with similarity >= ``threshold``, most similar first."""
         index = self._indexes.for_search(collection_id)
         probe = np.asarray(embedding, dtype=np.float32)[None, :]
@@ -106,8 +144,14 @@ class SearchOperations:
         ]
         return matches[:max_faces]
 
-    def _user_matches(self, collection_id: str, probes: list[np.ndarray], threshold: float, max_users: int,
-                      exclude_user: str | None = None) -> list[tuple[float, str]]:
+    def _user_matches(
+        self,
+        collection_id: str,
+        probes: list[np.ndarray],
+        threshold: float,
+        max_users: int,
+        exclude_user: str | None = None,
+    ) -> list[tuple[float, str]]:
         """A user's similarity is the best similarity between any probe and any of its faces."""
         best: dict[str, float] = {}
         for probe in probes:

@@ -40,8 +40,7 @@ def face_detail(face: Face, width: int, height: int) -> dict[str, Any]:
         "BoundingBox": face.box.relative(width, height),
         "Confidence": face.confidence,
         "Landmarks": [
-            {"Type": name, "X": x, "Y": y}
-            for name, (x, y) in relative_landmarks(face, width, height).items()
+            {"Type": name, "X": x, "Y": y} for name, (x, y) in relative_landmarks(face, width, height).items()
         ],
     }
     quality = quality_record(face)

@@ -63,8 +63,9 @@ class TemplateVault:
         """
         new = stage_new_template_key(self._data_dir)
         old = self.codec
-        count = self._store.reseal_templates(lambda face_id, sealed: new.seal_bytes(face_id, old.open_bytes(face_id, sealed)),
-                                             new.fingerprint)
+        count = self._store.reseal_templates(
+            lambda face_id, sealed: new.seal_bytes(face_id, old.open_bytes(face_id, sealed)), new.fingerprint
+        )
         self._store.after_commit(lambda: promote_new_template_key(self._data_dir))
         self._store.after_commit(lambda: setattr(self, "codec", new))
         return count

@@ -58,21 +58,28 @@ class UserOperations:
             response["NextToken"] = encode_token(f"users:{collection_id}", users[limit - 1].user_id)
         return Reply(response, {"UsersCount": len(users[:limit])})
 
-    def associate(self, collection_id: str, user_id: str, face_ids: Sequence[str], threshold: float,
-                  token: str | None) -> Reply:
+    def associate(
+        self, collection_id: str, user_id: str, face_ids: Sequence[str], threshold: float, token: str | None
+    ) -> Reply:
         """Associate faces with a user. Once the user has faces, a new face must match them
         (best similarity >= ``threshold``), so one person's faces are not mixed with another's."""
         validation.user_id(user_id)
         wanted = validation.face_ids(face_ids, maximum=100)
         threshold = validation.percent(threshold, "UserMatchThreshold")
-        return self._idempotent("AssociateFaces", token, [collection_id, user_id, wanted, threshold],
-                                lambda: self._associate(collection_id, user_id, wanted, threshold))
+        return self._idempotent(
+            "AssociateFaces",
+            token,
+            [collection_id, user_id, wanted, threshold],
+            lambda: self._associate(collection_id, user_id, wanted, threshold),
+        )
 
     def _associate(self, collection_id: str, user_id: str, wanted: list[str], threshold: float) -> Response:
         self._store.get_user(collection_id, user_id)
         records = {r.face_id: r for _, r in self._store.list_faces(collection_id, face_ids=wanted, limit=len(wanted))}
-        owned = [self._templates.embedding(record)
-                 for _, record in self._store.list_faces(collection_id, user_id=user_id, limit=MAX_PAGE_SIZE)]
+        owned = [
+            self._templates.embedding(record)
+            for _, record in self._store.list_faces(collection_id, user_id=user_id, limit=MAX_PAGE_SIZE)
+        ]
         associated: list[str] = []
         unsuccessful: list[Response] = []
         for face_id in dict.fromkeys(wanted):
@@ -92,8 +99,14 @@ class UserOperations:
             if owned:
                 confidence = max(self._similarity.between(embedding, vector) for vector in owned)
                 if confidence < threshold:
-                    unsuccessful.append({"FaceId": face_id, "UserId": user_id, "Confidence": confidence,
-                                         "Reasons": ["LOW_MATCH_CONFIDENCE"]})
+                    unsuccessful.append(
+                        {
+                            "FaceId": face_id,
+                            "UserId": user_id,
+                            "Confidence": confidence,
+                            "Reasons": ["LOW_MATCH_CONFIDENCE"],
+                        }
+                    )
                     continue
             associated.append(face_id)
             owned.append(embedding)
@@ -108,8 +121,12 @@ class UserOperations:
     def disassociate(self, collection_id: str, user_id: str, face_ids: Sequence[str], token: str | None) -> Reply:
         validation.user_id(user_id)
         wanted = validation.face_ids(face_ids, maximum=100)
-        return self._idempotent("DisassociateFaces", token, [collection_id, user_id, wanted],
-                                lambda: self._disassociate(collection_id, user_id, wanted))
+        return self._idempotent(
+            "DisassociateFaces",
+            token,
+            [collection_id, user_id, wanted],
+            lambda: self._disassociate(collection_id, user_id, wanted),
+        )
 
     def _disassociate(self, collection_id: str, user_id: str, wanted: list[str]) -> Response:
         self._store.get_user(collection_id, user_id)
@@ -135,19 +152,24 @@ class UserOperations:
             "UserStatus": _user_status(remaining),
         }
 
-    def _idempotent(self, operation: str, token: str | None, parameters: list[Any],
-                    perform: Callable[[], Response]) -> Reply:
+    def _idempotent(
+        self, operation: str, token: str | None, parameters: list[Any], perform: Callable[[], Response]
+    ) -> Reply:
         """Run ``perform`` once per ClientRequestToken: a retry with the same token and
         parameters gets the recorded answer; the same token with other parameters is refused."""
         if token is None:
             return _association_reply(perform())
         validation.client_request_token(token)
-        digest = hashlib.sha256(json.dumps({"parameters": parameters}, sort_keys=True, default=str).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps({"parameters": parameters}, sort_keys=True, default=str).encode()
+        ).hexdigest()
         now = time.time()
         recorded = self._store.request_tokens.find(operation, token, now - TOKEN_LIFETIME_SECONDS)
         if recorded is not None:
             if recorded[0] != digest:
-                raise IdempotentParameterMismatchException(f"ClientRequestToken {token!r} was used with other parameters.")
+                raise IdempotentParameterMismatchException(
+                    f"ClientRequestToken {token!r} was used with other parameters."
+                )
             return _association_reply(recorded[1])
         response = perform()
         self._store.request_tokens.record(operation, token, digest, response, now, now - TOKEN_LIFETIME_SECONDS)
@@ -156,8 +178,11 @@ class UserOperations:
 
 def _association_reply(response: Response) -> Reply:
     """The ledger keeps which faces were (dis)associated and the user's status."""
-    summary: dict[str, Any] = {key: [f["FaceId"] for f in response[key]]
-                               for key in ("AssociatedFaces", "DisassociatedFaces") if key in response}
+    summary: dict[str, Any] = {
+        key: [f["FaceId"] for f in response[key]]
+        for key in ("AssociatedFaces", "DisassociatedFaces")
+        if key in response
+    }
     if "UserStatus" in response:
         summary["UserStatus"] = response["UserStatus"]
     return Reply(response, summary)

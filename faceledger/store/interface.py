@@ -135,8 +135,14 @@ class LedgerRepository(ABC):
 
     @abstractmethod
     def entries(
-        self, *, since: float | None = None, until: float | None = None, access_key_id: str | None = None,
-        collection_id: str | None = None, case_ref: str | None = None, limit: int | None = None,
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        access_key_id: str | None = None,
+        collection_id: str | None = None,
+        case_ref: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[LedgerEntry]:
         """Entries in ledger order, filtered."""
 
@@ -243,7 +249,12 @@ class Store(ABC):
 
     @abstractmethod
     def list_faces(
-        self, collection_id: str, *, after_seq: int = 0, limit: int = 1000, user_id: str | None = None,
+        self,
+        collection_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        user_id: str | None = None,
         face_ids: Sequence[str] | None = None,
     ) -> list[tuple[int, FaceRecord]]:
         """Faces in index-id order after ``after_seq``, optionally of one user or among ids."""

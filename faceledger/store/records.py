@@ -89,7 +89,9 @@ class ConsentRecord:
     created_at: float
 
     def active(self, now: float) -> bool:
-        return self.withdrawn_at is None and self.obtained_at <= now and (self.expires_at is None or now < self.expires_at)
+        return (
+            self.withdrawn_at is None and self.obtained_at <= now and (self.expires_at is None or now < self.expires_at)
+        )
 
 
 @dataclass

@@ -194,10 +194,11 @@ class BlazeFaceDetector:
     @property
     def name(self) -> str:
         """Identifies the settings (part of the evaluation cache key)."""
-        return (f"blazeface-full-from-half-tile-small-{_ONE_PASS_BELOW}-{self.min_face_size}px-{self.score_threshold}-tile{self.smallest_in_tile}"
-                f"-max{self.max_tiles}-fallback-{self.fallback_threshold}-confirm-{self.confident_score}"
-                f"-box{_TO_HOG_BOX}")
-
+        return (
+            f"blazeface-full-from-half-tile-small-{_ONE_PASS_BELOW}-{self.min_face_size}px-{self.score_threshold}-tile{self.smallest_in_tile}"
+            f"-max{self.max_tiles}-fallback-{self.fallback_threshold}-confirm-{self.confident_score}"
+            f"-box{_TO_HOG_BOX}"
+        )
 
     min_face_size: int = 40
     score_threshold: float = 0.65
@@ -265,12 +266,12 @@ class BlazeFaceDetector:
             # As with HOG: when nothing passes, the best box above a lower bar (with its lower
             # score, which QualityFilter AUTO and up reject).
             boxes, scores = _blend(*_whole(image, self.fallback_threshold), iou=0.3, contained=0.6)
-            return [Detection(box, float(score)) for box, score in zip(boxes[:1], scores[:1])]
+            return [Detection(box, float(score)) for box, score in zip(boxes[:1], scores[:1], strict=True)]
         boxes, scores = _blend(boxes, scores, iou=0.3, contained=0.6)
         sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         kept = []
-        for box, score, side, centre in zip(boxes, scores, sides, centres):
+        for box, score, side, centre in zip(boxes, scores, sides, centres, strict=True):
             # A tile edge that cuts a face makes false boxes beside it: a doubtful face next to a
             # face over twice its size gets a second look.
             beside_larger = np.any((sides >= 2 * side) & (np.abs(centres - centre).max(axis=1) < sides))
@@ -283,7 +284,12 @@ class BlazeFaceDetector:
         quarter of its input), where the face that a tile edge cut is seen whole."""
         side = 4 * max(box[2] - box[0], box[3] - box[1])
         centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        region = (round(centre_x - side / 2), round(centre_y - side / 2), round(centre_x + side / 2), round(centre_y + side / 2))
+        region = (
+            round(centre_x - side / 2),
+            round(centre_y - side / 2),
+            round(centre_x + side / 2),
+            round(centre_y + side / 2),
+        )
         # PIL fills what lies outside the image with black, as the tiles are padded.
         crop = np.asarray(image.crop(region).resize((INPUT, INPUT), Image.Resampling.BILINEAR))
         boxes, _ = _run(crop, self.score_threshold)
@@ -315,5 +321,3 @@ class BlazeFaceDetector:
             )
         faces.sort(key=lambda face: face.box.area, reverse=True)
         return faces
-
-

@@ -61,8 +61,12 @@ class ThresholdTable:
         return cls.from_dict(json.loads(path.read_text()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "mated": self.mated, "nonmated": self.nonmated,
-                "rows": [asdict(row) for row in self.rows]}
+        return {
+            "source": self.source,
+            "mated": self.mated,
+            "nonmated": self.nonmated,
+            "rows": [asdict(row) for row in self.rows],
+        }
 
     def at(self, threshold: float) -> ThresholdRow:
         """The rates that hold at least at ``threshold``: the row of the largest tabulated

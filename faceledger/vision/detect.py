@@ -23,6 +23,7 @@ from PIL import Image
 
 from faceledger.vision.face import BoundingBox, Face
 
+
 class FaceDetector(Protocol):
     """What the pipeline needs from a detector."""
 
@@ -80,8 +81,10 @@ class HogFaceDetector:
     @property
     def name(self) -> str:
         """Identifies the settings (part of the evaluation cache key)."""
-        return (f"hog-{self.min_face_size}px-{self.max_work_pixels // 1_000_000}MP-{self.score_threshold}"
-                f"-fallback-{self.fallback_threshold}")
+        return (
+            f"hog-{self.min_face_size}px-{self.max_work_pixels // 1_000_000}MP-{self.score_threshold}"
+            f"-fallback-{self.fallback_threshold}"
+        )
 
     def scale_for(self, width: int, height: int) -> float:
         wanted = HOG_WINDOW / self.min_face_size
@@ -117,7 +120,7 @@ class HogFaceDetector:
                 detector_score=float(score),
                 confidence=detector_confidence(float(score)),
             )
-            for rect, score in zip(rects, scores)
+            for rect, score in zip(rects, scores, strict=True)
         ]
         faces.sort(key=lambda face: face.box.area, reverse=True)
         return faces

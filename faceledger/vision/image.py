@@ -58,9 +58,7 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
     if not data:
         raise InvalidImageFormatException("The image is empty (0 bytes).")
     if len(data) > limits.max_bytes:
-        raise ImageTooLargeException(
-            f"The image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes."
-        )
+        raise ImageTooLargeException(f"The image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes.")
     try:
         # PIL's own bomb check would only warn below 2x its limit; ours is stricter and explicit.
         with warnings.catch_warnings():
@@ -71,15 +69,12 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
     with image:
         if image.format not in SUPPORTED_FORMATS:
             raise InvalidImageFormatException(
-                f"Unsupported image format {image.format!r}; supported: "
-                + ", ".join(sorted(SUPPORTED_FORMATS))
-                + "."
+                f"Unsupported image format {image.format!r}; supported: " + ", ".join(sorted(SUPPORTED_FORMATS)) + "."
             )
         width, height = image.size
         if width * height > limits.max_pixels:
             raise ImageTooLargeException(
-                f"The image declares {width}x{height} = {width * height:,} pixels; "
-                f"the limit is {limits.max_pixels:,}."
+                f"The image declares {width}x{height} = {width * height:,} pixels; the limit is {limits.max_pixels:,}."
             )
         if width < 1 or height < 1:
             raise InvalidImageFormatException("The image has no pixels.")
@@ -98,9 +93,7 @@ def read_image_file(path: str | Path, limits: ImageLimits | None = None) -> Deco
     try:
         size = path.stat().st_size
         if size > limits.max_bytes:
-            raise ImageTooLargeException(
-                f"{path.name} is {size:,} bytes; the limit is {limits.max_bytes:,} bytes."
-            )
+            raise ImageTooLargeException(f"{path.name} is {size:,} bytes; the limit is {limits.max_bytes:,} bytes.")
         data = path.read_bytes()
     except (IsADirectoryError, PermissionError, FileNotFoundError) as exc:
         raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc

@@ -27,9 +27,7 @@ def _shape_predictor() -> dlib.shape_predictor:
 
 def _rectangle(face: Face) -> dlib.rectangle:
     box = face.box
-    return dlib.rectangle(
-        round(box.left), round(box.top), round(box.left + box.width), round(box.top + box.height)
-    )
+    return dlib.rectangle(round(box.left), round(box.top), round(box.left + box.width), round(box.top + box.height))
 
 
 def locate_landmarks(pixels: np.ndarray, face: Face) -> Landmarks:

@@ -130,7 +130,7 @@ class DlibResNetModel:
         chips = list(chips)
         mirrored = [np.ascontiguousarray(chip[:, ::-1]) for chip in chips]
         both = network.embed(chips + mirrored)
-        return ((both[: len(chips)] + both[len(chips):]) / 2.0).astype(np.float32, copy=False)
+        return ((both[: len(chips)] + both[len(chips) :]) / 2.0).astype(np.float32, copy=False)
 
     def threshold_table(self) -> ThresholdTable:
         return _lfw_table()

@@ -74,5 +74,5 @@ class FaceAnalyzer:
         if not pending:
             return
         vectors = self.model.embed([face.chip for face in pending])
-        for face, vector in zip(pending, vectors):
+        for face, vector in zip(pending, vectors, strict=True):
             face.embedding = vector.astype(np.float32)

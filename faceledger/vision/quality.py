@@ -36,9 +36,7 @@ def assess_quality(face: Face, chip: np.ndarray) -> FaceQuality:
     rows, columns = chip.shape[:2]
     centre = chip[rows // 5 : rows - rows // 5, columns // 5 : columns - columns // 5].astype(np.float64)
     luma = centre @ np.array([0.299, 0.587, 0.114])
-    laplacian = (
-        -4.0 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
-    )
+    laplacian = -4.0 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
     sharpness = 100.0 * (1.0 - math.exp(-float(laplacian.var()) / _SHARPNESS_SCALE))
     brightness = float(luma.mean()) / 255.0 * 100.0
     return FaceQuality(
@@ -64,9 +62,7 @@ def estimate_pose(landmarks: Landmarks) -> Pose:
     across = (-(nx - mx) * uy + (ny - my) * ux) / inter_ocular
     yaw = math.degrees(math.atan2(along, _NOSE_DEPTH))
     radius = math.hypot(_NOSE_DROP, _NOSE_DEPTH)
-    pitch = math.degrees(
-        math.acos(max(-1.0, min(1.0, across / radius))) - math.atan2(_NOSE_DEPTH, _NOSE_DROP)
-    )
+    pitch = math.degrees(math.acos(max(-1.0, min(1.0, across / radius))) - math.atan2(_NOSE_DEPTH, _NOSE_DROP))
     return Pose(roll=roll, yaw=yaw, pitch=pitch)
 
 

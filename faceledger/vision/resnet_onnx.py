@@ -162,10 +162,16 @@ def _read_details(stream: _Stream) -> Layer:
         flat = params.ravel()
         weight_size = int(np.prod(weight_shape))
         weights = flat[:weight_size].reshape(weight_shape)
-        bias = flat[weight_size : weight_size + filters] if use_bias and np.prod(bias_shape) else np.zeros(filters, np.float32)
+        bias = (
+            flat[weight_size : weight_size + filters]
+            if use_bias and np.prod(bias_shape)
+            else np.zeros(filters, np.float32)
+        )
         if weights.shape[0] != filters or weights.shape[2:] != (rows, cols):
             raise DlibFormatError("Convolution filter shape does not match its header.")
-        return Layer("con", {"weights": weights, "bias": bias, "stride": (stride_y, stride_x), "padding": (pad_y, pad_x)})
+        return Layer(
+            "con", {"weights": weights, "bias": bias, "stride": (stride_y, stride_x), "padding": (pad_y, pad_x)}
+        )
     if version in ("affine_", "affine_2"):
         params = stream.tensor().ravel()
         gamma_shape, _beta_shape = stream.alias_tensor(), stream.alias_tensor()
@@ -274,8 +280,14 @@ def _read_network(stream: _Stream) -> list[Layer]:
 # ----------------------------------------------------------------------------------------------
 # Building the ONNX graph.
 
-_FILE_KIND = {"tag1": "wrap", "tag2": "wrap", "skip1": "wrap", "add1": "add_prev", "add2": "add_prev",
-              "avg_pool_everything": "avg_pool"}
+_FILE_KIND = {
+    "tag1": "wrap",
+    "tag2": "wrap",
+    "skip1": "wrap",
+    "add1": "add_prev",
+    "add2": "add_prev",
+    "avg_pool_everything": "avg_pool",
+}
 
 
 def _check_against_architecture(layers: list[Layer]) -> None:
@@ -283,7 +295,7 @@ def _check_against_architecture(layers: list[Layer]) -> None:
     found = [layer.kind for layer in layers]
     if found != expected:
         raise DlibFormatError("The network in the file is not dlib's face recognition ResNet v1.")
-    for op, layer in zip(ARCHITECTURE, layers):
+    for op, layer in zip(ARCHITECTURE, layers, strict=True):
         if op[0] == "con" and (layer.params["weights"].shape[0], layer.params["stride"]) != (op[1], (op[2], op[2])):
             raise DlibFormatError("A convolution in the file differs from the ResNet v1 definition.")
         if op[0] == "avg_pool_everything" and layer.params["window"] != (0, 0):
@@ -299,7 +311,7 @@ def build_onnx_model(layers: list[Layer]):
     _check_against_architecture(layers)
     graph = _GraphBuilder()
     graph.normalise_input(layers[0].params["means"])
-    for op, layer in zip(ARCHITECTURE[1:], layers[1:]):
+    for op, layer in zip(ARCHITECTURE[1:], layers[1:], strict=True):
         graph.add_layer(op[0], layer.params)
     return graph.to_model()
 
@@ -419,7 +431,7 @@ class _GraphBuilder:
         # dlib adds tensors of different sizes over the larger size, the missing part as zeros
         # (the strided block and the pooled shortcut differ by a row and column at 8x8).
         other, other_shape = self.remembered[tag]
-        want = tuple(max(a, b) for a, b in zip(self.shape, other_shape))
+        want = tuple(max(a, b) for a, b in zip(self.shape, other_shape, strict=True))
         mine = self._padded_to(self.current, self.shape, want)
         self.current = self.node("Add", [mine, self._padded_to(other, other_shape, want)])
         self.shape = want
@@ -428,7 +440,7 @@ class _GraphBuilder:
         if have == want:
             return tensor
         # Zeros after the existing channels, rows and columns, as dlib's add does.
-        pads = np.array([0, 0, 0, 0, 0, *(w - h for w, h in zip(want, have))], dtype=np.int64)
+        pads = np.array([0, 0, 0, 0, 0, *(w - h for w, h in zip(want, have, strict=True))], dtype=np.int64)
         return self.node("Pad", [tensor, self.constant(f"pad{len(self.nodes)}", pads)])
 
 

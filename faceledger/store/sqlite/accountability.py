@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 
 from faceledger.errors import ResourceNotFoundException
+from faceledger.keys.sealing import NONCE_BYTES
 from faceledger.store.interface import (
     AccessKeyRepository,
     LedgerRepository,
@@ -17,15 +18,14 @@ from faceledger.store.interface import (
     ReviewRepository,
 )
 from faceledger.store.records import (
+    GENESIS,
     AccessKey,
     Candidate,
     CollectionPolicy,
-    GENESIS,
     ConsentRecord,
     LedgerEntry,
     ReviewCase,
 )
-from faceledger.keys.sealing import NONCE_BYTES
 from faceledger.store.sqlite.connection import Database
 
 _POLICY_COLUMNS = ", ".join(f.name for f in fields(CollectionPolicy))
@@ -37,17 +37,25 @@ class SQLitePolicies(PolicyRepository):
         self._db = database
 
     def policy(self, collection_id: str) -> CollectionPolicy:
-        row = self._db.connection().execute(
-            f"SELECT {_POLICY_COLUMNS} FROM collection_policies WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute(f"SELECT {_POLICY_COLUMNS} FROM collection_policies WHERE collection_id = ?", (collection_id,))
+            .fetchone()
+        )
         if row is None:
             return CollectionPolicy()
         purpose, floor, max_results, retention, consent, review = row
         return CollectionPolicy(bool(purpose), floor, max_results, retention, bool(consent), bool(review))
 
     def put_policy(self, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None:
-        values = [policy.purpose_required, policy.min_threshold, policy.max_results, policy.retention_days,
-                  policy.consent_required, policy.review_required]
+        values = [
+            policy.purpose_required,
+            policy.min_threshold,
+            policy.max_results,
+            policy.retention_days,
+            policy.consent_required,
+            policy.review_required,
+        ]
         with self._db.write() as db:
             db.execute(
                 f"INSERT INTO collection_policies (collection_id, {_POLICY_COLUMNS}, updated_at)"
@@ -58,14 +66,18 @@ class SQLitePolicies(PolicyRepository):
             )
 
     def retained_collections(self) -> list[tuple[str, int]]:
-        return self._db.connection().execute(
-            "SELECT collection_id, retention_days FROM collection_policies WHERE retention_days IS NOT NULL"
-        ).fetchall()
+        return (
+            self._db.connection()
+            .execute("SELECT collection_id, retention_days FROM collection_policies WHERE retention_days IS NOT NULL")
+            .fetchall()
+        )
 
     def add_consent(self, record: ConsentRecord) -> None:
         with self._db.write() as db:
-            db.execute(f"INSERT INTO consents ({_CONSENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       tuple(asdict(record).values()))
+            db.execute(
+                f"INSERT INTO consents ({_CONSENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                tuple(asdict(record).values()),
+            )
 
     def consents(self, collection_id: str, external_image_id: str | None = None) -> list[ConsentRecord]:
         sql, params = f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE collection_id = ?", [collection_id]
@@ -76,15 +88,17 @@ class SQLitePolicies(PolicyRepository):
 
     def withdraw(self, consent_id: str, at: float) -> ConsentRecord | None:
         with self._db.write() as db:
-            db.execute("UPDATE consents SET withdrawn_at = ? WHERE consent_id = ? AND withdrawn_at IS NULL",
-                       (at, consent_id))
+            db.execute(
+                "UPDATE consents SET withdrawn_at = ? WHERE consent_id = ? AND withdrawn_at IS NULL", (at, consent_id)
+            )
             row = db.execute(f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE consent_id = ?", (consent_id,)).fetchone()
         return None if row is None else ConsentRecord(*row)
 
     def expired_consents(self, now: float) -> list[ConsentRecord]:
         rows = self._db.connection().execute(
             f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE withdrawn_at IS NULL AND expires_at IS NOT NULL"
-            " AND expires_at <= ?", (now,)
+            " AND expires_at <= ?",
+            (now,),
         )
         return [ConsentRecord(*row) for row in rows]
 
@@ -98,25 +112,44 @@ class SQLiteReviews(ReviewRepository):
 
     def open_case(self, case: ReviewCase) -> None:
         with self._db.write() as db:
-            db.execute(f"INSERT INTO review_cases ({_CASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (case.case_id, case.collection_id, case.operation, case.opened_by, case.opened_at,
-                        case.purpose, case.case_ref, case.probe))
-            db.executemany("INSERT INTO review_candidates (case_id, face_id, similarity) VALUES (?, ?, ?)",
-                           [(case.case_id, c.face_id, c.similarity) for c in case.candidates])
+            db.execute(
+                f"INSERT INTO review_cases ({_CASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    case.case_id,
+                    case.collection_id,
+                    case.operation,
+                    case.opened_by,
+                    case.opened_at,
+                    case.purpose,
+                    case.case_ref,
+                    case.probe,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO review_candidates (case_id, face_id, similarity) VALUES (?, ?, ?)",
+                [(case.case_id, c.face_id, c.similarity) for c in case.candidates],
+            )
 
     def case(self, case_id: str) -> ReviewCase | None:
         db = self._db.connection()
         row = db.execute(f"SELECT {_CASE_COLUMNS} FROM review_cases WHERE case_id = ?", (case_id,)).fetchone()
         if row is None:
             return None
-        candidates = {face_id: Candidate(face_id, similarity) for face_id, similarity in db.execute(
-            "SELECT face_id, similarity FROM review_candidates WHERE case_id = ? ORDER BY similarity DESC", (case_id,))}
+        candidates = {
+            face_id: Candidate(face_id, similarity)
+            for face_id, similarity in db.execute(
+                "SELECT face_id, similarity FROM review_candidates WHERE case_id = ? ORDER BY similarity DESC",
+                (case_id,),
+            )
+        }
         for face_id, reviewer, decision, note, decided_at in db.execute(
             "SELECT face_id, reviewer, decision, note, decided_at FROM review_decisions WHERE case_id = ?"
-            " ORDER BY decided_at", (case_id,)
+            " ORDER BY decided_at",
+            (case_id,),
         ):
             candidates[face_id].decisions.append(
-                {"reviewer": reviewer, "decision": decision, "note": note, "decided_at": decided_at})
+                {"reviewer": reviewer, "decision": decision, "note": note, "decided_at": decided_at}
+            )
         return ReviewCase(*row, candidates=list(candidates.values()))
 
     def case_ids(self, collection_id: str | None = None) -> list[str]:
@@ -151,21 +184,34 @@ class SQLiteAccessKeys(AccessKeyRepository):
             db.execute(
                 "INSERT INTO access_keys (access_key_id, secret_ciphertext, secret_nonce, role,"
                 " collections, enabled, description, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key.access_key_id, sealed_secret[NONCE_BYTES:], sealed_secret[:NONCE_BYTES], key.role,
-                 json.dumps(list(key.collections)) if key.collections is not None else None,
-                 int(key.enabled), key.description, key.created_at),
+                (
+                    key.access_key_id,
+                    sealed_secret[NONCE_BYTES:],
+                    sealed_secret[:NONCE_BYTES],
+                    key.role,
+                    json.dumps(list(key.collections)) if key.collections is not None else None,
+                    int(key.enabled),
+                    key.description,
+                    key.created_at,
+                ),
             )
 
     def get(self, access_key_id: str) -> AccessKey | None:
-        row = self._db.connection().execute(
-            f"SELECT {_KEY_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,)
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute(f"SELECT {_KEY_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,))
+            .fetchone()
+        )
         return None if row is None else _access_key(row)
 
     def sealed_secret(self, access_key_id: str) -> bytes | None:
-        row = self._db.connection().execute(
-            "SELECT secret_nonce, secret_ciphertext FROM access_keys WHERE access_key_id = ?", (access_key_id,)
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT secret_nonce, secret_ciphertext FROM access_keys WHERE access_key_id = ?", (access_key_id,)
+            )
+            .fetchone()
+        )
         return None if row is None else bytes(row[0]) + bytes(row[1])
 
     def list(self) -> list[AccessKey]:
@@ -210,11 +256,15 @@ class SQLiteRequestTokens(RequestTokenRepository):
         self._db = database
 
     def find(self, operation: str, token: str, newer_than: float) -> tuple[str, dict] | None:
-        row = self._db.connection().execute(
-            "SELECT request_hash, response FROM request_tokens"
-            " WHERE operation = ? AND token = ? AND created_at > ?",
-            (operation, token, newer_than),
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT request_hash, response FROM request_tokens"
+                " WHERE operation = ? AND token = ? AND created_at > ?",
+                (operation, token, newer_than),
+            )
+            .fetchone()
+        )
         return None if row is None else (row[0], json.loads(row[1]))
 
     def record(self, operation: str, token: str, digest: str, response: dict, now: float, expire_before: float) -> None:
@@ -248,9 +298,23 @@ class SQLiteLedger(LedgerRepository):
             db.execute(
                 f"INSERT INTO ledger ({_LEDGER_COLUMNS}, prev_hash, entry_hash)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (entry.seq, entry.operation, entry.started_at, entry.ended_at, entry.access_key_id, entry.role,
-                 entry.collection_id, json.dumps(entry.input_sha256), entry.purpose, entry.case_ref,
-                 entry.outcome, entry.error, json.dumps(entry.result, sort_keys=True), prev, digest),
+                (
+                    entry.seq,
+                    entry.operation,
+                    entry.started_at,
+                    entry.ended_at,
+                    entry.access_key_id,
+                    entry.role,
+                    entry.collection_id,
+                    json.dumps(entry.input_sha256),
+                    entry.purpose,
+                    entry.case_ref,
+                    entry.outcome,
+                    entry.error,
+                    json.dumps(entry.result, sort_keys=True),
+                    prev,
+                    digest,
+                ),
             )
         return digest
 
@@ -268,13 +332,23 @@ class SQLiteLedger(LedgerRepository):
             )
 
     def entries(
-        self, *, since: float | None = None, until: float | None = None, access_key_id: str | None = None,
-        collection_id: str | None = None, case_ref: str | None = None, limit: int | None = None,
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        access_key_id: str | None = None,
+        collection_id: str | None = None,
+        case_ref: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[LedgerEntry]:
         sql, params = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE 1 = 1", []
-        for column, value, operator in (("started_at", since, ">="), ("started_at", until, "<="),
-                                        ("access_key_id", access_key_id, "="), ("collection_id", collection_id, "="),
-                                        ("case_ref", case_ref, "=")):
+        for column, value, operator in (
+            ("started_at", since, ">="),
+            ("started_at", until, "<="),
+            ("access_key_id", access_key_id, "="),
+            ("collection_id", collection_id, "="),
+            ("case_ref", case_ref, "="),
+        ):
             if value is not None:
                 sql += f" AND {column} {operator} ?"
                 params.append(value)
@@ -285,19 +359,46 @@ class SQLiteLedger(LedgerRepository):
             yield _ledger_entry(row)
 
     def chained(self) -> Iterator[tuple[LedgerEntry, str, str]]:
-        rows = self._db.connection().execute(f"SELECT {_LEDGER_COLUMNS}, prev_hash, entry_hash FROM ledger ORDER BY seq")
+        rows = self._db.connection().execute(
+            f"SELECT {_LEDGER_COLUMNS}, prev_hash, entry_hash FROM ledger ORDER BY seq"
+        )
         for row in rows:
             yield _ledger_entry(row[:-2]), row[-2], row[-1]
 
     def signatures(self) -> Iterator[tuple[int, str, bytes]]:
-        yield from self._db.connection().execute("SELECT seq, entry_hash, signature FROM ledger_signatures ORDER BY seq")
+        yield from self._db.connection().execute(
+            "SELECT seq, entry_hash, signature FROM ledger_signatures ORDER BY seq"
+        )
 
 
 def _ledger_entry(row: tuple) -> LedgerEntry:
-    (seq, operation, started_at, ended_at, access_key_id, role, collection_id, input_sha256, purpose,
-     case_ref, outcome, error, result) = row
+    (
+        seq,
+        operation,
+        started_at,
+        ended_at,
+        access_key_id,
+        role,
+        collection_id,
+        input_sha256,
+        purpose,
+        case_ref,
+        outcome,
+        error,
+        result,
+    ) = row
     return LedgerEntry(
-        operation=operation, started_at=started_at, access_key_id=access_key_id, role=role,
-        collection_id=collection_id, input_sha256=json.loads(input_sha256), purpose=purpose, case_ref=case_ref,
-        ended_at=ended_at, outcome=outcome, error=error, result=json.loads(result), seq=seq,
+        operation=operation,
+        started_at=started_at,
+        access_key_id=access_key_id,
+        role=role,
+        collection_id=collection_id,
+        input_sha256=json.loads(input_sha256),
+        purpose=purpose,
+        case_ref=case_ref,
+        ended_at=ended_at,
+        outcome=outcome,
+        error=error,
+        result=json.loads(result),
+        seq=seq,
     )

@@ -31,9 +31,7 @@ class Database:
         """This thread's connection (autocommit mode; use :meth:`write` for transactions)."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-            )
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = NORMAL")
             # deleted rows are overwritten with zeros, so an erased template leaves no trace

@@ -70,9 +70,7 @@ class SQLiteStore(Store):
         self.database.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def template_key(self) -> str | None:
-        row = self.database.connection().execute(
-            "SELECT value FROM store_meta WHERE name = 'template_key'"
-        ).fetchone()
+        row = self.database.connection().execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
         return None if row is None else str(row[0])
 
     def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
@@ -97,14 +95,11 @@ class SQLiteStore(Store):
         with self.database.write() as db:
             try:
                 db.execute(
-                    "INSERT INTO collections (collection_id, created_at, face_model_version)"
-                    " VALUES (?, ?, ?)",
+                    "INSERT INTO collections (collection_id, created_at, face_model_version) VALUES (?, ?, ?)",
                     (collection_id, created_at, face_model_version),
                 )
             except sqlite3.IntegrityError:
-                raise ResourceAlreadyExistsException(
-                    f"Collection {collection_id!r} already exists."
-                ) from None
+                raise ResourceAlreadyExistsException(f"Collection {collection_id!r} already exists.") from None
             _put_tags(db, collection_id, tags or {})
 
     def tag_collection(self, collection_id: str, tags: dict[str, str], max_tags: int) -> None:
@@ -138,21 +133,27 @@ class SQLiteStore(Store):
         return dict(rows)
 
     def get_collection(self, collection_id: str) -> CollectionRecord:
-        row = self.database.connection().execute(
-            "SELECT collection_id, created_at, face_model_version,"
-            " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.collection_id),"
-            " (SELECT COUNT(*) FROM users u WHERE u.collection_id = c.collection_id)"
-            " FROM collections c WHERE collection_id = ?",
-            (collection_id,),
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute(
+                "SELECT collection_id, created_at, face_model_version,"
+                " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.collection_id),"
+                " (SELECT COUNT(*) FROM users u WHERE u.collection_id = c.collection_id)"
+                " FROM collections c WHERE collection_id = ?",
+                (collection_id,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise _collection_not_found(collection_id)
         return CollectionRecord(*row)
 
     def face_model_version(self, collection_id: str) -> str:
-        row = self.database.connection().execute(
-            "SELECT face_model_version FROM collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute("SELECT face_model_version FROM collections WHERE collection_id = ?", (collection_id,))
+            .fetchone()
+        )
         if row is None:
             raise _collection_not_found(collection_id)
         return str(row[0])
@@ -190,16 +191,20 @@ class SQLiteStore(Store):
             )
 
     def threshold_table(self, collection_id: str) -> str | None:
-        row = self.database.connection().execute(
-            "SELECT threshold_table FROM collection_thresholds WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute("SELECT threshold_table FROM collection_thresholds WHERE collection_id = ?", (collection_id,))
+            .fetchone()
+        )
         return None if row is None else str(row[0])
 
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
-        row = self.database.connection().execute(
-            "SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute("SELECT generation FROM collections WHERE collection_id = ?", (collection_id,))
+            .fetchone()
+        )
         return None if row is None else int(row[0])
 
     # -- images and faces ------------------------------------------------------------------
@@ -238,12 +243,16 @@ class SQLiteStore(Store):
         return [int(seq) for seq in seqs], before, before + 1
 
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
-        row = self.database.connection().execute(
-            "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
-            " face_count, indexed_at, source_path FROM images"
-            " WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
-            (collection_id, image_sha256),
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute(
+                "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
+                " face_count, indexed_at, source_path FROM images"
+                " WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
+                (collection_id, image_sha256),
+            )
+            .fetchone()
+        )
         return None if row is None else ImageRecord(*row)
 
     def list_faces(
@@ -272,8 +281,7 @@ class SQLiteStore(Store):
         if not seqs:
             return {}
         rows = self.database.connection().execute(
-            f"SELECT seq, {_FACE_COLUMNS} FROM faces WHERE collection_id = ?"
-            f" AND seq IN ({','.join('?' * len(seqs))})",
+            f"SELECT seq, {_FACE_COLUMNS} FROM faces WHERE collection_id = ? AND seq IN ({','.join('?' * len(seqs))})",
             [collection_id, *seqs],
         )
         return {row[0]: self._face_record(row[1:]) for row in rows}
@@ -281,9 +289,7 @@ class SQLiteStore(Store):
     def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]:
         found = self.list_faces(collection_id, face_ids=[face_id], limit=1)
         if not found:
-            raise ResourceNotFoundException(
-                f"Face {face_id!r} is not in collection {collection_id!r}."
-            )
+            raise ResourceNotFoundException(f"Face {face_id!r} is not in collection {collection_id!r}.")
         return found[0]
 
     def load_templates(self, collection_id: str) -> tuple[list[int], list[tuple[str, bytes]], int]:
@@ -303,8 +309,7 @@ class SQLiteStore(Store):
             before = self._bump_generation(db, collection_id)
             placeholders = ",".join("?" * len(face_ids))
             rows = db.execute(
-                f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ?"
-                f" AND face_id IN ({placeholders})",
+                f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
                 [collection_id, *face_ids],
             ).fetchall()
             db.execute(
@@ -320,8 +325,9 @@ class SQLiteStore(Store):
             )
         return {row[0]: row[1] for row in rows}, before, before + 1
 
-    def face_ids_where(self, collection_id: str, *, created_before: float | None = None,
-                       external_image_id: str | None = None) -> list[str]:
+    def face_ids_where(
+        self, collection_id: str, *, created_before: float | None = None, external_image_id: str | None = None
+    ) -> list[str]:
         """Ids of faces indexed before a time, or from images with an ExternalImageId."""
         sql, params = "SELECT face_id FROM faces WHERE collection_id = ?", [collection_id]
         if created_before is not None:
@@ -334,8 +340,7 @@ class SQLiteStore(Store):
 
     def _bump_generation(self, db: sqlite3.Connection, collection_id: str) -> int:
         row = db.execute(
-            "UPDATE collections SET generation = generation + 1 WHERE collection_id = ?"
-            " RETURNING generation",
+            "UPDATE collections SET generation = generation + 1 WHERE collection_id = ? RETURNING generation",
             (collection_id,),
         ).fetchone()
         if row is None:
@@ -353,9 +358,7 @@ class SQLiteStore(Store):
                     (collection_id, user_id, created_at),
                 )
             except sqlite3.IntegrityError:
-                raise ConflictException(
-                    f"User {user_id!r} already exists in collection {collection_id!r}."
-                ) from None
+                raise ConflictException(f"User {user_id!r} already exists in collection {collection_id!r}.") from None
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         """Delete a user; its faces stay in the collection, no longer associated."""
@@ -365,19 +368,21 @@ class SQLiteStore(Store):
                 "UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
             )
-            deleted = db.execute(
-                "DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
-            )
+            deleted = db.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
             if deleted.rowcount == 0:
                 raise _user_not_found(collection_id, user_id)
 
     def get_user(self, collection_id: str, user_id: str) -> UserRecord:
-        row = self.database.connection().execute(
-            "SELECT collection_id, user_id, created_at,"
-            " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
-            " FROM users u WHERE collection_id = ? AND user_id = ?",
-            (collection_id, user_id),
-        ).fetchone()
+        row = (
+            self.database.connection()
+            .execute(
+                "SELECT collection_id, user_id, created_at,"
+                " (SELECT COUNT(*) FROM faces f WHERE f.collection_id = u.collection_id AND f.user_id = u.user_id)"
+                " FROM users u WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            .fetchone()
+        )
         if row is None:
             raise _user_not_found(collection_id, user_id)
         return UserRecord(*row)
@@ -419,8 +424,20 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _face_record(row: Sequence[object]) -> FaceRecord:
-        (face_id, collection_id, image_id, external_image_id, sha, box, confidence, landmarks, quality,
-         embedding, created_at, user_id) = row
+        (
+            face_id,
+            collection_id,
+            image_id,
+            external_image_id,
+            sha,
+            box,
+            confidence,
+            landmarks,
+            quality,
+            embedding,
+            created_at,
+            user_id,
+        ) = row
         return FaceRecord(
             face_id=str(face_id),
             collection_id=str(collection_id),
@@ -435,6 +452,7 @@ class SQLiteStore(Store):
             created_at=float(created_at),  # type: ignore[arg-type]
             user_id=user_id,  # type: ignore[arg-type]
         )
+
 
 def _put_tags(db: sqlite3.Connection, collection_id: str, tags: dict[str, str]) -> None:
     db.executemany(
@@ -455,6 +473,4 @@ def _collection_not_found(collection_id: str) -> ResourceNotFoundException:
 
 
 def _user_not_found(collection_id: str, user_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"User {user_id!r} does not exist in collection {collection_id!r}."
-    )
+    return ResourceNotFoundException(f"User {user_id!r} does not exist in collection {collection_id!r}.")
