@@ -99,13 +99,15 @@ def test_after_commit_outside_a_unit_runs_at_once(store: Store) -> None:
 def test_generations_move_with_every_face_change(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
     assert store.generation("c") == 0 and store.generation("missing") is None
-    seqs, before, after = store.add_image(*_image("c", 3))
-    assert (before, after) == (0, 1) and len(set(seqs)) == 3
+    added = store.add_image(*_image("c", 3))
+    assert (added.before, added.after, added.added) == (0, 1, True) and len(set(added.seqs.values())) == 3
+    seqs = list(added.seqs.values())
+    assert seqs == sorted(seqs) and list(added.seqs) == [record.face_id for _, record in store.list_faces("c")]
     store.create_user("c", "u", time.time())
     assert store.generation("c") == 1  # users do not change what the index holds
     face_ids = [record.face_id for _, record in store.list_faces("c")]
-    deleted, before, after = store.delete_faces("c", face_ids[:1] + ["00000000-0000-0000-0000-000000000000"])
-    assert (before, after) == (1, 2) and deleted == {face_ids[0]: seqs[0]}
+    removed = store.delete_faces("c", face_ids[:1] + ["00000000-0000-0000-0000-000000000000"])
+    assert (removed.before, removed.after, removed.added) == (1, 2, False) and removed.seqs == {face_ids[0]: seqs[0]}
     ids, templates, generation = store.load_templates("c")
     assert ids == seqs[1:] and generation == 2 and [face_id for face_id, _ in templates] == face_ids[1:]
 

@@ -19,6 +19,8 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from faceledger.store import FaceChange
+
 EmbeddingLoader = Callable[[str], tuple[np.ndarray, np.ndarray, int]]
 
 
@@ -226,34 +228,27 @@ class VectorIndexRegistry:
                 self._indexes[collection_id] = index
             return index
 
-    def apply(
-        self,
-        collection_id: str,
-        before: int,
-        after: int,
-        *,
-        added: tuple[list[int], np.ndarray] | None = None,
-        removed: list[int] | None = None,
-    ) -> None:
-        """Apply a committed change that moved the store from generation ``before`` to ``after``.
+    def apply(self, change: FaceChange, vectors: np.ndarray | None = None) -> None:
+        """Apply a committed change of the store; ``vectors`` are the added faces' embeddings,
+        in the order of ``change.seqs``.
 
-        If this index was not at ``before`` (another writer came between), it is dropped and
-        rebuilt on the next search instead.
+        If this index was not at the change's generation before (another writer came between),
+        it is dropped and rebuilt on the next search instead.
         """
         with self._lock:
-            index = self._indexes.get(collection_id)
+            index = self._indexes.get(change.collection_id)
             if index is None:
                 return
-            if index.generation != before:
-                del self._indexes[collection_id]
+            if index.generation != change.before:
+                del self._indexes[change.collection_id]
                 return
-            if added is not None:
-                index.add(*added)
-            if removed:
-                index.remove(removed)
-            index.generation = after
+            if change.added and vectors is not None:
+                index.add(list(change.seqs.values()), vectors)
+            elif not change.added:
+                index.remove(list(change.seqs.values()))
+            index.generation = change.after
             if index.needs_rebuild:
-                del self._indexes[collection_id]
+                del self._indexes[change.collection_id]
 
     def drop(self, collection_id: str) -> None:
         with self._lock:

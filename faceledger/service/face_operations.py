@@ -89,7 +89,7 @@ class FaceOperations:
         records = [
             self._face_record(face, collection_id, image_id, external_image_id, analyzed, now) for face in accepted
         ]
-        seqs, before, after = self._store.add_image(
+        change = self._store.add_image(
             ImageRecord(
                 image_id=image_id,
                 collection_id=collection_id,
@@ -104,8 +104,8 @@ class FaceOperations:
             ),
             records,
         )
-        added = (seqs, np.stack([face.embedding for face in accepted])) if accepted else None
-        self._store.after_commit(lambda: self._indexes.apply(collection_id, before, after, added=added))
+        vectors = np.stack([face.embedding for face in accepted]) if accepted else None
+        self._store.after_commit(lambda: self._indexes.apply(change, vectors))
         return IndexFacesResult(
             list(zip(records, accepted, strict=True)), refused, analyzed.width, analyzed.height, self._model.version
         )
@@ -176,12 +176,11 @@ class FaceOperations:
                 )
             else:
                 deletable.append(face_id)
-        deleted: dict[str, int] = {}
-        if deletable:
-            deleted, before, after = self._store.delete_faces(collection_id, deletable)
-            removed = list(deleted.values())
-            self._store.after_commit(lambda: self._indexes.apply(collection_id, before, after, removed=removed))
-        return FaceDeletion(list(deleted), unsuccessful)
+        if not deletable:
+            return FaceDeletion([], unsuccessful)
+        change = self._store.delete_faces(collection_id, deletable)
+        self._store.after_commit(lambda: self._indexes.apply(change))
+        return FaceDeletion(list(change.seqs), unsuccessful)
 
 
 def _encoded(image: ImageInput) -> bytes | None:

@@ -133,11 +133,10 @@ class PolicyOperations:
         if not face_ids:
             return []
         self._store.set_face_users(collection_id, face_ids, None)
-        deleted, before, after = self._store.delete_faces(collection_id, face_ids)
-        removed = list(deleted.values())
-        self._store.after_commit(lambda: self._indexes.apply(collection_id, before, after, removed=removed))
+        change = self._store.delete_faces(collection_id, face_ids)
+        self._store.after_commit(lambda: self._indexes.apply(change))
         self._store.after_commit(self._store.erase_traces)
-        return sorted(deleted)
+        return sorted(change.seqs)
 
 
 def _policy_reply(collection_id: str, policy: CollectionPolicy) -> Reply:

@@ -7,8 +7,9 @@ every backend must keep is written down as tests (tests/test_store_contract.py):
   all; callbacks given to :meth:`Store.after_commit` run once it has committed, never after a
   rollback. Nested units join the outermost one. A write outside a unit is its own transaction.
 - **Generations.** Every change to a collection's faces bumps its generation in the same
-  transaction, and returns the generations before and after, so an in-memory vector index can
-  apply the change or notice it missed one (index/vector_index.py).
+  transaction and is returned as a :class:`FaceChange` (generations before and after, index ids),
+  so an in-memory vector index can apply the change or notice it missed one
+  (index/vector_index.py).
 - **Opaque templates.** Face templates arrive sealed (keys/templates.py) and leave as they came;
   the store never sees an embedding in the clear and holds no key.
 - **Errors.** Missing things raise ResourceNotFoundException, duplicates
@@ -26,6 +27,7 @@ from faceledger.store.records import (
     CollectionPolicy,
     CollectionRecord,
     ConsentRecord,
+    FaceChange,
     FaceRecord,
     ImageRecord,
     LedgerEntry,
@@ -240,9 +242,8 @@ class Store(ABC):
     # -- images and faces ------------------------------------------------------------------
 
     @abstractmethod
-    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> tuple[list[int], int, int]:
-        """Store an image and its faces atomically: the faces' index ids (``seq``), and the
-        collection generation before and after."""
+    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> FaceChange:
+        """Store an image and its faces atomically; the change gives each face its index id."""
 
     @abstractmethod
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None: ...
@@ -271,9 +272,8 @@ class Store(ABC):
         snapshot."""
 
     @abstractmethod
-    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
-        """Delete faces (and images left without any); {face_id: seq} of those that existed,
-        generation before and after."""
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceChange:
+        """Delete faces (and images left without any); the change names those that existed."""
 
     @abstractmethod
     def face_ids_where(

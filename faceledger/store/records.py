@@ -54,6 +54,18 @@ class FaceRecord:
 
 
 @dataclass(frozen=True)
+class FaceChange:
+    """Faces a committed write added or removed, with the collection's generation before and after
+    it: what a vector index needs to follow the store without a rebuild (index/vector_index.py)."""
+
+    collection_id: str
+    before: int
+    after: int
+    seqs: dict[str, int]  # face id -> index id (seq) of each face added or removed, in seq order
+    added: bool
+
+
+@dataclass(frozen=True)
 class UserRecord:
     collection_id: str
     user_id: str

@@ -21,6 +21,7 @@ from faceledger.errors import (
 from faceledger.store.interface import Reseal, Store
 from faceledger.store.records import (
     CollectionRecord,
+    FaceChange,
     FaceRecord,
     ImageRecord,
     UserRecord,
@@ -209,11 +210,7 @@ class SQLiteStore(Store):
 
     # -- images and faces ------------------------------------------------------------------
 
-    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> tuple[list[int], int, int]:
-        """Store an image and its faces atomically.
-
-        Returns the faces' index ids (``seq``), and the collection generation before and after.
-        """
+    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> FaceChange:
         with self.database.write() as db:
             before = self._bump_generation(db, image.collection_id)
             db.execute(
@@ -240,7 +237,9 @@ class SQLiteStore(Store):
                 ).lastrowid
                 for face in faces
             ]
-        return [int(seq) for seq in seqs], before, before + 1
+        return FaceChange(
+            image.collection_id, before, before + 1, {f.face_id: int(s) for f, s in zip(faces, seqs, strict=True)}, True
+        )
 
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
         row = (
@@ -303,13 +302,13 @@ class SQLiteStore(Store):
             ).fetchall()
         return [row[0] for row in rows], [(row[1], row[2]) for row in rows], generation
 
-    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> tuple[dict[str, int], int, int]:
-        """Delete faces; returns {face_id: seq} of those that existed, generation before/after."""
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceChange:
         with self.database.write() as db:
             before = self._bump_generation(db, collection_id)
             placeholders = ",".join("?" * len(face_ids))
             rows = db.execute(
-                f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
+                f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})"
+                " ORDER BY seq",
                 [collection_id, *face_ids],
             ).fetchall()
             db.execute(
@@ -323,7 +322,7 @@ class SQLiteStore(Store):
                 " AND NOT EXISTS (SELECT 1 FROM faces WHERE faces.image_id = images.image_id)",
                 [(image_id,) for image_id in {row[2] for row in rows}],
             )
-        return {row[0]: row[1] for row in rows}, before, before + 1
+        return FaceChange(collection_id, before, before + 1, {row[0]: int(row[1]) for row in rows}, False)
 
     def face_ids_where(
         self, collection_id: str, *, created_before: float | None = None, external_image_id: str | None = None
