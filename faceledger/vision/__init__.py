@@ -3,6 +3,7 @@
 from faceledger.vision.face import BoundingBox, Face, FaceQuality, Landmarks, Pose
 from faceledger.vision.image import DecodedImage, decode_image, read_image_file
 from faceledger.vision.model import DlibResNetModel, FaceModel
+from faceledger.vision.onnx_model import OnnxFaceModel, OnnxModelSpec
 from faceledger.vision.pipeline import AnalyzedImage, FaceAnalyzer
 from faceledger.vision.quality import QualityFilter
 
@@ -16,6 +17,8 @@ __all__ = [
     "FaceModel",
     "FaceQuality",
     "Landmarks",
+    "OnnxFaceModel",
+    "OnnxModelSpec",
     "Pose",
     "QualityFilter",
     "decode_image",
