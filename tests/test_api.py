@@ -76,6 +76,9 @@ def test_every_face_operation_through_boto3(server: RunningServer, admin) -> Non
     by_image = admin.search_faces_by_image(CollectionId="everything", Image={"Bytes": image_bytes(*OBAMA_2)})
     assert [m["Face"]["FaceId"] for m in by_image["FaceMatches"]] == [obama_id]
     assert by_image["SearchedFaceConfidence"] > 90
+    headers = by_image["ResponseMetadata"]["HTTPHeaders"]  # what the threshold means, for SDKs that drop members
+    assert headers["x-faceledger-threshold"] == "88.5" and headers["x-faceledger-threshold-status"] == "WITHIN_TARGET"
+    assert float(headers["x-faceledger-expected-false-candidates"]) < 0.01
     by_id = admin.search_faces(CollectionId="everything", FaceId=obama_id, FaceMatchThreshold=0, MaxFaces=5)
     assert [m["Face"]["FaceId"] for m in by_id["FaceMatches"]] == [biden_id]
 

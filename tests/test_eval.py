@@ -141,6 +141,9 @@ def test_identification_and_groups_from_the_command_line(tmp_path: Path, cache_d
     assert numbers["gallery"] > 5 and numbers["mated_probes"] > 20 and numbers["nonmated_probes"] > 20
     assert numbers["rank1_hit_rate"] > 0.9
     assert (tmp_path / "id" / "report.html").exists()
+    predicted = numbers["fpir_predicted_vs_observed"]  # what the table promises, against what happened
+    assert [p["threshold"] for p in predicted if p["default_at_this_size"]] == [numbers["default_threshold"]]
+    assert all(0 <= p["predicted"] <= p["bound"] <= 1 for p in predicted)
 
     groups_csv = str(data_path("lfw_meta", "lfw_gender_per_identity.csv"))
     result = runner.invoke(
@@ -186,4 +189,20 @@ def test_thresholds_command_prints_the_shipped_table() -> None:
     table = json.loads(result.stdout)
     assert table["safe_threshold"] == safe_search_threshold(shipped_table())
     human = runner.invoke(app, ["thresholds"])
-    assert f"Default search threshold: {safe_search_threshold(shipped_table()):g}" in " ".join(human.stdout.split())
+    text = " ".join(human.stdout.split())
+    assert f"Default search threshold (one face): {safe_search_threshold(shipped_table()):g}" in text
+
+
+def test_thresholds_command_prices_each_threshold_at_a_gallery_size(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["thresholds", "--faces", "10000", "--json"])
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(result.stdout)
+    default = numbers["default_search_threshold"]
+    assert numbers["faces"] == 10_000 and default["Threshold"] > numbers["safe_threshold"] == 88.5
+    assert default["Status"] == "WITHIN_TARGET" and default["ExpectedFalseCandidatesUpper95"] <= 0.01
+    human = runner.invoke(app, ["thresholds", "--faces", "10000"])
+    assert f"Default search threshold at 10,000 faces: {default['Threshold']:g}" in " ".join(human.stdout.split())
+    data = ["--data-dir", str(tmp_path)]
+    runner.invoke(app, [*data, "collection", "create", "c"])
+    empty = json.loads(runner.invoke(app, [*data, "thresholds", "--collection", "c", "--json"]).stdout)
+    assert empty["faces"] == 0 and empty["default_search_threshold"]["Threshold"] == 88.5

@@ -38,6 +38,9 @@ access_log = logging.getLogger("faceledger.access")
 PURPOSE_HEADER = "x-faceledger-purpose"
 CASE_HEADER = "x-faceledger-case"
 REVIEW_HEADER = "x-faceledger-review-case"
+THRESHOLD_HEADER = "x-faceledger-threshold"
+EXPECTED_FALSE_CANDIDATES_HEADER = "x-faceledger-expected-false-candidates"
+THRESHOLD_STATUS_HEADER = "x-faceledger-threshold-status"
 # the caller of a server started with --insecure-no-auth
 ANONYMOUS = Caller("anonymous", Role.ADMIN, None)
 error_log = logging.getLogger("faceledger.api")
@@ -97,6 +100,14 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
             response = Response(wire.response_body(result), media_type=wire.CONTENT_TYPE)
             if "FaceledgerReview" in result:  # SDKs drop unmodelled members; a header reaches them
                 response.headers[REVIEW_HEADER] = result["FaceledgerReview"]["CaseId"]
+            if "FaceledgerThreshold" in result:  # what the threshold used means at this collection's size
+                meaning = result["FaceledgerThreshold"]
+                response.headers[THRESHOLD_HEADER] = f"{meaning['Threshold']:g}"
+                expected = meaning["ExpectedFalseCandidatesUpper95"]
+                response.headers[EXPECTED_FALSE_CANDIDATES_HEADER] = (
+                    "unknown" if expected is None else f"{expected:.3g}"
+                )
+                response.headers[THRESHOLD_STATUS_HEADER] = meaning["Status"]
         except FaceledgerError as error:
             record["error"] = error.code
             response = _error_response(error)

@@ -12,7 +12,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from faceledger.cli import render
-from faceledger.cli.common import JsonOption, open_service, reports_errors
+from faceledger.cli.common import CliState, JsonOption, open_service, reports_errors
+from faceledger.config import default_data_dir
+from faceledger.service.search_limits import TARGET_FPIR, default_meaning
 from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
 
 eval_app = typer.Typer(
@@ -22,7 +24,10 @@ eval_app = typer.Typer(
 DatasetOption = Annotated[
     Path, typer.Option("--dataset", help="Folder of identity folders (LFW layout: NAME/NAME_0001.jpg).")
 ]
-OutOption = Annotated[Path | None, typer.Option("--out", help="Report folder (report.html, results.json, PNGs).")]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="Report folder (report.html, results.json, PNGs); default DATA_DIR/reports/NAME."),
+]
 FlipOption = Annotated[bool, typer.Option("--flip/--no-flip", help="Average each embedding with its mirror image's.")]
 CacheOption = Annotated[
     Path | None, typer.Option("--cache-dir", help="Embedding cache (default ~/.cache/faceledger/eval).")
@@ -81,7 +86,8 @@ def _evaluate(
 
 
 def _finish(result: Any, out: Path | None, default_name: str, as_json: bool) -> None:
-    folder = out or Path("faceledger-reports") / default_name
+    # generated output goes beside the data, never into whatever source tree the command runs in
+    folder = out or (CliState.data_dir or default_data_dir()) / "reports" / default_name
     page = result.write(folder)
     if as_json:
         render.print_json(result.numbers)
@@ -227,47 +233,68 @@ def calibrate(
             service.store.require_collection(collection)
             service.set_threshold_table(collection_id=collection, table=table)
         render.errors.print(
-            f"Stored for collection {collection}: its searches now default to {safe_search_threshold(table):g}."
+            f"Stored for collection {collection}: its searches now default to {safe_search_threshold(table):g} or "
+            "higher as it grows (see 'faceledger thresholds --collection')."
         )
 
 
 @reports_errors
 def thresholds(
     collection: Annotated[
-        str | None, typer.Option("--collection", "-c", help="Show this collection's own table.")
+        str | None, typer.Option("--collection", "-c", help="Show this collection's table, at its size.")
+    ] = None,
+    faces: Annotated[
+        int | None,
+        typer.Option(help="Gallery size to show false candidates per search for (default: the collection's)."),
     ] = None,
     every: Annotated[float, typer.Option(help="Show every Nth similarity step (the table has 0.5 steps).")] = 2.5,
     as_json: JsonOption = False,
 ) -> None:
-    """What each similarity threshold means: measured FMR and FNMR with 95% intervals."""
+    """What each similarity threshold means: measured FMR and FNMR with 95% intervals, and the
+    false candidates a search of a gallery of that size returns."""
     if collection is not None:
         with open_service() as service:
-            service.store.require_collection(collection)
+            size = faces if faces is not None else service.describe_collection(collection_id=collection)["FaceCount"]
             table: ThresholdTable = service.threshold_table(collection)
     else:
         from faceledger.vision.model import DlibResNetModel
 
-        table = DlibResNetModel().threshold_table()
+        table, size = DlibResNetModel().threshold_table(), faces
+    default = default_meaning(table, size or 1)
     if as_json:
-        render.print_json({**table.to_dict(), "safe_threshold": safe_search_threshold(table)})
+        render.print_json(
+            {
+                **table.to_dict(),
+                "safe_threshold": safe_search_threshold(table),
+                "faces": size,
+                "default_search_threshold": default.to_response(),
+            }
+        )
         return
-    safe = safe_search_threshold(table)
     rows = [
         [
-            f"{r.threshold:g}" + (" *" if r.threshold == safe else ""),
+            f"{r.threshold:g}" + (" *" if r.threshold == default.threshold else ""),
             f"{r.fmr:.2e}",
             f"[{r.fmr_low:.1e}, {r.fmr_high:.1e}]",
             f"{r.false_matches:,}",
             f"{r.fnmr:.2%}",
             f"[{r.fnmr_low:.2%}, {r.fnmr_high:.2%}]",
+            *([f"{size * r.fmr_high:.3g}"] if size is not None else []),
         ]
         for r in table.rows
-        if abs(r.threshold / every - round(r.threshold / every)) < 1e-9 or r.threshold == safe
+        if abs(r.threshold / every - round(r.threshold / every)) < 1e-9 or r.threshold == default.threshold
     ]
-    render.table(table.source, ("Similarity", "FMR", "FMR 95%", "false matches", "FNMR", "FNMR 95%"), rows)
+    columns: tuple[str, ...] = ("Similarity", "FMR", "FMR 95%", "false matches", "FNMR", "FNMR 95%")
+    if size is not None:
+        columns += (f"false candidates per search at {size:,} faces (95% upper)",)
+    render.table(table.source, columns, rows)
+    at_size = f" at {size:,} faces" if size is not None else " (one face)"
+    resolvable = TARGET_FPIR / min(r.fmr_high for r in table.rows)
     render.console.print(
-        f"* Default search threshold: {safe:g}, the lowest whose FMR is at most {SAFE_FMR:g} with 95% confidence. "
-        f"Measured on {table.mated:,} mated and {table.nonmated:,} non-mated comparisons. In a gallery of N "
-        "strangers, expect about N x FMR false candidates per search.",
+        f"* Default search threshold{at_size}: {default.threshold:g} ({default.status}): the lowest whose FMR "
+        f"(95% upper bound) times the faces searched is at most {TARGET_FPIR:g} false candidates per search, and "
+        f"never below {safe_search_threshold(table):g} (FMR <= {SAFE_FMR:g}). Measured on {table.mated:,} mated "
+        f"and {table.nonmated:,} non-mated comparisons: beyond about {resolvable:,.0f} faces this table cannot "
+        "keep that promise; calibrate on more non-mated pairs ('faceledger calibrate').",
         highlight=False,
     )

@@ -12,6 +12,7 @@ import numpy as np
 from faceledger.eval import metrics, protocols, report
 from faceledger.eval.datasets import LabelledImages, identity_folders, read_groups, read_lfw_pairs
 from faceledger.eval.embeddings import EVAL_MODEL, EmbeddedSet, EmbeddingConfig, embed_images
+from faceledger.service.search_limits import TARGET_FPIR, fpir_threshold
 from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
 from faceledger.vision.model import FaceModel
 
@@ -161,7 +162,8 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
     embedded = options.embed(dataset, images.paths)
     result = protocols.identification(embedded, images.identities, flip=options.flip)
     search = result.search
-    default = safe_search_threshold(options.model.threshold_table())
+    # the default a collection of this gallery's size searches with (service/search_limits.py)
+    default = fpir_threshold(options.model.threshold_table(), result.gallery_size, TARGET_FPIR)[0]
     rows = []
     for target in (0.01, 0.001):
         threshold = search.threshold_at_fpir(target)
@@ -169,6 +171,7 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
             (target, threshold, report.rate_text(search.fpir(threshold)), report.rate_text(search.fnir(threshold)))
         )
     leads = {t: search.fpir(t) for t in (default, 80.0)}
+    predicted = fpir_predictions(options.model.threshold_table(), result.gallery_size, search)
     seconds = time.monotonic() - started
     out = report.Report(f"Open-set identification on {dataset.name}")
     out.summary = [
@@ -188,6 +191,23 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
         FTA_POLICY,
     ]
     out.tables.append(("FNIR at FPIR (rank 1)", ("target FPIR", "threshold", "FPIR", "FNIR"), rows))
+    out.tables.append(
+        (
+            f"FPIR predicted from the threshold table at {result.gallery_size:,} enrolled vs observed ({TARGET_FPIR:g} "
+            "target: * marks the default a collection of this size gets)",
+            ("threshold", "predicted 1-(1-FMR)^N", "bound N x FMR upper 95%", "observed FPIR", "FNIR"),
+            [
+                (
+                    f"{t:g}" + (" *" if default_here else ""),
+                    f"{p:.3%}",
+                    f"{b:.3%}",
+                    report.rate_text(o),
+                    report.rate_text(n),
+                )
+                for t, default_here, p, b, o, n in predicted
+            ],
+        )
+    )
     out.numbers = {
         "dataset": str(dataset),
         "options": options.describe(),
@@ -198,8 +218,43 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
         "fnir_at_fpir": [{"target_fpir": t, "threshold": th, "fpir": f, "fnir": n} for t, th, f, n in rows],
         "nonmated_with_candidate": {str(t): rate.as_dict() for t, rate in leads.items()},
         "default_threshold": default,
+        "fpir_predicted_vs_observed": [
+            {
+                "threshold": t,
+                "default_at_this_size": d,
+                "predicted": p,
+                "bound": b,
+                "observed": o.as_dict(),
+                "fnir": n.as_dict(),
+            }
+            for t, d, p, b, o, n in predicted
+        ],
         "seconds": seconds,
     }
+    return out
+
+
+def fpir_predictions(
+    table: ThresholdTable, gallery: int, search: metrics.OpenSetResult
+) -> list[tuple[float, bool, float, float, metrics.Rate, metrics.Rate]]:
+    """For the default threshold at this gallery size and a few around it: (threshold, whether it
+    is that default, FPIR predicted from the table's FMR as 1-(1-FMR)^N, the bound N x FMR upper,
+    observed FPIR, FNIR). On the data the table was measured on, the prediction is in-sample."""
+    default = fpir_threshold(table, gallery, TARGET_FPIR)[0]
+    chosen = sorted({safe_search_threshold(table), 90.0, 91.0, 92.0, 93.0, default})
+    out = []
+    for threshold in chosen:
+        row = table.at(threshold)
+        out.append(
+            (
+                threshold,
+                threshold == default,
+                1 - (1 - row.fmr) ** gallery,
+                min(1.0, gallery * row.fmr_high),
+                search.fpir(threshold),
+                search.fnir(threshold),
+            )
+        )
     return out
 
 

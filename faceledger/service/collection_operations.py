@@ -13,6 +13,7 @@ from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply
+from faceledger.service.search_limits import SearchLimits
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
 from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
@@ -33,9 +34,12 @@ def require_model(store: Store, collection_id: str, model: FaceModel) -> None:
 
 
 class CollectionOperations:
-    def __init__(self, store: Store, indexes: VectorIndexRegistry, settings: Settings, model_version: str) -> None:
+    def __init__(
+        self, store: Store, indexes: VectorIndexRegistry, limits: SearchLimits, settings: Settings, model_version: str
+    ) -> None:
         self._store = store
         self._indexes = indexes
+        self._limits = limits
         self._settings = settings
         self._model_version = model_version
 
@@ -72,6 +76,8 @@ class CollectionOperations:
                 "CollectionARN": self.arn(collection_id),
                 "CreationTimestamp": datetime.fromtimestamp(record.created_at, tz=UTC),
                 "UserCount": record.user_count,
+                # what a search with the default threshold means at today's size (search_limits.py)
+                "FaceledgerSearchThreshold": self._limits.meaning(collection_id, record.face_count).to_response(),
             },
             {"FaceCount": record.face_count, "UserCount": record.user_count},
         )

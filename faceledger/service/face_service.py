@@ -78,7 +78,7 @@ class FaceService:
         reviews = ReviewOperations(self.store)
         self._reviews = reviews
         self._policies = PolicyOperations(self.store, self.indexes)
-        self._collections = CollectionOperations(self.store, self.indexes, self.settings, model.version)
+        self._collections = CollectionOperations(self.store, self.indexes, self.limits, self.settings, model.version)
         self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, model)
         self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, model)
         self._users = UserOperations(self.store, self.templates, model.similarity)

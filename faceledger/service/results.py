@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from faceledger.service.search_limits import ThresholdMeaning
 from faceledger.service.shapes import Response, face_detail, searched_face, stored_face
 from faceledger.store import FaceRecord
 from faceledger.vision import Face
@@ -155,6 +156,7 @@ class FaceSearchResult:
 
     matches: list[tuple[float, FaceRecord]]  # most similar first
     model_version: str
+    threshold: ThresholdMeaning
     searched_face_id: str | None = None
     probe: Face | None = None
     probe_size: tuple[int, int] = (0, 0)
@@ -173,12 +175,16 @@ class FaceSearchResult:
                 match["Verified"] = False
         response["FaceMatches"] = matches
         response["FaceModelVersion"] = self.model_version
+        response["FaceledgerThreshold"] = self.threshold.to_response()
         if self.review is not None:
             response["FaceledgerReview"] = self.review.to_response()
         return response
 
     def ledger_summary(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {"FaceMatches": _matches_summary([(r.face_id, s) for s, r in self.matches], "FaceId")}
+        summary: dict[str, Any] = {
+            "FaceMatches": _matches_summary([(r.face_id, s) for s, r in self.matches], "FaceId"),
+            **self.threshold.ledger_summary(),
+        }
         if self.searched_face_id is not None:
             summary["SearchedFaceId"] = self.searched_face_id
         if self.probe is not None:
@@ -194,6 +200,7 @@ class UserSearchResult:
 
     matches: list[tuple[float, str]]  # (similarity, user id), most similar first
     model_version: str
+    threshold: ThresholdMeaning
     searched: Response | None = None
     probe: Face | None = None
     others: list[Face] = field(default_factory=list)  # faces of the image that were not searched
@@ -203,6 +210,7 @@ class UserSearchResult:
         response: Response = {
             "UserMatches": [{"Similarity": s, "User": {"UserId": u, "UserStatus": "ACTIVE"}} for s, u in self.matches],
             "FaceModelVersion": self.model_version,
+            "FaceledgerThreshold": self.threshold.to_response(),
         }
         if self.searched is not None:
             response.update(self.searched)
@@ -215,7 +223,10 @@ class UserSearchResult:
         return response
 
     def ledger_summary(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {"UserMatches": _matches_summary([(u, s) for s, u in self.matches], "UserId")}
+        summary: dict[str, Any] = {
+            "UserMatches": _matches_summary([(u, s) for s, u in self.matches], "UserId"),
+            **self.threshold.ledger_summary(),
+        }
         if self.probe is not None:
             summary["UnsearchedFacesCount"] = len(self.others)
         return summary

@@ -4,7 +4,7 @@ collection the matches are held for human review."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -48,13 +48,15 @@ class SearchOperations:
         """Faces of the collection similar to one of its own faces (itself excluded)."""
         validation.face_id(face_id)
         require_model(self._store, collection_id, self._model)
-        threshold, max_faces = self._limits.resolve(collection_id, threshold, max_faces, "FaceMatchThreshold")
+        meaning, max_faces = self._limits.resolve(
+            collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
+        )
         _, probe = self._store.get_face(collection_id, face_id)
         matches = self._by_embedding(
-            collection_id, self._templates.embedding(probe), threshold, max_faces, exclude_face_ids=[face_id]
+            collection_id, self._templates.embedding(probe), meaning.threshold, max_faces, exclude_face_ids=[face_id]
         )
         review = self._reviews.hold(collection_id, "SearchFaces", face_id, matches)
-        return FaceSearchResult(matches, self._model.version, searched_face_id=face_id, review=review)
+        return FaceSearchResult(matches, self._model.version, meaning, searched_face_id=face_id, review=review)
 
     def faces_by_image(
         self,
@@ -66,13 +68,20 @@ class SearchOperations:
     ) -> FaceSearchResult:
         """Search the collection with the largest face of the image."""
         require_model(self._store, collection_id, self._model)
-        threshold, max_faces = self._limits.resolve(collection_id, threshold, max_faces, "FaceMatchThreshold")
+        meaning, max_faces = self._limits.resolve(
+            collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
+        )
         decoded = self._images.decode(image)
         probe, _ = self._images.largest_face(decoded, level)
-        matches = self._by_embedding(collection_id, probe.embedding, threshold, max_faces)  # type: ignore[arg-type]
+        matches = self._by_embedding(collection_id, probe.embedding, meaning.threshold, max_faces)  # type: ignore[arg-type]
         review = self._reviews.hold(collection_id, "SearchFacesByImage", decoded.sha256, matches)
         return FaceSearchResult(
-            matches, self._model.version, probe=probe, probe_size=(decoded.width, decoded.height), review=review
+            matches,
+            self._model.version,
+            meaning,
+            probe=probe,
+            probe_size=(decoded.width, decoded.height),
+            review=review,
         )
 
     def users(
@@ -87,7 +96,7 @@ class SearchOperations:
         if (user_id is None) == (face_id is None):
             raise InvalidParameterException("Give exactly one of UserId and FaceId.")
         require_model(self._store, collection_id, self._model)
-        threshold, max_users = self._limits.resolve(collection_id, threshold, max_users, "UserMatchThreshold")
+        self._limits.check_purpose(collection_id)
         if face_id is not None:
             validation.face_id(face_id)
             _, record = self._store.get_face(collection_id, face_id)
@@ -101,8 +110,11 @@ class SearchOperations:
                 for _, r in self._store.list_faces(collection_id, user_id=user_id, limit=MAX_PAGE_SIZE)
             ]
             searched = {"SearchedUser": {"UserId": user_id}}
-        matches = self._user_matches(collection_id, probes, threshold, max_users, exclude_user=user_id)
-        return UserSearchResult(matches, self._model.version, searched=searched)
+        meaning, max_users = self._limits.resolve(
+            collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id, len(probes))
+        )
+        matches = self._user_matches(collection_id, probes, meaning.threshold, max_users, exclude_user=user_id)
+        return UserSearchResult(matches, self._model.version, meaning, searched=searched)
 
     def users_by_image(
         self,
@@ -114,13 +126,24 @@ class SearchOperations:
     ) -> UserSearchResult:
         """Users matching the largest face of the image; the other faces are listed as unsearched."""
         require_model(self._store, collection_id, self._model)
-        threshold, max_users = self._limits.resolve(collection_id, threshold, max_users, "UserMatchThreshold")
+        meaning, max_users = self._limits.resolve(
+            collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id)
+        )
         decoded = self._images.decode(image)
         probe, others = self._images.largest_face(decoded, level, with_others=True)
-        matches = self._user_matches(collection_id, [probe.embedding], threshold, max_users)  # type: ignore[list-item]
+        matches = self._user_matches(collection_id, [probe.embedding], meaning.threshold, max_users)  # type: ignore[list-item]
         return UserSearchResult(
-            matches, self._model.version, probe=probe, others=others, image_size=(decoded.width, decoded.height)
+            matches,
+            self._model.version,
+            meaning,
+            probe=probe,
+            others=others,
+            image_size=(decoded.width, decoded.height),
         )
+
+    def _gallery_size(self, collection_id: str, probes: int = 1) -> Callable[[], int]:
+        """How many templates a search of the collection with ``probes`` probes compares."""
+        return lambda: probes * len(self._indexes.for_search(collection_id))
 
     def _by_embedding(
         self,

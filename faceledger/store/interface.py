@@ -40,7 +40,7 @@ Reseal = Callable[[str, bytes], bytes]
 
 
 class PolicyRepository(ABC):
-    """Collection policies and consent records (service/policies.py decides what they mean)."""
+    """Collection policies and consent records (service/policy_operations.py decides what they mean)."""
 
     @abstractmethod
     def policy(self, collection_id: str) -> CollectionPolicy:
