@@ -131,3 +131,37 @@ def _extension(server, key: dict, operation: str, body: dict) -> tuple[int, dict
     )
     SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "rekognition", "us-east-1").add_auth(request)
     return send_raw(request)
+
+
+def test_a_reviewer_scoped_to_one_collection_sees_and_decides_only_its_cases(service: FaceService) -> None:
+    cases = {}
+    for collection in ("c1", "c2"):
+        service.create_collection(collection_id=collection)
+        service.put_collection_policy(collection_id=collection, review_required=True)
+        service.index_faces(collection_id=collection, image=image_bytes(*OBAMA))
+        with acting_as(RequestContext(SEARCHER)):
+            found = service.search_faces_by_image(collection_id=collection, image=image_bytes(*OBAMA_2))
+        cases[collection] = (found["FaceledgerReview"]["CaseId"], found["FaceMatches"][0]["Face"]["FaceId"])
+    scoped = Caller("FLREVIEWERSCOPED0000", Role.REVIEWER, ("c1",))
+    with acting_as(RequestContext(scoped)):
+        assert [c["CollectionId"] for c in service.list_review_cases()["Cases"]] == ["c1"]
+        with pytest.raises(AccessDeniedException):
+            service.list_review_cases(collection_id="c2")
+        with pytest.raises(AccessDeniedException):
+            service.get_review_case(case_id=cases["c2"][0])
+    with pytest.raises(AccessDeniedException):
+        _decide(service, scoped, cases["c2"][0], cases["c2"][1], "confirm")
+    assert _decide(service, scoped, cases["c1"][0], cases["c1"][1], "confirm")["CollectionId"] == "c1"
+    assert all(
+        d["Reviewer"] != scoped.access_key_id
+        for c in service.get_review_case(case_id=cases["c2"][0])["Candidates"]
+        for d in c["Decisions"]
+    )  # its confirmation never counted
+    entries = [e for e in service.ledger.entries() if e.access_key_id == scoped.access_key_id]
+    assert [(e.operation, e.collection_id, e.outcome) for e in entries] == [
+        ("ListReviewCases", None, "ok"),
+        ("ListReviewCases", "c2", "denied"),
+        ("GetReviewCase", "c2", "denied"),
+        ("DecideReview", "c2", "denied"),
+        ("DecideReview", "c1", "ok"),
+    ]

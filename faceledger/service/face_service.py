@@ -495,13 +495,24 @@ class FaceService:
 
     def decide_review(self, *, case_id: str, face_id: str, decision: str, note: str) -> Response:
         """Confirm or reject one candidate of a case, as the calling reviewer, with a note."""
-        return self._run("DecideReview", lambda: self._reviews.decide(case_id, face_id, decision, note))
+        return self._run(
+            "DecideReview",
+            lambda: self._reviews.decide(case_id, face_id, decision, note),
+            collection_id=self._reviews.collection_of(case_id),
+        )
 
     def get_review_case(self, *, case_id: str) -> Response:
-        return self._run("GetReviewCase", lambda: self._reviews.get(case_id))
+        """A case's candidates, their status and every decision."""
+        return self._run(
+            "GetReviewCase", lambda: self._reviews.get(case_id), collection_id=self._reviews.collection_of(case_id)
+        )
 
     def list_review_cases(self, *, collection_id: str | None = None) -> Response:
-        return self._run("ListReviewCases", lambda: self._reviews.list(collection_id), collection_id=collection_id)
+        """Review cases, oldest first: of one collection, or of every collection the caller covers."""
+        visible = current_context().caller.collections
+        return self._run(
+            "ListReviewCases", lambda: self._reviews.list(collection_id, visible), collection_id=collection_id
+        )
 
     # -- keys and the ledger ---------------------------------------------------------------
 

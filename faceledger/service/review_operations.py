@@ -61,8 +61,15 @@ class ReviewOperations:
     def get(self, case_id: str) -> Reply:
         return _case_reply(self._case(case_id))
 
-    def list(self, collection_id: str | None) -> Reply:
+    def collection_of(self, case_id: str) -> str | None:
+        """The collection a case belongs to, so that access is decided by it (None: no such case)."""
+        case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
+        return None if case is None else case.collection_id
+
+    def list(self, collection_id: str | None, visible: tuple[str, ...] | None) -> Reply:
+        """Cases of ``collection_id`` (or of all), only among the ``visible`` collections (None: all)."""
         cases = [self._case(case_id) for case_id in self._store.reviews.case_ids(collection_id)]
+        cases = [case for case in cases if visible is None or case.collection_id in visible]
         return Reply(
             {
                 "Cases": [
