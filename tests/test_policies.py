@@ -141,3 +141,49 @@ def test_erasure_leaves_no_plaintext_even_without_encryption(tmp_path: Path) -> 
         consent = service.record_consent(collection_id="c", external_image_id="obama", basis="b", reference="r")
         assert service.withdraw_consent(collection_id="c", consent_id=consent["ConsentId"])["ErasedFaceIds"] == [ids[0]]
         assert raw[:16] not in files()
+
+
+def test_purge_works_in_bounded_batches_past_the_databases_variable_limit(
+    service: FaceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SQLite's limit on variables per statement (250,000 faces with the default build), one
+    DELETE ... IN (...) failed and retention never ran again. A low limit shows it with 120 faces."""
+    import uuid
+
+    import numpy as np
+
+    from faceledger.service import face_service
+    from faceledger.store import FaceRecord, ImageRecord
+
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", retention_days=30)
+    old = time.time() - 40 * 86_400
+    image_id = str(uuid.uuid4())
+    records = []
+    for vector in np.random.default_rng(1).normal(0, 1, (120, 128)).astype(np.float32):
+        face_id = str(uuid.uuid4())
+        records.append(
+            FaceRecord(
+                face_id,
+                "c",
+                image_id,
+                "old",
+                "0" * 64,
+                {"Width": 0.1, "Height": 0.1, "Left": 0, "Top": 0},
+                99.0,
+                {},
+                {},
+                service.templates.seal(face_id, vector),
+                old,
+            )
+        )
+    service.store.add_image(ImageRecord(image_id, "c", "1" * 64, "old", 100, 100, 120, old), records)
+    service.store.database.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)
+    monkeypatch.setattr(face_service, "PURGE_BATCH", 40)
+    before = sum(1 for _ in service.ledger.entries())
+    receipt = service.purge()
+    assert sorted(receipt["ErasedFaceIds"]) == sorted(r.face_id for r in records)
+    entries = list(service.ledger.entries())[before:]
+    assert [e.operation for e in entries] == ["Purge"] * 4  # three batches of 40, then one that finds none
+    assert [len(e.result["ErasedFaceIds"]) for e in entries] == [40, 40, 40, 0]
+    assert service.describe_collection(collection_id="c")["FaceCount"] == 0

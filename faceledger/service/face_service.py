@@ -12,6 +12,7 @@ authorises, ledgers and commits every call (runner.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
 
 R = TypeVar("R")
+PURGE_BATCH = 1000  # faces erased per transaction (and ledger receipt) by a purge
 
 
 class FaceService:
@@ -488,8 +490,16 @@ class FaceService:
         )
 
     def purge(self, *, now: float | None = None) -> Response:
-        """Erase every face past its collection's retention period or its consent's expiry."""
-        return self._run("Purge", lambda: self._policies.purge(now))
+        """Erase every face past its collection's retention period or its consent's expiry, in
+        batches of at most ``PURGE_BATCH`` faces, each its own transaction and ledger entry (its
+        receipt), so that any number of expired faces is erased; returns every batch's receipts."""
+        moment = time.time() if now is None else now
+        receipts: list[dict[str, Any]] = []
+        while True:
+            batch = self._run("Purge", lambda: self._policies.purge(moment, PURGE_BATCH))
+            receipts += batch["Receipts"]
+            if len(batch["ErasedFaceIds"]) < PURGE_BATCH:
+                return {"Receipts": receipts, "ErasedFaceIds": [f for r in receipts for f in r["ErasedFaceIds"]]}
 
     # -- review ----------------------------------------------------------------------------
 

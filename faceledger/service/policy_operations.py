@@ -100,30 +100,28 @@ class PolicyOperations:
         )
         return Erasure(erased, {"ConsentId": consent_id})
 
-    def purge(self, now: float | None) -> Erasure:
-        """Erase every face past its collection's retention period or its consent's expiry."""
-        now = time.time() if now is None else now
+    def purge(self, now: float, limit: int) -> Erasure:
+        """Erase at most ``limit`` faces past their collection's retention period or their
+        consent's expiry (fewer than ``limit``: nothing more is due)."""
         receipts: list[dict[str, Any]] = []
-        for collection_id, days in self._store.policies.retained_collections():
-            expired = self._store.face_ids_where(collection_id, created_before=now - days * SECONDS_PER_DAY)
-            if expired:
+        due = [
+            (collection_id, {"Reason": "retention"}, {"created_before": now - days * SECONDS_PER_DAY})
+            for collection_id, days in self._store.policies.retained_collections()
+        ] + [
+            (
+                c.collection_id,
+                {"Reason": "consent expired", "ConsentId": c.consent_id},
+                {"external_image_id": c.external_image_id},
+            )
+            for c in self._store.policies.expired_consents(now)
+        ]
+        left = limit
+        for collection_id, reason, which in due:
+            face_ids = self._store.face_ids_where(collection_id, limit=left, **which) if left else []
+            if face_ids:
+                left -= len(face_ids)
                 receipts.append(
-                    {
-                        "CollectionId": collection_id,
-                        "Reason": "retention",
-                        "ErasedFaceIds": self.erase(collection_id, expired),
-                    }
-                )
-        for consent in self._store.policies.expired_consents(now):
-            covered = self._store.face_ids_where(consent.collection_id, external_image_id=consent.external_image_id)
-            if covered:
-                receipts.append(
-                    {
-                        "CollectionId": consent.collection_id,
-                        "Reason": "consent expired",
-                        "ConsentId": consent.consent_id,
-                        "ErasedFaceIds": self.erase(consent.collection_id, covered),
-                    }
+                    {"CollectionId": collection_id, **reason, "ErasedFaceIds": self.erase(collection_id, face_ids)}
                 )
         return Erasure([f for r in receipts for f in r["ErasedFaceIds"]], {"Receipts": receipts})
 

@@ -273,13 +273,20 @@ class Store(ABC):
 
     @abstractmethod
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceChange:
-        """Delete faces (and images left without any); the change names those that existed."""
+        """Delete faces (and images left without any); the change names those that existed. Any
+        number of ids: a backend splits what its statements cannot hold."""
 
     @abstractmethod
     def face_ids_where(
-        self, collection_id: str, *, created_before: float | None = None, external_image_id: str | None = None
+        self,
+        collection_id: str,
+        *,
+        created_before: float | None = None,
+        external_image_id: str | None = None,
+        limit: int | None = None,
     ) -> list[str]:
-        """Ids of faces indexed before a time, or from images with an ExternalImageId."""
+        """Ids of faces indexed before a time, or from images with an ExternalImageId (at most
+        ``limit``, oldest first)."""
 
     # -- users -----------------------------------------------------------------------------
 

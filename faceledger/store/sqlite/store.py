@@ -305,16 +305,18 @@ class SQLiteStore(Store):
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceChange:
         with self.database.write() as db:
             before = self._bump_generation(db, collection_id)
-            placeholders = ",".join("?" * len(face_ids))
-            rows = db.execute(
-                f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})"
-                " ORDER BY seq",
-                [collection_id, *face_ids],
-            ).fetchall()
-            db.execute(
-                f"DELETE FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
-                [collection_id, *face_ids],
-            )
+            rows = []
+            for chunk in self._chunks(db, face_ids):
+                placeholders = ",".join("?" * len(chunk))
+                rows += db.execute(
+                    f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
+                    [collection_id, *chunk],
+                ).fetchall()
+                db.execute(
+                    f"DELETE FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
+                    [collection_id, *chunk],
+                )
+            rows.sort(key=lambda row: row[1])
             # An image whose last face is gone is forgotten too (with any stored pixels), so that
             # nothing of it remains and a later folder index treats it as new.
             db.executemany(
@@ -325,9 +327,13 @@ class SQLiteStore(Store):
         return FaceChange(collection_id, before, before + 1, {row[0]: int(row[1]) for row in rows}, False)
 
     def face_ids_where(
-        self, collection_id: str, *, created_before: float | None = None, external_image_id: str | None = None
+        self,
+        collection_id: str,
+        *,
+        created_before: float | None = None,
+        external_image_id: str | None = None,
+        limit: int | None = None,
     ) -> list[str]:
-        """Ids of faces indexed before a time, or from images with an ExternalImageId."""
         sql, params = "SELECT face_id FROM faces WHERE collection_id = ?", [collection_id]
         if created_before is not None:
             sql += " AND created_at < ?"
@@ -335,7 +341,18 @@ class SQLiteStore(Store):
         if external_image_id is not None:
             sql += " AND external_image_id = ?"
             params.append(external_image_id)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         return [row[0] for row in self.database.connection().execute(sql, params)]
+
+    @staticmethod
+    def _chunks(db: sqlite3.Connection, ids: Sequence[str]) -> list[Sequence[str]]:
+        """``ids`` in pieces that fit one statement beside a few other parameters (SQLite builds
+        cap the variables of a statement: 999 in old ones, 32,766 since 3.32)."""
+        size = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 8)
+        return [ids[start : start + size] for start in range(0, len(ids), size)]
 
     def _bump_generation(self, db: sqlite3.Connection, collection_id: str) -> int:
         row = db.execute(
