@@ -67,6 +67,7 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "delete_access_key": {"access_key_id": "FLUNKNOWN"},
         "rotate_template_key": {},
         "export_ledger": {"write": lambda entry: None},
+        "check_data_directory": {},
     }
 
 

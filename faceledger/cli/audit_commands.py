@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -47,6 +48,24 @@ def audit_verify(as_json: JsonOption = False) -> None:
             render.errors.print(f"TAMPERED: {problem}", markup=False, highlight=False)
     else:
         render.console.print(f"Ledger intact: {count} entries, chain and signatures verified.")
+    if problems:
+        raise typer.Exit(8)
+
+
+@reports_errors
+def check(as_json: JsonOption = False) -> None:
+    """Check the data directory: the ledger's chain and signatures, that every face template
+    decrypts under the current key, that no file is readable by others. Exit 8 on any problem."""
+    with open_service() as service:
+        response = service.check_data_directory()
+    problems = response["Problems"]
+    if as_json:
+        render.print_json(response)
+    elif problems:
+        for problem in problems:
+            render.errors.print(f"PROBLEM: {problem}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        render.console.print(f"No problem found ({response['Collections']} collection(s), ledger, file modes).")
     if problems:
         raise typer.Exit(8)
 
@@ -99,7 +118,7 @@ def audit_export(
 ) -> None:
     """Write entries as JSON Lines (one entry per line); the export itself is ledgered."""
     filters = _filters(since, until, key, collection, case)  # a bad time must not truncate OUT
-    with open_service() as service, out.open("w") as handle:
+    with open_service() as service, _private_text_file(out) as handle:
         response = service.export_ledger(
             write=lambda entry: handle.write(render.to_json(asdict(entry), indent=None, sort_keys=True) + "\n"),
             **filters,
@@ -114,3 +133,10 @@ def audit_sign() -> None:
     with open_service() as service:
         seq = service.ledger.sign_head()
     render.console.print("Ledger is empty." if seq is None else f"Signed the head at entry {seq}.")
+
+
+def _private_text_file(path: Path) -> TextIO:
+    """``path`` opened for writing, readable by its owner only (an export names who searched whom)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file that existed keeps its mode otherwise
+    return os.fdopen(descriptor, "w")

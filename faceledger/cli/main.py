@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.audit_commands import audit_app
+from faceledger.cli.audit_commands import audit_app, check
 from faceledger.cli.common import (
     CliState,
     CollectionOption,
@@ -46,6 +46,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(consent_app, name="consent")
 app.add_typer(review_app, name="review")
 app.command("purge")(purge)
+app.command("check")(check)
 collection_app.command("policy")(collection_policy)
 app.command("serve")(serve)
 app.command("calibrate")(calibrate)

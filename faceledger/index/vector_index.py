@@ -19,6 +19,7 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from faceledger.keys.files import write_private_file
 from faceledger.store import FaceChange
 
 EmbeddingLoader = Callable[[str], tuple[np.ndarray, np.ndarray, int]]
@@ -138,10 +139,8 @@ class CollectionIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = faiss.serialize_index(self._index).tobytes()
         meta = {"generation": self.generation, "removed": sorted(self.removed), "approximate": self.approximate}
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(cipher.seal_bytes(_label(path, self.generation), data))
-        partial.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(meta))
+        write_private_file(path, cipher.seal_bytes(_label(path, self.generation), data))
+        write_private_file(path.with_suffix(".json"), json.dumps(meta).encode())
         self.dirty = False
 
     @classmethod

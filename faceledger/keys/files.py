@@ -14,13 +14,14 @@ from faceledger.errors import InternalServerError
 KEY_BYTES = 32
 
 
-def write_key_file(path: Path, key: bytes) -> None:
-    """Write ``key`` to ``path`` with mode 0600, atomically (a crash leaves the old file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically (a crash leaves the old file): keys,
+    and anything else in the data directory that only its owner may read."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
@@ -38,7 +39,7 @@ def load_or_create_key(path: Path, env_name: str) -> bytes:
             raise InternalServerError(f"{env_name} must be the base64 of {KEY_BYTES} random bytes.")
         return key
     if not path.exists():
-        write_key_file(path, os.urandom(KEY_BYTES))
+        write_private_file(path, os.urandom(KEY_BYTES))
     key = path.read_bytes()
     if len(key) != KEY_BYTES:
         raise InternalServerError(f"{path} is not a {KEY_BYTES}-byte key.")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.errors import InternalServerError, InvalidParameterException
-from faceledger.keys.files import KEY_BYTES, load_or_create_key, write_key_file
+from faceledger.keys.files import KEY_BYTES, load_or_create_key, write_private_file
 from faceledger.keys.sealing import LabelMismatch, SealingKey
 
 TEMPLATE_KEY_ENV = "FACELEDGER_TEMPLATE_KEY"
@@ -101,9 +101,12 @@ def stage_new_template_key(data_dir: Path) -> TemplateCipher:
             f"The template key comes from {TEMPLATE_KEY_ENV}: rotate it where that variable is set."
         )
     new_key = os.urandom(KEY_BYTES)
-    write_key_file(_pending_path(data_dir), new_key)
+    write_private_file(_pending_path(data_dir), new_key)
     return TemplateCipher(new_key)
 
 
 def promote_new_template_key(data_dir: Path) -> None:
-    _pending_path(data_dir).replace(template_key_path(data_dir))
+    """Move the staged key into place (unless a process that opened the directory meanwhile did)."""
+    pending = _pending_path(data_dir)
+    if pending.exists():
+        pending.replace(template_key_path(data_dir))

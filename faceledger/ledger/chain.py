@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from faceledger.keys.files import write_key_file
+from faceledger.keys.files import write_private_file
 from faceledger.store import LedgerEntry, LedgerRepository
 from faceledger.store.records import GENESIS
 
@@ -65,7 +65,7 @@ class Ledger:
             raw = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
             )
-            write_key_file(self._key_path, raw)
+            write_private_file(self._key_path, raw)
         return Ed25519PrivateKey.from_private_bytes(self._key_path.read_bytes())
 
     def public_key(self) -> Ed25519PublicKey:

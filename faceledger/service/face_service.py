@@ -25,6 +25,7 @@ from faceledger.service.access import AccessControl, load_secrets_key
 from faceledger.service.admin_operations import AdminOperations
 from faceledger.service.collection_operations import CollectionOperations
 from faceledger.service.context import current_context
+from faceledger.service.data_directory import DataDirectory
 from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.policy_operations import PolicyOperations
@@ -59,6 +60,7 @@ class FaceService:
     def __init__(self, settings: Settings | None = None, analyzer: FaceAnalyzer | None = None) -> None:
         self.settings = settings or Settings()
         data_dir = self.settings.data_dir
+        self.data_directory = DataDirectory(data_dir)
         self.store = open_store(self.settings.database_path)
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
         self.ledger = Ledger(self.store.ledger, data_dir)
@@ -100,6 +102,7 @@ class FaceService:
     def close(self) -> None:
         self.indexes.save()
         self.store.close()
+        self.data_directory.close()
 
     def __enter__(self) -> FaceService:
         return self
@@ -539,8 +542,15 @@ class FaceService:
         return self._run("DeleteAccessKey", lambda: self._admin.delete_key(access_key_id))
 
     def rotate_template_key(self) -> Response:
-        """Re-encrypt every face template under a new template key."""
-        return self._run("RotateTemplateKey", self._admin.rotate_template_key)
+        """Re-encrypt every face template under a new template key; refused (ConflictException)
+        while another process, such as a running server, has the data directory open."""
+        with self.data_directory.exclusive() as alone:  # held until the new key file is in place
+            return self._run("RotateTemplateKey", lambda: self._admin.rotate_template_key(alone))
+
+    def check_data_directory(self) -> Response:
+        """Problems with the data directory: the ledger's chain and signatures, templates that
+        do not decrypt, files others may read (``Problems`` empty: none found)."""
+        return self._run("CheckDataDirectory", lambda: self._admin.check(self.data_directory))
 
     def export_ledger(self, *, write: Callable[[LedgerEntry], None], **filters: Any) -> Response:
         """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order."""

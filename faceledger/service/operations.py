@@ -81,6 +81,7 @@ OPERATIONS: dict[str, Operation] = {
             "RotateTemplateKey",
             "ExportLedger",
             "Purge",
+            "CheckDataDirectory",
         ),
     )
 }

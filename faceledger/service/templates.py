@@ -54,6 +54,17 @@ class TemplateVault:
             return ids, np.empty((0, 0), dtype=np.float32), generation
         return ids, np.stack([self.codec.open(face_id, sealed) for face_id, sealed in templates]), generation
 
+    def undecryptable(self, collection_id: str) -> int:
+        """How many of the collection's templates do not open under the current key."""
+        _, templates, _ = self._store.load_templates(collection_id)
+        failures = 0
+        for face_id, sealed in templates:
+            try:
+                self.codec.open(face_id, sealed)
+            except InternalServerError:
+                failures += 1
+        return failures
+
     def rotate(self) -> int:
         """Re-encrypt every template under a fresh key; returns how many (inside a unit of work).
 

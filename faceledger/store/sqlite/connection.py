@@ -19,7 +19,9 @@ from faceledger.store.sqlite.migrations import migrate
 class Database:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # the owner's alone; SQLite gives its -wal and -shm files the database file's mode
+        self.path.touch(mode=0o600, exist_ok=True)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()

@@ -1,0 +1,93 @@
+"""The data directory: the owner's alone (0700, files 0600), held open by every process that
+uses it, so that the template key cannot be rotated under a running server; `faceledger check`
+finds what is wrong with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import faceledger
+from faceledger.keys.templates import TemplateCipher
+
+from api_server import free_loopback_port
+from conftest import image_bytes
+
+
+def _faceledger(*args: str, data: Path) -> subprocess.CompletedProcess:
+    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
+    return subprocess.run([script, "--data-dir", str(data), *args], capture_output=True, text=True, timeout=120)
+
+
+def _index_one(data: Path) -> str:
+    with faceledger.open(data) as service:
+        service.create_collection(collection_id="c")
+        record = service.index_faces(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama.jpg"))
+    return record["FaceRecords"][0]["Face"]["FaceId"]
+
+
+def test_the_template_key_is_not_rotated_under_a_running_server(tmp_path: Path) -> None:
+    """It was: the server kept sealing new faces with the old key, and after its restart the
+    collection answered 500 'does not decrypt' with the old key gone."""
+    _index_one(tmp_path)
+    port = free_loopback_port()
+    script = shutil.which("faceledger")
+    server = subprocess.Popen(
+        [script, "--data-dir", str(tmp_path), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in (server.stdout.readline() or "") and time.monotonic() < deadline:
+            pass
+        refused = _faceledger("keys", "rotate-template-key", data=tmp_path)
+        assert refused.returncode == 5, refused.stdout + refused.stderr
+        assert "open in another process" in refused.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    with faceledger.open(tmp_path) as service:
+        entry = list(service.ledger.entries())[-1]
+        assert (entry.operation, entry.outcome, entry.error) == ("RotateTemplateKey", "error", "ConflictException")
+    rotated = _faceledger("keys", "rotate-template-key", data=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
+    checked = _faceledger("check", "--json", data=tmp_path)
+    assert checked.returncode == 0 and json.loads(checked.stdout)["Problems"] == []
+
+
+def test_check_finds_templates_that_no_longer_decrypt(tmp_path: Path) -> None:
+    face_id = _index_one(tmp_path)
+    with faceledger.open(tmp_path) as service:  # what a server sealing with a lost key left behind
+        _, record = service.store.get_face("c", face_id)
+        stray = TemplateCipher(os.urandom(32)).seal(face_id, service.templates.embedding(record))
+        service.store.database.connection().execute(
+            "UPDATE faces SET embedding = ? WHERE face_id = ?", (stray, face_id)
+        )
+    checked = _faceledger("check", data=tmp_path)
+    assert checked.returncode == 8
+    assert "1 face template(s) in collection 'c' do not decrypt" in checked.stderr + checked.stdout
+
+
+def test_the_data_directory_and_its_files_are_the_owners_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _index_one(data)
+    with faceledger.open(data) as service:
+        service.search_faces_by_image(collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg"))
+    assert data.stat().st_mode & 0o777 == 0o700
+    loose = [p for p in data.rglob("*") if p.is_file() and p.stat().st_mode & 0o077]
+    assert loose == []
+    exported = tmp_path / "ledger.jsonl"
+    assert _faceledger("audit", "export", "--out", str(exported), data=data).returncode == 0
+    assert exported.stat().st_mode & 0o077 == 0
+    os.chmod(data / "faceledger.sqlite3", 0o644)
+    checked = _faceledger("check", data=data)
+    assert checked.returncode == 8 and "faceledger.sqlite3" in checked.stderr + checked.stdout
