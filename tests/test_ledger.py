@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import faceledger
 from faceledger.cli.main import app
-from faceledger.ledger.chain import Ledger, entry_hash
+from faceledger.ledger.chain import SIGN_EVERY, Ledger, entry_hash
 from faceledger.service import FaceService
 
 from api_server import running_server
@@ -230,3 +230,64 @@ def test_key_changes_are_ledgered_without_their_secret(tmp_path: Path) -> None:
         exported = json.dumps([e.result for e in service.ledger.entries()])
     assert created["SecretAccessKey"] not in exported
     assert created["SecretAccessKey"].encode() not in (tmp_path / "faceledger.sqlite3").read_bytes()
+
+
+def _rewrite(path: Path, tmp_path: Path, seq: int, who: str) -> None:
+    """The forger's rewrite: edit entry ``seq`` and recompute every hash after it."""
+    with faceledger.open(tmp_path) as service:
+        entries = list(service.ledger.entries())
+    db = sqlite3.connect(path)
+    previous = db.execute("SELECT entry_hash FROM ledger WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    for entry in entries[seq - 1 :]:
+        if entry.seq == seq:
+            entry.access_key_id = who
+        digest = entry_hash(previous, entry)
+        db.execute(
+            "UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+            (entry.access_key_id, previous, digest, entry.seq),
+        )
+        previous = digest
+    db.execute("DELETE FROM ledger_signatures")
+    db.commit()
+
+
+def test_deleting_the_signatures_after_a_rewrite_does_not_pass_verify(tmp_path: Path) -> None:
+    """It did: edit a row, recompute the chain, DELETE FROM ledger_signatures, 'intact'. Every
+    hundredth entry is signed as it is appended, so its signature must be there."""
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        for _ in range(SIGN_EVERY + 5):
+            service.list_faces(collection_id="c")
+    _rewrite(tmp_path / "faceledger.sqlite3", tmp_path, 50, "forged")
+    code, output = _verify(tmp_path)
+    assert code == 8 and f"the signature of entry {SIGN_EVERY} is missing" in output
+
+
+def test_an_anchor_outside_the_data_directory_catches_a_forger_who_has_it_all(tmp_path: Path) -> None:
+    """With the database and the ledger key, a forger can rewrite and re-sign everything; heads
+    anchored elsewhere still tell."""
+    data, anchor = tmp_path / "data", tmp_path / "elsewhere" / "anchors.jsonl"
+    _ledger_with_entries(data)
+    result = runner.invoke(app, ["--data-dir", str(data), "audit", "anchor", "--out", str(anchor)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(anchor.read_text().splitlines()[-1])["seq"] == 5  # the head, signed now
+    assert _verify_with(data, anchor) == (0, "intact")
+    _rewrite(data / "faceledger.sqlite3", data, 3, "forged")
+    with faceledger.open(data) as service:
+        service.ledger.sign_head()  # re-signed with the key the forger also has
+    assert _verify(data)[0] == 0  # alone, the data directory cannot tell
+    code, output = _verify_with(data, anchor)
+    assert code == 8 and "anchored head 5" in output
+
+
+def _verify_with(data: Path, anchor: Path) -> tuple[int, str]:
+    result = runner.invoke(app, ["--data-dir", str(data), "audit", "verify", "--anchor", str(anchor)])
+    return result.exit_code, "intact" if result.exit_code == 0 else result.stderr + result.stdout
+
+
+def test_the_ledger_key_can_live_outside_the_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "vault" / "ledger.key"
+    monkeypatch.setenv("FACELEDGER_LEDGER_KEY_FILE", str(key))
+    _ledger_with_entries(tmp_path / "data")
+    assert key.exists() and not (tmp_path / "data" / "ledger.key").exists()
+    assert _verify(tmp_path / "data")[0] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import typer
 
 from faceledger.cli import render
 from faceledger.cli.common import JsonOption, iso_time, open_service, reports_errors
+from faceledger.errors import InvalidParameterException
 
 audit_app = typer.Typer(help="The tamper-evident audit ledger of every operation.", no_args_is_help=True)
 
@@ -34,12 +36,19 @@ def _filters(
     }
 
 
+AnchorOption = Annotated[
+    Path | None, typer.Option("--anchor", help="Anchor file written by 'audit anchor': its heads must still be there.")
+]
+
+
 @audit_app.command("verify")
 @reports_errors
-def audit_verify(as_json: JsonOption = False) -> None:
-    """Check the whole chain and its signatures; exit 8 and say where if anything was changed."""
+def audit_verify(anchor: AnchorOption = None, as_json: JsonOption = False) -> None:
+    """Check the whole chain and its signatures (and the heads anchored elsewhere); exit 8 and say
+    where if anything was changed."""
+    anchors = _read_anchors(anchor) if anchor is not None else None
     with open_service() as service:
-        problems = service.ledger.verify()
+        problems = service.ledger.verify(anchors)
         count = sum(1 for _ in service.ledger.entries())
     if as_json:
         render.print_json({"Entries": count, "Intact": not problems, "Problems": problems})
@@ -68,6 +77,35 @@ def check(as_json: JsonOption = False) -> None:
         render.console.print(f"No problem found ({response['Collections']} collection(s), ledger, file modes).")
     if problems:
         raise typer.Exit(8)
+
+
+@audit_app.command("anchor")
+@reports_errors
+def audit_anchor(
+    out: Annotated[
+        Path, typer.Option("--out", help="File to append the anchor to (keep it outside the data directory).")
+    ],
+) -> None:
+    """Sign the current head and append it to --out as one JSON line (sequence number, hash,
+    signature, public key). Keep that file where whoever can change the data directory cannot
+    (another machine, write-once storage); 'audit verify --anchor' then catches a rewrite even by
+    someone holding the ledger key."""
+    with open_service() as service:
+        record = service.ledger.anchor()
+    if record is None:
+        raise InvalidParameterException("The ledger is empty: nothing to anchor yet.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        handle.write(render.to_json(record, indent=None, sort_keys=True) + "\n")
+    render.console.print(f"Anchored head {record['seq']} in {out}.")
+
+
+def _read_anchors(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise InvalidParameterException(f"{path} is not an anchor file written by 'audit anchor': {exc}") from None
 
 
 @audit_app.command("show")

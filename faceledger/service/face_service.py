@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from faceledger.config import Settings
 from faceledger.errors import FaceledgerError
 from faceledger.index import VectorIndexRegistry
-from faceledger.ledger.chain import Ledger
+from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
 from faceledger.service.access import AccessControl, load_secrets_key
 from faceledger.service.admin_operations import AdminOperations
@@ -63,7 +63,7 @@ class FaceService:
         self.data_directory = DataDirectory(data_dir)
         self.store = open_store(self.settings.database_path)
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
-        self.ledger = Ledger(self.store.ledger, data_dir)
+        self.ledger = Ledger(self.store.ledger, ledger_key_path(data_dir))
         self.analyzer = analyzer or FaceAnalyzer()
         self.indexes = VectorIndexRegistry(
             self.analyzer.model.dimension,
