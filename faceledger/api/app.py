@@ -1,9 +1,11 @@
 """The HTTP server: Rekognition's face API over AWS JSON 1.1 on ``POST /``.
 
-One request: read the body (bounded), verify SigV4, find the operation in ``X-Amz-Target``,
-authorise the caller's key for it, validate the members against botocore's model, run the
-service method in a worker thread (model inference never blocks the event loop), answer JSON.
-Every failure becomes ``{"__type": ..., "message": ...}`` with the SDKs' error names.
+One request: read the body (bounded in size and time), verify SigV4, and only then take a place
+among the requests running or waiting (api/admission.py); in a worker thread (model inference never
+blocks the event loop) find the operation in ``X-Amz-Target``, check the declared purpose and
+case, authorise the caller's key, validate the members against botocore's model, refuse a replay
+of a request that changes data (api/replay.py), run the service method, answer JSON. Every
+failure becomes ``{"__type": ..., "message": ...}`` with the SDKs' error names.
 """
 
 from __future__ import annotations
@@ -18,17 +20,14 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from faceledger.api import sigv4, wire
-from faceledger.errors import (
-    FaceledgerError,
-    ImageTooLargeException,
-    InternalServerError,
-    ThrottlingException,
-)
+from faceledger.api.admission import Admission, BodyBudget, read_body
+from faceledger.api.replay import ReplayCache, ReplayedRequestException, changes_data
+from faceledger.errors import FaceledgerError, InternalServerError, InvalidParameterException
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
@@ -41,76 +40,114 @@ REVIEW_HEADER = "x-faceledger-review-case"
 THRESHOLD_HEADER = "x-faceledger-threshold"
 EXPECTED_FALSE_CANDIDATES_HEADER = "x-faceledger-expected-false-candidates"
 THRESHOLD_STATUS_HEADER = "x-faceledger-threshold-status"
+# longest declared purpose and case reference, in characters (they go into every ledger entry)
+PURPOSE_MAX_CHARS = 256
+CASE_MAX_CHARS = 128
 # the caller of a server started with --insecure-no-auth
 ANONYMOUS = Caller("anonymous", Role.ADMIN, None)
+# what the access log says of a client gone before its answer (nginx's "client closed request")
+DISCONNECTED_STATUS = 499
 error_log = logging.getLogger("faceledger.api")
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """``auth``: verify SigV4 (turned off only by ``serve --insecure-no-auth``).
+    """Limits of the HTTP API; sizes in bytes, times in seconds.
+
+    ``auth``: verify SigV4 (turned off only by ``serve --insecure-no-auth``).
     ``max_body_bytes``: largest request body read (CompareFaces carries two 5 MB images in
     base64). ``worker_threads``: requests run at once; ``max_waiting``: requests queued beyond
-    that before ThrottlingException. ``clock_skew_seconds``: how far X-Amz-Date may be off."""
+    that before ThrottlingException (a request takes its place only once its body has arrived and
+    its signature holds). ``clock_skew_seconds``: how far X-Amz-Date may be off.
+
+    Slow and abusive clients: ``header_timeout_seconds`` from a connection's start (or a further
+    request's first byte) to the end of its headers, then 408 and close; ``body_timeout_seconds``
+    from the headers to the end of the body, then RequestTimeoutException (408) and close (20 s
+    takes a 16 MiB body at 6.7 Mbit/s); ``max_header_bytes`` for the request line and headers
+    (then 400); ``max_connections`` open at once, ``max_connections_per_client`` from one address
+    (then 503 ThrottlingException and close); ``unauthenticated_body_bytes``: bodies received and
+    not yet authenticated, all connections together (then ThrottlingException; bodies up to
+    64 KiB are never refused for it).
+
+    ``refuse_replays``: refuse a second request with the signature of one already run that
+    changes data (ReplayedRequestException, 503), remembering at most ``replay_cache_entries``
+    signatures. ``refusal_ledger_interval_seconds``: a failed authentication (of a known key) or a
+    refused replay is ledgered at most once per access key in this time; the access log has each.
+    """
 
     auth: bool = True
     max_body_bytes: int = 16 * 1024 * 1024
     worker_threads: int = 4
     max_waiting: int = 64
     clock_skew_seconds: int = 300
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 20.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 512
+    max_connections_per_client: int = 128
+    unauthenticated_body_bytes: int = 64 * 1024 * 1024
+    refuse_replays: bool = True
+    replay_cache_entries: int = 100_000
+    refusal_ledger_interval_seconds: float = 10.0
 
 
-class _Admission:
-    """Counts requests in the building, to answer ThrottlingException instead of queueing forever."""
+@dataclass(frozen=True)
+class _CallHeaders:
+    """The headers faceledger reads besides the signature's: each value received."""
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._count >= self._limit:
-                raise ThrottlingException("Too many requests are waiting; retry with backoff.")
-            self._count += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._count -= 1
+    target: str | None
+    purpose: list[str]
+    case: list[str]
 
 
 def create_app(service: FaceService, settings: ApiSettings | None = None) -> Starlette:
     settings = settings or ApiSettings()
-    limiter = anyio.CapacityLimiter(settings.worker_threads)
-    admission = _Admission(settings.worker_threads + settings.max_waiting)
+    workers = anyio.CapacityLimiter(settings.worker_threads)
+    # signature checks (key lookup, body hash, HMAC) run off the event loop, before admission
+    verifiers = anyio.CapacityLimiter(settings.worker_threads)
+    admission = Admission(settings.worker_threads + settings.max_waiting)
+    budget = BodyBudget(settings.unauthenticated_body_bytes)
+    replays = (
+        ReplayCache(settings.replay_cache_entries, timedelta(seconds=2 * settings.clock_skew_seconds))
+        if settings.auth and settings.refuse_replays
+        else None
+    )
+    refusals = _RefusalLedger(service, settings.refusal_ledger_interval_seconds)
 
     async def handle(request: Request) -> Response:
         started = time.perf_counter()
         record: dict[str, Any] = {"remote": request.client.host if request.client else None}
+        body_read = False
         try:
-            with admission:
-                body = await _read_body(request, settings.max_body_bytes)
+            with budget.holding() as holding:
+                body = await read_body(
+                    request, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds, holding=holding
+                )
+                body_read = True
                 record["bytes_in"] = len(body)
-                signed = _signed_request(request, body) if settings.auth else None
-                # one hop to a worker thread for authentication (SQLite, HMAC) and the call
-                headers = {name: request.headers.get(name) for name in ("x-amz-target", PURPOSE_HEADER, CASE_HEADER)}
+                headers = _CallHeaders(
+                    request.headers.get("x-amz-target"),
+                    request.headers.getlist(PURPOSE_HEADER),
+                    request.headers.getlist(CASE_HEADER),
+                )
+                caller, verified = ANONYMOUS, None
+                if settings.auth:
+                    signed = _signed_request(request, body)
+                    caller, verified = await anyio.to_thread.run_sync(
+                        _authenticate, service, settings, signed, refusals, limiter=verifiers
+                    )
+            record["access_key_id"] = caller.access_key_id
+            with admission:
                 result = await anyio.to_thread.run_sync(
-                    _handle, service, settings, signed, headers, body, record, limiter=limiter
+                    _handle, service, caller, verified, headers, body, record, replays, refusals, limiter=workers
                 )
-            response = Response(wire.response_body(result), media_type=wire.CONTENT_TYPE)
-            if "FaceledgerReview" in result:  # SDKs drop unmodelled members; a header reaches them
-                response.headers[REVIEW_HEADER] = result["FaceledgerReview"]["CaseId"]
-            if "FaceledgerThreshold" in result:  # what the threshold used means at this collection's size
-                meaning = result["FaceledgerThreshold"]
-                response.headers[THRESHOLD_HEADER] = f"{meaning['Threshold']:g}"
-                expected = meaning["ExpectedFalseCandidatesUpper95"]
-                response.headers[EXPECTED_FALSE_CANDIDATES_HEADER] = (
-                    "unknown" if expected is None else f"{expected:.3g}"
-                )
-                response.headers[THRESHOLD_STATUS_HEADER] = meaning["Status"]
+            response = _success_response(result)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing broke
+            record["error"] = "ClientDisconnected"
+            response = Response(status_code=DISCONNECTED_STATUS)
         except FaceledgerError as error:
             record["error"] = error.code
-            response = _error_response(error)
+            response = _error_response(error, close=not body_read)
         except Exception:  # the envelope must hold whatever broke; the log keeps the traceback
             error_log.exception("unexpected failure in %s", record.get("operation"))
             record["error"] = InternalServerError.code
@@ -125,27 +162,55 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
 
 def _handle(
     service: FaceService,
-    settings: ApiSettings,
-    signed: sigv4.SignedRequest | None,
-    headers: dict[str, str],
+    caller: Caller,
+    verified: sigv4.Verified | None,
+    headers: _CallHeaders,
     body: bytes,
     record: dict[str, Any],
+    replays: ReplayCache | None,
+    refusals: _RefusalLedger,
 ) -> dict[str, Any]:
-    caller = _authenticate(service, settings, signed) if signed is not None else ANONYMOUS
-    record["access_key_id"] = caller.access_key_id
-    context = RequestContext(caller, purpose=headers.get(PURPOSE_HEADER), case_ref=headers.get(CASE_HEADER))
-    with acting_as(context):
-        operation = wire.operation_for(headers.get("x-amz-target"))
+    with acting_as(RequestContext(caller)):
+        operation = wire.operation_for(headers.target)
         record["operation"] = operation.name
+        try:
+            purpose = _declared(headers.purpose, "X-Faceledger-Purpose", PURPOSE_MAX_CHARS)
+            case_ref = _declared(headers.case, "X-Faceledger-Case", CASE_MAX_CHARS)
+        except FaceledgerError as error:
+            service.record_failure(operation.name, error)  # ledgered without what was refused
+            raise
+    with acting_as(RequestContext(caller, purpose=purpose, case_ref=case_ref)):
         method = getattr(service, wire.method_name(operation))
         try:
             # the role first: a denied caller learns nothing of how its request would have fared
             service.access.authorize(caller, operation.name, None)
             arguments = wire.request_arguments(operation, wire.parse_body(body), method)
+            # remembered only now, when it would run: a replay of a refused request is refused alike
+            if replays is not None and verified is not None and changes_data(operation.name):
+                replays.admit(verified)
+        except ReplayedRequestException as error:
+            refusals.record(caller.access_key_id, operation.name, error)
+            raise
         except FaceledgerError as error:
             service.record_failure(operation.name, error)  # refused on the wire: still one entry
             raise
         return method(**arguments)  # authorised for the collection and ledgered by the service
+
+
+def _declared(values: list[str], header: str, max_chars: int) -> str | None:
+    """A declared purpose or case reference: one printable value (HTTP header text, ISO-8859-1)."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidParameterException(f"{header} must be sent once, not {len(values)} times.")
+    value = values[0].strip()
+    if len(value) > max_chars:
+        raise InvalidParameterException(f"{header} is {len(value):,} characters long; the limit is {max_chars}.")
+    if not value.isprintable():
+        raise InvalidParameterException(
+            f"{header} must be printable text, without tabs, line breaks or other control characters."
+        )
+    return value or None
 
 
 def _signed_request(request: Request, body: bytes) -> sigv4.SignedRequest:
@@ -161,7 +226,9 @@ def _signed_request(request: Request, body: bytes) -> sigv4.SignedRequest:
     )
 
 
-def _authenticate(service: FaceService, settings: ApiSettings, signed: sigv4.SignedRequest) -> Caller:
+def _authenticate(
+    service: FaceService, settings: ApiSettings, signed: sigv4.SignedRequest, refusals: _RefusalLedger
+) -> tuple[Caller, sigv4.Verified]:
     keys = service.access.keys
     found: dict[str, AccessKey] = {}
 
@@ -172,27 +239,76 @@ def _authenticate(service: FaceService, settings: ApiSettings, signed: sigv4.Sig
         found[access_key_id] = key
         return service.access.secret(access_key_id)
 
-    access_key_id = sigv4.verify_request(signed, secret_for, max_skew=timedelta(seconds=settings.clock_skew_seconds))
-    return service.access.caller(found[access_key_id])
+    try:
+        verified = sigv4.verify_request(signed, secret_for, max_skew=timedelta(seconds=settings.clock_skew_seconds))
+    except FaceledgerError as error:
+        refusals.failed_authentication(signed, error)
+        raise
+    return service.access.caller(found[verified.access_key_id]), verified
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ImageTooLargeException(f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ImageTooLargeException(f"The request body is over the limit of {limit:,} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _RefusalLedger:
+    """Ledgers requests made in a key's name that the key's holder may not have made: failed
+    authentications and refused replays. At most one entry per key per ``interval`` seconds, so a
+    flood of forgeries cannot flood the ledger (the access log has every one).
+
+    Only known keys are ledgered, under the key and its role: an unknown key has no role to
+    record, and an operation is named only when X-Amz-Target names one faceledger serves."""
+
+    def __init__(self, service: FaceService, interval: float) -> None:
+        self._service = service
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def failed_authentication(self, signed: sigv4.SignedRequest, error: FaceledgerError) -> None:
+        claimed = sigv4.claimed_access_key_id(signed)
+        key = self._service.access.keys.get(claimed) if claimed else None
+        if key is None:
+            return
+        try:
+            operation = wire.operation_for(next(iter(signed.headers.get("x-amz-target", [])), None))
+        except FaceledgerError:
+            return
+        if self._due(key.access_key_id):
+            with acting_as(RequestContext(self._service.access.caller(key))):
+                self._service.record_failure(operation.name, error)
+
+    def record(self, access_key_id: str, operation: str, error: FaceledgerError) -> None:
+        """Ledger ``error`` for ``operation`` in the current request context, if due."""
+        if self._due(access_key_id):
+            self._service.record_failure(operation, error)
+
+    def _due(self, access_key_id: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(access_key_id)
+            if last is not None and now - last < self._interval:
+                return False
+            if len(self._last) >= 10_000:  # forget keys quiet for an interval
+                self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+            self._last[access_key_id] = now
+            return True
 
 
-def _error_response(error: FaceledgerError) -> Response:
+def _success_response(result: dict[str, Any]) -> Response:
+    response = Response(wire.response_body(result), media_type=wire.CONTENT_TYPE)
+    if "FaceledgerReview" in result:  # SDKs drop unmodelled members; a header reaches them
+        response.headers[REVIEW_HEADER] = result["FaceledgerReview"]["CaseId"]
+    if "FaceledgerThreshold" in result:  # what the threshold used means at this collection's size
+        meaning = result["FaceledgerThreshold"]
+        response.headers[THRESHOLD_HEADER] = f"{meaning['Threshold']:g}"
+        expected = meaning["ExpectedFalseCandidatesUpper95"]
+        response.headers[EXPECTED_FALSE_CANDIDATES_HEADER] = "unknown" if expected is None else f"{expected:.3g}"
+        response.headers[THRESHOLD_STATUS_HEADER] = meaning["Status"]
+    return response
+
+
+def _error_response(error: FaceledgerError, *, close: bool = False) -> Response:
+    """The AWS error envelope; ``close`` the connection when the body was not read to its end."""
+    headers = {"x-amzn-ErrorType": error.code}
+    if close:
+        headers["connection"] = "close"
     return Response(
-        wire.error_body(error),
-        status_code=error.http_status,
-        media_type=wire.CONTENT_TYPE,
-        headers={"x-amzn-ErrorType": error.code},
+        wire.error_body(error), status_code=error.http_status, media_type=wire.CONTENT_TYPE, headers=headers
     )

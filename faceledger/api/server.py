@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from faceledger.api.app import ApiSettings, create_app
+from faceledger.api.connections import ConnectionGuard, guarded_protocol
 from faceledger.service import FaceService
 
 log = logging.getLogger("faceledger.api")
@@ -37,15 +38,36 @@ def build_server(service: FaceService, host: str, port: int, settings: ApiSettin
             host,
             port,
         )
-    config = uvicorn.Config(
+    return uvicorn.Server(uvicorn_config(service, host, port, settings, graceful_shutdown_seconds=30))
+
+
+def uvicorn_config(
+    service: FaceService,
+    host: str,
+    port: int,
+    settings: ApiSettings | None = None,
+    *,
+    graceful_shutdown_seconds: int | None = None,
+) -> uvicorn.Config:
+    """uvicorn serving the API under ``settings``' connection limits: uvicorn's h11 protocol with
+    a connection cap and a header deadline (api/connections.py), headers of at most
+    ``max_header_bytes``, idle keep-alive connections closed after 5 seconds, no WebSocket."""
+    settings = settings or ApiSettings()
+    guard = ConnectionGuard(
+        settings.max_connections, settings.max_connections_per_client, settings.header_timeout_seconds
+    )
+    return uvicorn.Config(
         create_app(service, settings),
         host=host,
         port=port,
+        http=guarded_protocol(guard),
+        ws="none",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=5,
         access_log=False,  # faceledger.access logs each request without query strings or headers
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=graceful_shutdown_seconds,
     )
-    return uvicorn.Server(config)
 
 
 @contextmanager
@@ -58,8 +80,7 @@ def serve_in_thread(
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(service, settings), host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(service, host, port, settings))
     thread = threading.Thread(target=server.run, name="faceledger-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

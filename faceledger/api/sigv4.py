@@ -4,7 +4,13 @@ Both forms an SDK produces are accepted: the ``Authorization`` header, and the q
 presigned URL (``X-Amz-Algorithm`` ... ``X-Amz-Signature``). The canonical request is rebuilt
 from what actually arrived, including the SHA-256 of the received body, so a body changed on the
 way no longer matches its signature. A request dated outside the allowed clock skew (or past its
-``X-Amz-Expires``) is refused, so a captured request cannot be replayed later.
+``X-Amz-Expires``) is refused, so a captured request cannot be replayed later (within the window,
+the HTTP API refuses replays of requests that change data: api/replay.py).
+
+What the operation is and who it is for must be under the signature: ``host``, ``x-amz-target``,
+``content-type`` and every ``x-amz-*`` and ``x-faceledger-*`` header present must be in
+SignedHeaders. Otherwise a captured DescribeCollection signed over ``host;x-amz-date`` only could
+be sent again as DeleteCollection, or with another declared purpose.
 
 Error names are those AWS's JSON services answer with, so SDKs report them as usual.
 """
@@ -29,6 +35,9 @@ _AUTH_HEADER = re.compile(
     r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-f]{64})\s*$"
 )
 _SPACES = re.compile(r"\s+")
+# headers that name the operation or are read by faceledger: a request must sign those it carries
+_MUST_SIGN = ("host", "x-amz-target", "content-type")
+_MUST_SIGN_PREFIXES = ("x-amz-", "x-faceledger-")
 
 
 class MissingAuthenticationTokenException(FaceledgerError):
@@ -59,14 +68,25 @@ class SignedRequest:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A request whose signature checked out: the key that signed it, the signature (64 hex
+    digits), and until when the server accepts it (X-Amz-Date + the clock skew allowed, or the end
+    of a presigned URL's X-Amz-Expires)."""
+
+    access_key_id: str
+    signature: str
+    valid_until: datetime
+
+
 def verify_request(
     request: SignedRequest,
     secret_for: Callable[[str], str | None],
     *,
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=5),
-) -> str:
-    """Check the request's SigV4 signature; returns the access key id that signed it.
+) -> Verified:
+    """Check the request's SigV4 signature; returns who signed it and until when it is valid.
 
     ``secret_for(access_key_id)`` gives the key's secret, or None when the key is unknown or
     disabled. ``max_skew`` is how far X-Amz-Date may be from ``now`` (default: the clock).
@@ -76,14 +96,23 @@ def verify_request(
     """
     parts = _signature_parts(request)
     scope = _scope(parts.credential)
-    _check_date(parts, scope, now or datetime.now(UTC), max_skew)
+    valid_until = _check_date(parts, scope, now or datetime.now(UTC), max_skew)
     _check_signed_headers(parts.signed_headers, request.headers)
     canonical = _canonical_request(request, parts.signed_headers, _payload_hash(request))
     secret = secret_for(scope.access_key_id)
     if secret is None:
         raise UnrecognizedClientException("The security token included in the request is invalid.")
     _check_signature(secret, scope, parts, canonical)
-    return scope.access_key_id
+    return Verified(scope.access_key_id, parts.signature, valid_until)
+
+
+def claimed_access_key_id(request: SignedRequest) -> str | None:
+    """The access key id a request claims to be signed with, whether or not the signature holds
+    (None when there is no readable credential)."""
+    try:
+        return _scope(_signature_parts(request).credential).access_key_id
+    except FaceledgerError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -133,9 +162,10 @@ def _scope(credential: str) -> _Scope:
     return scope
 
 
-def _check_date(parts: _Parts, scope: _Scope, now: datetime, max_skew: timedelta) -> None:
+def _check_date(parts: _Parts, scope: _Scope, now: datetime, max_skew: timedelta) -> datetime:
     """X-Amz-Date is well formed, is the scope's date, and is within ``max_skew`` of ``now``
-    (a presigned request: from ``max_skew`` before its date until it expires)."""
+    (a presigned request: from ``max_skew`` before its date until it expires). Returns the last
+    moment the signature is accepted."""
     try:
         signed_at = datetime.strptime(parts.amz_date, _AMZ_DATE).replace(tzinfo=UTC)
     except ValueError:
@@ -145,17 +175,32 @@ def _check_date(parts: _Parts, scope: _Scope, now: datetime, max_skew: timedelta
     if parts.expires is not None:
         if signed_at - max_skew > now or now > signed_at + timedelta(seconds=parts.expires):
             raise InvalidSignatureException("Signature expired: the presigned request is no longer valid.")
-    elif abs(now - signed_at) > max_skew:
+        return signed_at + timedelta(seconds=parts.expires)
+    if abs(now - signed_at) > max_skew:
         raise InvalidSignatureException(
             f"Signature expired: {parts.amz_date} is outside {int(max_skew.total_seconds())} seconds "
             f"of the server time {now.strftime(_AMZ_DATE)}. Check the client's clock."
         )
+    return signed_at + max_skew
 
 
 def _check_signed_headers(signed_headers: list[str], headers: Mapping[str, list[str]]) -> None:
-    """Host is signed, and every signed header arrived."""
+    """Host is signed, so is every header that says what the request does (those the request
+    carries of x-amz-target, content-type, x-amz-*, x-faceledger-*), and every signed header
+    arrived."""
     if "host" not in signed_headers:
         raise IncompleteSignatureException("SignedHeaders must include host.")
+    unsigned = sorted(
+        name
+        for name in headers
+        if (name in _MUST_SIGN or name.startswith(_MUST_SIGN_PREFIXES)) and name not in signed_headers
+    )
+    if unsigned:
+        raise IncompleteSignatureException(
+            f"Headers present in the request were not signed: {', '.join(unsigned)}. SignedHeaders must "
+            "include x-amz-target, content-type and every x-amz-* and x-faceledger-* header sent "
+            "(AWS SDKs sign every header set before signing)."
+        )
     missing = [name for name in signed_headers if name not in headers and name != "host"]
     if missing or "host" not in headers:
         raise IncompleteSignatureException(

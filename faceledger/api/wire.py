@@ -34,7 +34,7 @@ _IMAGE_BYTES_LIMIT_MEMBER = "ImageBlob"
 
 
 class SerializationException(FaceledgerError):
-    """The body is not a JSON object."""
+    """The body is not a JSON object (or nests deeper than the decoder's recursion limit)."""
 
     code = "SerializationException"
 
@@ -91,6 +91,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
         document = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise SerializationException("The request body is not valid JSON.") from None
+    except RecursionError:  # the decoder recurses once per level; no request nests this deep
+        raise SerializationException("The request body is nested too deeply to be a request.") from None
     if not isinstance(document, dict):
         raise SerializationException("The request body must be a JSON object.")
     return document

@@ -1,0 +1,103 @@
+"""Refusing replays of signed requests that change data (stricter than AWS, which accepts them).
+
+A SigV4 signature is valid for the whole clock-skew window (5 minutes either side), so a captured
+IndexFaces, DeleteFaces or DeleteCollection could be sent again and run again. The server
+remembers the signature of each such request it runs until the signature expires, and refuses
+the same signature a second time. Reads (describe, list, get, detect, compare, search) may be
+replayed: they change nothing but the ledger.
+
+An SDK making the same call twice within one second sends the same signature too (X-Amz-Date has
+one-second resolution). The refusal is therefore a 503, which every AWS SDK retries, and each
+retry is signed anew, so such a call runs a moment later, as it would on AWS.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from datetime import UTC, datetime, timedelta
+
+from faceledger.api.sigv4 import IncompleteSignatureException, Verified
+from faceledger.errors import FaceledgerError, ThrottlingException
+from faceledger.service.operations import OPERATIONS
+
+
+class ReplayedRequestException(FaceledgerError):
+    """This signed request, which changes data, was already received."""
+
+    code = "ReplayedRequestException"
+    http_status = 503  # retried by SDKs, which sign the retry anew
+
+
+def _operations(*names: str) -> frozenset[str]:
+    unknown = set(names) - OPERATIONS.keys()
+    if unknown:  # a typo here would make a read refuse its replays, or worse the reverse
+        raise ValueError(f"not operations: {sorted(unknown)}")
+    return frozenset(names)
+
+
+READ_OPERATIONS = _operations(
+    "DescribeCollection",
+    "ListCollections",
+    "ListTagsForResource",
+    "DetectFaces",
+    "CompareFaces",
+    "ListFaces",
+    "ListUsers",
+    "SearchFaces",
+    "SearchFacesByImage",
+    "SearchUsers",
+    "SearchUsersByImage",
+    "GetCollectionPolicy",
+    "ListReviewCases",
+    "GetReviewCase",
+)
+
+
+def changes_data(operation: str) -> bool:
+    """Whether a replay of ``operation`` is refused: every operation that is not a read (so an
+    operation added later is protected unless it is listed as a read)."""
+    return operation not in READ_OPERATIONS
+
+
+class ReplayCache:
+    """Signatures of the requests run that change data, each kept until it expires.
+
+    ``capacity``: signatures remembered at most; when that many are unexpired, further requests
+    that change data get ThrottlingException rather than go unremembered. ``horizon``: the longest
+    a signature is remembered (twice the clock skew: a request may be dated that far ahead);
+    a presigned URL valid for longer cannot be used to change data."""
+
+    def __init__(self, capacity: int, horizon: timedelta) -> None:
+        self._capacity = capacity
+        self._horizon = horizon
+        self._expiry: dict[str, datetime] = {}
+        self._queue: list[tuple[datetime, str]] = []  # heap by expiry
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def admit(self, verified: Verified, now: datetime | None = None) -> None:
+        """Remember ``verified``'s signature, or raise ReplayedRequestException if it is known."""
+        now = now or datetime.now(UTC)
+        if verified.valid_until - now > self._horizon:
+            raise IncompleteSignatureException(
+                f"A presigned request that changes data must expire within {self._horizon.total_seconds() / 2:g} "
+                "seconds, so that its replays can be refused."
+            )
+        with self._lock:
+            while self._queue and self._queue[0][0] < now:
+                del self._expiry[heapq.heappop(self._queue)[1]]
+            if verified.signature in self._expiry:
+                raise ReplayedRequestException(
+                    "This signed request was already received, and it changes data: faceledger runs it once. "
+                    "Sign it again to repeat it (AWS SDKs sign every retry anew)."
+                )
+            if len(self._expiry) >= self._capacity:
+                raise ThrottlingException(
+                    "Too many requests that change data in the last minutes to guard against their replay; "
+                    "retry with backoff."
+                )
+            self._expiry[verified.signature] = verified.valid_until
+            heapq.heappush(self._queue, (verified.valid_until, verified.signature))
