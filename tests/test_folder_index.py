@@ -3,7 +3,11 @@ interruption keeps only whole images."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +97,80 @@ def test_files_over_the_limits_are_reported_not_indexed(tmp_path: Path, folder: 
     assert too_many_pixels.outcome is Outcome.UNREADABLE and too_many_pixels.error
     assert results["biden.jpg"].outcome is Outcome.INDEXED
     assert not any("deepface_couple" in name or "obama_and_biden" in name for name in stored)
+
+
+def _children(pid: int, marker: bytes = b"multiprocessing") -> set[int]:
+    """Multiprocessing children of ``pid`` (workers, resource tracker), from /proc: the console
+    script's own helpers (pyenv's shim runs some before Python starts) do not count."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and marker in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_the_index_command_leaves_no_worker_behind(tmp_path: Path, how: signal.Signals) -> None:
+    """They stayed (two workers and the resource tracker, about 240 MB) after SIGTERM and SIGKILL."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, path in enumerate(sorted(data_path("lfw").glob("A*/*.jpg"))[:40]):
+        shutil.copy(path, folder / f"{n}.jpg")
+    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
+    data = str(tmp_path / "data")
+    subprocess.run([script, "--data-dir", data, "collection", "create", "c"], check=True, capture_output=True)
+    command = subprocess.Popen(
+        [script, "--data-dir", data, "index", str(folder), "-c", "c", "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(_children(command.pid)) < 3 and time.monotonic() < deadline:  # 2 workers + the resource tracker
+        time.sleep(0.1)
+    workers = _children(command.pid)
+    assert len(workers) >= 3
+    command.send_signal(how)
+    command.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in workers if _alive(pid)]
+    assert left == []
+
+
+def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, path in enumerate(sorted(data_path("lfw").glob("B*/*.jpg"))[:40]):
+        shutil.copy(path, folder / f"{n}.jpg")
+    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
+    data = str(tmp_path / "data")
+    subprocess.run([script, "--data-dir", data, "collection", "create", "c"], check=True, capture_output=True)
+    command = subprocess.Popen(
+        [script, "--data-dir", data, "index", str(folder), "-c", "c", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_children(command.pid, b"spawn_main")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # both workers exist and are still starting Python (about a second)
+    os.killpg(command.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    _, errors = command.communicate(timeout=60)
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors
+    assert command.returncode == 130

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import re
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -83,11 +86,45 @@ _worker_analyzer: FaceAnalyzer | None = None
 _worker_limits: ImageLimits | None = None
 
 
-def _start_worker(limits: ImageLimits, detector: FaceDetector, model: FaceModel) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides what happens to the work.
+def _start_worker(parent: int, limits: ImageLimits, detector: FaceDetector, model: FaceModel) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what happens to the work (the
+    # worker has ignored SIGINT since it started: see _start_pool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     global _worker_analyzer, _worker_limits
     _worker_analyzer, _worker_limits = FaceAnalyzer(detector=detector, model=model), limits
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (killed, even by SIGKILL, it cannot say so): an
+    orphaned worker would otherwise hold its memory forever."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _start_pool(run: _FolderRun, workers: int) -> ProcessPoolExecutor:
+    """A pool whose workers all start now, ignoring SIGINT from their first instruction: a
+    Ctrl-C while they start (before their initializer runs) would otherwise print a traceback from
+    each. An ignored signal stays ignored across exec, and Python then installs no handler for it;
+    a blocked one does not survive the spawn. A Ctrl-C within the few milliseconds the workers take
+    to be forked is lost (press it again)."""
+    analyzer = run.service.analyzer
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork of a process holding threads and DB handles
+        initializer=_start_worker,
+        initargs=(os.getpid(), run.service.settings.image_limits, analyzer.detector, analyzer.model),
+    )
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    try:
+        for _ in range(workers):  # a worker starts per task submitted while none is idle
+            pool.submit(int)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    return pool
 
 
 def _analyze(analyzer: FaceAnalyzer, data: bytes, limits: ImageLimits) -> AnalyzedImage | str:
@@ -138,13 +175,7 @@ def index_files(
 
 
 def _index_in_workers(run: _FolderRun, files: list[Path], workers: int) -> Iterator[FileResult]:
-    analyzer = run.service.analyzer
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),  # no fork of a process holding threads and DB handles
-        initializer=_start_worker,
-        initargs=(run.service.settings.image_limits, analyzer.detector, analyzer.model),
-    )
+    pool = _start_pool(run, workers)
     try:
         window: deque[_Pending | FileResult] = deque()
         paths = iter(files)
@@ -184,6 +215,8 @@ def _take_ready(run: _FolderRun, window: deque[_Pending | FileResult]) -> Iterat
     yield from run.store(ready)
 
 
+# How often a worker looks whether its parent is still there.
+_PARENT_CHECK_SECONDS = 1.0
 # Images queued per worker: enough to keep every worker busy while this process embeds and writes.
 _IN_FLIGHT_PER_WORKER = 4
 # Faces embedded in one batch (two chips each with flip augmentation).
