@@ -174,3 +174,31 @@ def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path: Path) -> None:
     _, errors = command.communicate(timeout=60)
     assert "Traceback" not in errors and "KeyboardInterrupt" not in errors
     assert command.returncode == 130
+
+
+def test_the_same_image_is_indexed_once_per_collection_by_folder_indexing(tmp_path: Path) -> None:
+    """Two runs over one folder at once stored every image twice, and one run stored
+    byte-identical files under two names twice."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, path in enumerate(sorted(data_path("lfw").glob("C*/*.jpg"))[:12]):
+        shutil.copy(path, folder / f"{n}.jpg")
+        shutil.copy(path, folder / f"{n}-copy.jpg")  # the same bytes under another name
+    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
+    data = str(tmp_path / "data")
+    subprocess.run([script, "--data-dir", data, "collection", "create", "c"], check=True, capture_output=True)
+    runs = [
+        subprocess.Popen(
+            [script, "--data-dir", data, "index", str(folder), "-c", "c", "--workers", "1", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        run.communicate(timeout=300)
+    with faceledger.open(data) as service:
+        db = service.store.database.connection()
+        counts = db.execute("SELECT image_sha256, COUNT(*) FROM images GROUP BY image_sha256").fetchall()
+    assert len(counts) == 12 and all(count == 1 for _, count in counts)

@@ -171,6 +171,14 @@ def test_collections_users_and_faces_list_in_order(store: Store) -> None:
     assert store.list_collection_ids(None, 10) == ["b", "c"]
 
 
+def test_an_image_can_be_stored_only_if_new(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    assert store.add_image(*_image("c", 1, sha="ef" * 32), unique=True) is not None
+    assert store.add_image(*_image("c", 2, sha="ef" * 32), unique=True) is None  # nothing written
+    assert store.get_collection("c").face_count == 1 and store.generation("c") == 1
+    assert store.add_image(*_image("c", 1, sha="ef" * 32)) is not None  # asked for: duplicates allowed
+
+
 def test_a_collection_keeps_its_threshold_table_and_image_hashes(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
     assert store.threshold_table("c") is None

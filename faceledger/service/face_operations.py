@@ -73,8 +73,10 @@ class FaceOperations:
         level: QualityFilter,
         store_image: bool,
         source_path: str | None,
+        unique: bool = False,
     ) -> IndexFacesResult:
-        """Detect faces and add them to a collection, all of them or none (one transaction)."""
+        """Detect faces and add them to a collection, all of them or none (one transaction).
+        ``unique``: index nothing if the collection already holds the same image (by SHA-256)."""
         require_model(self._store, collection_id, self._model)
         self._policies.require_consent(collection_id, external_image_id)
         analyzed = (
@@ -103,7 +105,10 @@ class FaceOperations:
                 content=_encoded(image) if store_image else None,
             ),
             records,
+            unique=unique,
         )
+        if change is None:
+            return IndexFacesResult([], [], analyzed.width, analyzed.height, self._model.version, already_indexed=True)
         vectors = np.stack([face.embedding for face in accepted]) if accepted else None
         self._store.after_commit(lambda: self._indexes.apply(change, vectors))
         return IndexFacesResult(

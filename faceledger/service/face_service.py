@@ -266,8 +266,12 @@ class FaceService:
         quality_filter: str = "AUTO",
         store_image: bool = False,
         source_path: str | None = None,
+        only_new: bool = False,
     ) -> IndexFacesResult:
-        """IndexFaces, returning the typed result rather than the response dict (bulk indexing)."""
+        """IndexFaces, returning the typed result rather than the response dict (bulk indexing).
+        ``only_new``: index nothing (``already_indexed``) if the collection holds the same image,
+        decided in the write's own transaction, so concurrent runs never store an image twice.
+        (IndexFaces itself, as in Rekognition, indexes an image as often as it is sent.)"""
 
         def effect() -> IndexFacesResult:
             validation.collection_id(collection_id)
@@ -276,7 +280,7 @@ class FaceService:
             if max_faces is not None:
                 validation.integer(max_faces, "MaxFaces", 1)
             return self._faces.index(
-                collection_id, image, external_image_id, max_faces, level, store_image, source_path
+                collection_id, image, external_image_id, max_faces, level, store_image, source_path, only_new
             )
 
         named = collection_id if isinstance(collection_id, str) else None

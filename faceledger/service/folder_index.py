@@ -275,9 +275,12 @@ class _FolderRun:
                 quality_filter=self.level.value,
                 store_image=self.store_images,
                 source_path=str(item.path.relative_to(self.root) if item.path != self.root else item.path.name),
+                only_new=True,
             )
         except AccessDeniedException as exc:
             return FileResult(item.path, Outcome.REFUSED, error=exc.message)
+        if result.already_indexed:  # the same bytes, under another name or by a concurrent run
+            return FileResult(item.path, Outcome.SKIPPED)
         return FileResult(
             item.path,
             Outcome.INDEXED if result.indexed else Outcome.NO_FACE,

@@ -80,6 +80,7 @@ class IndexFacesResult:
     width: int
     height: int
     model_version: str
+    already_indexed: bool = False  # asked to index only new images, and this one was not
 
     def to_response(self) -> Response:
         return {
@@ -98,10 +99,13 @@ class IndexFacesResult:
         }
 
     def ledger_summary(self) -> dict[str, Any]:
-        return {
+        summary: dict[str, Any] = {
             "IndexedFaceIds": [record.face_id for record, _ in self.indexed],
             "UnindexedFacesCount": len(self.unindexed),
         }
+        if self.already_indexed:
+            summary["AlreadyIndexed"] = True
+        return summary
 
 
 @dataclass(frozen=True)

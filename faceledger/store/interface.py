@@ -242,8 +242,10 @@ class Store(ABC):
     # -- images and faces ------------------------------------------------------------------
 
     @abstractmethod
-    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> FaceChange:
-        """Store an image and its faces atomically; the change gives each face its index id."""
+    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord], *, unique: bool = False) -> FaceChange | None:
+        """Store an image and its faces atomically; the change gives each face its index id.
+        ``unique``: store nothing, and return None, when the collection already holds an image
+        with the same SHA-256 (decided in the same transaction, so concurrent writers agree)."""
 
     @abstractmethod
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None: ...

@@ -210,8 +210,16 @@ class SQLiteStore(Store):
 
     # -- images and faces ------------------------------------------------------------------
 
-    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord]) -> FaceChange:
-        with self.database.write() as db:
+    def add_image(self, image: ImageRecord, faces: Sequence[FaceRecord], *, unique: bool = False) -> FaceChange | None:
+        with self.database.write() as db:  # BEGIN IMMEDIATE: the check below and the insert are one
+            if (
+                unique
+                and db.execute(
+                    "SELECT 1 FROM images WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
+                    (image.collection_id, image.image_sha256),
+                ).fetchone()
+            ):
+                return None
             before = self._bump_generation(db, image.collection_id)
             db.execute(
                 "INSERT INTO images (image_id, collection_id, image_sha256, external_image_id, width,"
