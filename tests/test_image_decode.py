@@ -110,3 +110,23 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch: pytest.Monke
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_to_decode)
     with pytest.raises(ImageTooLargeException, match="144,000,000 pixels"):
         decode_image(bomb)
+
+
+def test_a_header_declaring_more_than_pils_own_bomb_limit_is_too_large_not_invalid() -> None:
+    """A PNG declaring over ~179 MP was answered InvalidImageFormatException: the image is valid,
+    and too large. A header alone (IHDR of 20,000 x 10,000) shows it without a big file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 10_000, 8, 0, 0, 0, 0))
+    png = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageTooLargeException, match="more than 178,956,970 pixels"):
+        decode_image(png)
+
+
+def test_a_grayscale_pnm_is_named_for_what_it_is(portrait: Image.Image) -> None:
+    with pytest.raises(InvalidImageFormatException, match="graymap"):  # PIL calls PBM, PGM and PPM all 'PPM'
+        decode_image(_encode(portrait.convert("L"), "PPM"))

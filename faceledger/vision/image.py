@@ -64,12 +64,20 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError:  # a valid header declaring more than PIL opens at all
+        raise ImageTooLargeException(
+            f"The image declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the limit is {limits.max_pixels:,}."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidImageFormatException("The bytes are not a readable image.") from exc
     with image:
         if image.format not in SUPPORTED_FORMATS:
+            # PIL names several formats after their family (a PGM is 'PPM'); the MIME type says which
+            kind = f" ({image.get_format_mimetype()})" if image.get_format_mimetype() else ""
             raise InvalidImageFormatException(
-                f"Unsupported image format {image.format!r}; supported: " + ", ".join(sorted(SUPPORTED_FORMATS)) + "."
+                f"Unsupported image format {image.format!r}{kind}; supported: "
+                + ", ".join(sorted(SUPPORTED_FORMATS))
+                + "."
             )
         width, height = image.size
         if width * height > limits.max_pixels:
