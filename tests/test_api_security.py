@@ -242,11 +242,14 @@ def test_failed_authentications_are_ledgered_once_per_key_per_interval(tmp_path:
                 )
                 assert error["__type"] == "InvalidSignatureException"
             send_raw(_signed(server, ("FLNOSUCHKEY000000000", secret), "DeleteCollection", {"CollectionId": "c"}))
+            # unknown keys share one allowance: made-up key ids cannot flood the ledger either
+            send_raw(_signed(server, ("FLANOTHERONE<x>00000", secret), "DeleteCollection", {"CollectionId": "c"}))
             send_raw(_signed(server, (key_id, secret + "x"), "DetectLabels"))  # not an operation: not ledgered
 
             entries = _entries(service)[before:]
     assert [(e.operation, e.outcome, e.error, e.access_key_id, e.role) for e in entries] == [
-        ("DeleteCollection", "error", "InvalidSignatureException", key_id, "indexer")
+        ("DeleteCollection", "error", "InvalidSignatureException", key_id, "indexer"),
+        ("DeleteCollection", "error", "UnrecognizedClientException", "unknown:FLNOSUCHKEY000000000", "unauthenticated"),
     ]
     assert secret not in json.dumps([e.content() for e in entries])
 

@@ -247,13 +247,17 @@ def _authenticate(
     return service.access.caller(found[verified.access_key_id]), verified
 
 
+_UNKNOWN_KEYS = "unknown keys"  # the one ledger allowance every unknown key shares
+
+
 class _RefusalLedger:
     """Ledgers requests made in a key's name that the key's holder may not have made: failed
     authentications and refused replays. At most one entry per key per ``interval`` seconds, so a
     flood of forgeries cannot flood the ledger (the access log has every one).
 
-    Only known keys are ledgered, under the key and its role: an unknown key has no role to
-    record, and an operation is named only when X-Amz-Target names one faceledger serves."""
+    Known keys are ledgered under the key and its role; unknown ones as ``unknown:<claimed id>``
+    with no role, all of them sharing one allowance (made-up key ids cannot flood the ledger). An
+    operation is named only when X-Amz-Target names one faceledger serves."""
 
     def __init__(self, service: FaceService, interval: float) -> None:
         self._service = service
@@ -264,14 +268,17 @@ class _RefusalLedger:
     def failed_authentication(self, signed: sigv4.SignedRequest, error: FaceledgerError) -> None:
         claimed = sigv4.claimed_access_key_id(signed)
         key = self._service.access.keys.get(claimed) if claimed else None
-        if key is None:
-            return
         try:
             operation = wire.operation_for(next(iter(signed.headers.get("x-amz-target", [])), None))
         except FaceledgerError:
             return
-        if self._due(key.access_key_id):
-            with acting_as(RequestContext(self._service.access.caller(key))):
+        if key is not None:
+            caller, allowance = self._service.access.caller(key), key.access_key_id
+        else:  # the claimed id is the sender's text: only its first characters of the key alphabet
+            shown = "".join(c for c in (claimed or "")[:32] if c.isascii() and c.isalnum())
+            caller, allowance = Caller(f"unknown:{shown}", None, ()), _UNKNOWN_KEYS
+        if self._due(allowance):
+            with acting_as(RequestContext(caller)):
                 self._service.record_failure(operation.name, error)
 
     def record(self, access_key_id: str, operation: str, error: FaceledgerError) -> None:

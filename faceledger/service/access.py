@@ -91,11 +91,16 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller; ``None`` collections means every collection."""
+    """A caller; ``None`` collections means every collection. ``role`` None: not authenticated
+    (a refused request in the name of an unknown key, kept in the ledger); it may call nothing."""
 
     access_key_id: str
-    role: Role
+    role: Role | None
     collections: tuple[str, ...] | None
+
+    @property
+    def role_name(self) -> str:
+        return "unauthenticated" if self.role is None else self.role.value
 
     def covers(self, collection_id: str) -> bool:
         return self.collections is None or collection_id in self.collections
@@ -145,9 +150,9 @@ class AccessControl:
     @staticmethod
     def authorize(caller: Caller, operation: str, collection_id: str | None) -> None:
         """Raise AccessDeniedException unless ``caller`` may run ``operation`` on the collection."""
-        if operation not in PERMISSIONS[caller.role]:
+        if caller.role is None or operation not in PERMISSIONS[caller.role]:
             raise AccessDeniedException(
-                f"Access key {caller.access_key_id} (role {caller.role.value}) may not call {operation}."
+                f"Access key {caller.access_key_id} (role {caller.role_name}) may not call {operation}."
             )
         if collection_id is not None and not caller.covers(collection_id):
             raise AccessDeniedException(

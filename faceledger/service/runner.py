@@ -87,7 +87,7 @@ class OperationRunner:
             operation=operation,
             started_at=time.time(),
             access_key_id=context.caller.access_key_id,
-            role=context.caller.role.value,
+            role=context.caller.role_name,
             purpose=context.purpose,
             case_ref=context.case_ref,
             collection_id=collection_id,
