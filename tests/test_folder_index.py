@@ -99,6 +99,30 @@ def test_files_over_the_limits_are_reported_not_indexed(tmp_path: Path, folder: 
     assert not any("deepface_couple" in name or "obama_and_biden" in name for name in stored)
 
 
+def _photos(tmp_path: Path, initial: str, count: int) -> Path:
+    """``count`` LFW photos of people whose names start with ``initial``, in a folder of their own."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, path in enumerate(sorted(data_path("lfw").glob(f"{initial}*/*.jpg"))[:count]):
+        shutil.copy(path, folder / f"{n}.jpg")
+    return folder
+
+
+def _command(tmp_path: Path, *args: str) -> list[str]:
+    """The faceledger command line on the test's data directory, collection 'c' created."""
+    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
+    command = [script, "--data-dir", str(tmp_path / "data")]
+    if not (tmp_path / "data").exists():
+        subprocess.run([*command, "collection", "create", "c"], check=True, capture_output=True)
+    return [*command, *args]
+
+
+def _index_in_background(tmp_path: Path, initial: str, **popen: object) -> subprocess.Popen:
+    """``faceledger index`` of 40 photos with two worker processes, running."""
+    folder = _photos(tmp_path, initial, 40)
+    return subprocess.Popen(_command(tmp_path, "index", str(folder), "-c", "c", "--workers", "2"), **popen)
+
+
 def _children(pid: int, marker: bytes = b"multiprocessing") -> set[int]:
     """Multiprocessing children of ``pid`` (workers, resource tracker), from /proc: the console
     script's own helpers (pyenv's shim runs some before Python starts) do not count."""
@@ -125,18 +149,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_killing_the_index_command_leaves_no_worker_behind(tmp_path: Path, how: signal.Signals) -> None:
     """They stayed (two workers and the resource tracker, about 240 MB) after SIGTERM and SIGKILL."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for n, path in enumerate(sorted(data_path("lfw").glob("A*/*.jpg"))[:40]):
-        shutil.copy(path, folder / f"{n}.jpg")
-    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
-    data = str(tmp_path / "data")
-    subprocess.run([script, "--data-dir", data, "collection", "create", "c"], check=True, capture_output=True)
-    command = subprocess.Popen(
-        [script, "--data-dir", data, "index", str(folder), "-c", "c", "--workers", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = _index_in_background(tmp_path, "A", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while len(_children(command.pid)) < 3 and time.monotonic() < deadline:  # 2 workers + the resource tracker
         time.sleep(0.1)
@@ -152,19 +165,8 @@ def test_killing_the_index_command_leaves_no_worker_behind(tmp_path: Path, how: 
 
 
 def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for n, path in enumerate(sorted(data_path("lfw").glob("B*/*.jpg"))[:40]):
-        shutil.copy(path, folder / f"{n}.jpg")
-    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
-    data = str(tmp_path / "data")
-    subprocess.run([script, "--data-dir", data, "collection", "create", "c"], check=True, capture_output=True)
-    command = subprocess.Popen(
-        [script, "--data-dir", data, "index", str(folder), "-c", "c", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    command = _index_in_background(
+        tmp_path, "B", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 60
     while len(_children(command.pid, b"spawn_main")) < 2 and time.monotonic() < deadline:
@@ -179,26 +181,14 @@ def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path: Path) -> None:
 def test_the_same_image_is_indexed_once_per_collection_by_folder_indexing(tmp_path: Path) -> None:
     """Two runs over one folder at once stored every image twice, and one run stored
     byte-identical files under two names twice."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for n, path in enumerate(sorted(data_path("lfw").glob("C*/*.jpg"))[:12]):
-        shutil.copy(path, folder / f"{n}.jpg")
-        shutil.copy(path, folder / f"{n}-copy.jpg")  # the same bytes under another name
-    script = shutil.which("faceledger") or pytest.fail("the faceledger console script is not on PATH")
-    data = str(tmp_path / "data")
-    subprocess.run([script, "--data-dir", data, "collection", "create", "c"], check=True, capture_output=True)
-    runs = [
-        subprocess.Popen(
-            [script, "--data-dir", data, "index", str(folder), "-c", "c", "--workers", "1", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    folder = _photos(tmp_path, "C", 12)
+    for photo in list(folder.iterdir()):
+        shutil.copy(photo, folder / f"copy-{photo.name}")  # the same bytes under another name
+    command = _command(tmp_path, "index", str(folder), "-c", "c", "--workers", "1", "--json")
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(2)]
     for run in runs:
         run.communicate(timeout=300)
-    with faceledger.open(data) as service:
+    with faceledger.open(tmp_path / "data") as service:
         db = service.store.database.connection()
         counts = db.execute("SELECT image_sha256, COUNT(*) FROM images GROUP BY image_sha256").fetchall()
     assert len(counts) == 12 and all(count == 1 for _, count in counts)
