@@ -20,7 +20,8 @@ from faceledger.vision import FaceAnalyzer, read_image_file
 from faceledger.vision.alignment import ARCFACE_112, fit_similarity, scaled, template_chip, warp_chip
 from faceledger.vision.face import BoundingBox, Face
 from faceledger.vision.landmarks import align_chip
-from faceledger.vision.onnx_model import ModelFileError, OnnxFaceModel, OnnxModelSpec, UncalibratedModelError
+from faceledger.vision.onnx_model import ModelFileError, OnnxFaceModel, UncalibratedModelError
+from faceledger.vision.onnx_spec import OnnxModelSpec
 
 from conftest import data_path
 
@@ -244,6 +245,22 @@ def test_an_input_of_another_size_or_rank_or_layout_is_refused(network: Path, tm
         OnnxFaceModel(flat, OnnxModelSpec(input_size=16, dimension=4, layout="NHWC"))
 
 
+def test_a_network_onnxruntime_cannot_run_is_refused_where_it_loads(tmp_path: Path) -> None:
+    node = helper.make_node("Embed", ["chips"], ["embedding"], domain="com.example")
+    graph = helper.make_graph(
+        [node],
+        "custom",
+        [helper.make_tensor_value_info("chips", TensorProto.FLOAT, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIMENSION])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    path = tmp_path / "custom.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelFileError, match="onnxruntime cannot load"):
+        OnnxFaceModel(path, arcface_spec()).embed([np.zeros((112, 112, 3), np.uint8)])
+
+
 def test_bad_specs_are_refused_with_the_field_named() -> None:
     for bad, field in [
         ({"colour": "RGBA"}, "colour"),
@@ -254,6 +271,7 @@ def test_bad_specs_are_refused_with_the_field_named() -> None:
         ({"alignment": "mtcnn"}, "alignment"),
         ({"template": [[1, 2]]}, "template"),
         ({"reference_cosine": 1.0}, "reference_cosine"),
+        ({"padding": "wide"}, "padding"),
     ]:
         with pytest.raises(InvalidParameterException, match=field):
             arcface_spec(**bad)

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from faceledger.config import cache_root
 from faceledger.errors import InternalServerError
-from faceledger.vision.onnx_model import OnnxFaceModel, OnnxModelSpec
+from faceledger.vision.onnx_model import OnnxFaceModel
+from faceledger.vision.onnx_spec import OnnxModelSpec
 from faceledger.vision.tfjs_graph import load_graph
 from faceledger.vision.tfjs_onnx import to_onnx
 

@@ -1,8 +1,8 @@
 """A face model from an operator's own ONNX embedding network and a short description of it.
 
-The operator supplies the ``.onnx`` file and an :class:`OnnxModelSpec`: the chip the network takes
-(side, colour order, per-channel normalisation, tensor layout), how faces are aligned onto it, and
-the length of its output. :class:`OnnxFaceModel` then implements
+The operator supplies the ``.onnx`` file and an :class:`OnnxModelSpec` (vision/onnx_spec.py): the
+chip the network takes (side, colour order, per-channel normalisation, tensor layout), how faces
+are aligned onto it, and the length of its output. :class:`OnnxFaceModel` then implements
 :class:`~faceledger.vision.model.FaceModel` with it:
 
 - ``align``: a similarity transform puts dlib's five landmarks on the spec's template (by default
@@ -26,28 +26,25 @@ onnxruntime session on first use and checks the file still has that digest.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import re
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from faceledger.errors import InvalidParameterException
-from faceledger.vision.alignment import ARCFACE_112, Points, scaled, template_chip
+from faceledger.vision.alignment import template_chip
 from faceledger.vision.calibration import ThresholdTable
 from faceledger.vision.face import Face
 from faceledger.vision.landmarks import align_chip
+from faceledger.vision.onnx_spec import OnnxModelSpec
 from faceledger.vision.similarity import SimilarityScale
 
 # Chips per network run: larger batches are no faster per face on CPU and cost memory.
 BATCH = 32
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _INPUT_TYPES = {1: "float32", 2: "uint8", 10: "float16"}  # ONNX TensorProto element types
 
 
@@ -57,105 +54,6 @@ class ModelFileError(InvalidParameterException):
 
 class UncalibratedModelError(InvalidParameterException):
     """No threshold table ships with the model: measure one with ``faceledger calibrate``."""
-
-
-@dataclass(frozen=True)
-class OnnxModelSpec:
-    """What an embedding network expects and returns.
-
-    ``input_size``: side in pixels of the square chip. ``dimension``: length of the embedding
-    (checked against the network's output). ``name``: letters, digits, ``.``, ``_``, ``-``.
-    ``colour``: channel order the network takes, ``RGB`` or ``BGR``. ``mean``, ``std``: per
-    channel, in that order; the network gets ``(pixel - mean) / std`` of 0-255 values (a network
-    that wants ``pixel * s`` has ``std = 1/s``). ``layout``: ``NCHW`` or ``NHWC``.
-    ``alignment``: ``template`` (``template`` holds where dlib's five landmarks, in
-    :class:`~faceledger.vision.face.Landmarks`' order, go in chip pixels; default ArcFace's
-    template scaled from 112 pixels to ``input_size``) or ``dlib-chip`` (``dlib.get_face_chip`` at
-    ``input_size`` with ``padding``, a fraction of the landmarks' span on each side).
-    ``reference_cosine`` of two templates reports ``reference_similarity`` (0-100); set the
-    cosine to the network's own decision threshold to make Rekognition's default threshold (80)
-    keep that rule. ``output``: the network output to use when it has several.
-    """
-
-    input_size: int
-    dimension: int
-    name: str = "onnx"
-    colour: str = "RGB"
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    layout: str = "NCHW"
-    alignment: str = "template"
-    template: Points | None = None
-    padding: float = 0.25
-    reference_cosine: float = 0.6
-    reference_similarity: float = 80.0
-    output: str | None = None
-
-    def __post_init__(self) -> None:
-        set_field = object.__setattr__  # normalise the frozen fields (lists from JSON, defaults)
-        set_field(self, "mean", _triple("mean", self.mean))
-        set_field(self, "std", _triple("std", self.std))
-        if any(value == 0 for value in self.std):
-            raise InvalidParameterException("Model spec: std must not be 0.")
-        if not isinstance(self.input_size, int) or not 16 <= self.input_size <= 1024:
-            raise InvalidParameterException("Model spec: input_size must be an integer from 16 to 1024.")
-        if not isinstance(self.dimension, int) or not 2 <= self.dimension <= 8192:
-            raise InvalidParameterException("Model spec: dimension must be an integer from 2 to 8192.")
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise InvalidParameterException("Model spec: name must be 1-64 letters, digits, '.', '_' or '-'.")
-        if self.colour not in ("RGB", "BGR"):
-            raise InvalidParameterException("Model spec: colour must be 'RGB' or 'BGR'.")
-        if self.layout not in ("NCHW", "NHWC"):
-            raise InvalidParameterException("Model spec: layout must be 'NCHW' or 'NHWC'.")
-        if self.alignment not in ("template", "dlib-chip"):
-            raise InvalidParameterException("Model spec: alignment must be 'template' or 'dlib-chip'.")
-        if self.alignment == "template":
-            points = self.template or scaled(ARCFACE_112, self.input_size / 112)
-            set_field(self, "template", _points(points))
-        elif self.template is not None:
-            raise InvalidParameterException("Model spec: a template is only used with alignment 'template'.")
-        if not 0 <= self.padding <= 2:
-            raise InvalidParameterException("Model spec: padding must be from 0 to 2.")
-        if not -1 < self.reference_cosine < 1 or not 0 <= self.reference_similarity < 100:
-            raise InvalidParameterException(
-                "Model spec: reference_cosine must be in (-1, 1) and reference_similarity in [0, 100)."
-            )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OnnxModelSpec:
-        """The spec from its JSON form (:meth:`to_dict`); ``template`` may also be ``"arcface"``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidParameterException(f"Model spec: unknown fields {', '.join(unknown)}.")
-        values = dict(data)
-        if values.get("template") == "arcface":
-            values["template"] = None
-        try:
-            return cls(**values)
-        except TypeError as error:  # a required field missing
-            raise InvalidParameterException(f"Model spec: {error}.") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("mean", "std"):
-            data[key] = list(data[key])
-        if self.template is not None:
-            data["template"] = [list(point) for point in self.template]
-        return data
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of everything in the spec that changes templates (all but the name)."""
-        data = self.to_dict()
-        del data["name"]
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-    @property
-    def similarity(self) -> SimilarityScale:
-        # Unit vectors: squared distance = 2 - 2 * cosine.
-        distance = math.sqrt(2.0 - 2.0 * self.reference_cosine)
-        return SimilarityScale(reference_distance=distance, reference_similarity=self.reference_similarity)
 
 
 @dataclass(frozen=True)
@@ -272,26 +170,6 @@ class OnnxFaceModel:
         return np.ascontiguousarray(tensor)
 
 
-def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:
-    try:
-        triple = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise InvalidParameterException(f"Model spec: {name} must be three numbers.") from None
-    if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
-        raise InvalidParameterException(f"Model spec: {name} must be three finite numbers.")
-    return triple  # type: ignore[return-value]
-
-
-def _points(points: Sequence[Sequence[float]]) -> Points:
-    try:
-        result = tuple((float(x), float(y)) for x, y in points)
-    except (TypeError, ValueError):
-        raise InvalidParameterException("Model spec: template must be five [x, y] points.") from None
-    if len(result) != 5 or not all(math.isfinite(v) for point in result for v in point):
-        raise InvalidParameterException("Model spec: template must be five [x, y] points.")
-    return result
-
-
 def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
@@ -377,22 +255,25 @@ def _ports(
 _SESSION_LOCK = threading.Lock()
 
 
-@cache
 def _session(path: str, sha256: str, threads: int):
     """This process's onnxruntime session on the file, which must still have digest ``sha256``."""
+    with _SESSION_LOCK:  # one session per file and thread count, even when threads race to it
+        return _open_session(path, sha256, threads)
+
+
+@cache
+def _open_session(path: str, sha256: str, threads: int):
     import onnxruntime
 
-    with _SESSION_LOCK:
-        data = _read(Path(path))
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise ModelFileError(f"The model file {path} has changed since the model was set up.")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Idle threads would otherwise spin after each batch, taking cores other work needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime's own exception types, one per failure kind
-            raise ModelFileError(f"onnxruntime cannot load {path}: {str(error).splitlines()[0][:200]}") from None
-    return session
+    data = _read(Path(path))
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelFileError(f"The model file {path} has changed since the model was set up.")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle threads would otherwise spin after each batch, taking cores other work needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's own exception types, one per failure kind
+        raise ModelFileError(f"onnxruntime cannot load {path}: {str(error).splitlines()[0][:200]}") from None
