@@ -8,8 +8,9 @@ drawn from a Gaussian with the mean and covariance of those real embeddings, so 
 like faces' rather than uniform noise. They are written straight to the store (indexing 10,000
 photos would take an hour here and measures something else: benchmarks/index_throughput.py).
 
-Then a real server (uvicorn, SigV4 on) runs in this process; ``--clients`` client processes each make
-``--requests`` SearchFaces calls with random face ids (MaxFaces 10, default threshold). Printed:
+Then a real server (uvicorn, SigV4 on) runs in this process; ``--clients`` client processes, each
+with its own access key, each make ``--requests`` SearchFaces calls with random face ids (MaxFaces
+10, default threshold). Printed:
 requests/s, p50/p99 latency, error count, and the ratio of the API's p50 to the same searches
 called in-process on the service.
 """
@@ -146,14 +147,17 @@ def main() -> None:
             service.search_faces(collection_id="load", face_id=face_id, max_faces=10)
             in_process.append(time.perf_counter() - t)
 
-        key, secret = service.access.create_key("searcher")
+        # a key per client, as separate clients have: each key has its own request rate (ApiSettings)
+        keys = [service.access.create_key("searcher") for _ in range(args.clients)]
         settings = ApiSettings(worker_threads=args.worker_threads, max_waiting=args.clients * 2)
         with serve_in_thread(service, settings) as url:
             # clients run in their own processes, so their signing and parsing does not
             # compete with the server for this process's GIL
-            jobs = [(url, key.access_key_id, secret, face_ids, args.requests, n) for n in range(args.clients)]
+            jobs = [
+                (url, key.access_key_id, secret, face_ids, args.requests, n) for n, (key, secret) in enumerate(keys)
+            ]
             with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
-                pool.map(client_warmup, [(url, key.access_key_id, secret)] * args.clients)
+                pool.map(client_warmup, [(url, key.access_key_id, secret) for key, secret in keys])
                 wall = time.perf_counter()
                 results = pool.map(client_loop, jobs)
                 wall = time.perf_counter() - wall

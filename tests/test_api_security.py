@@ -453,3 +453,19 @@ def test_a_client_disconnect_is_logged_as_a_disconnect(server: RunningServer) ->
     access = [json.loads(r.getMessage()) for r in records if r.name == "faceledger.access"]
     assert [(a.get("status"), a.get("error")) for a in access] == [(499, "ClientDisconnected")]
     assert not [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# -- weak point: one key cannot take the whole server ----------------------------------------------
+
+
+def test_each_access_key_has_its_own_request_rate(tmp_path: Path) -> None:
+    settings = ApiSettings(requests_per_second_per_key=2.0, burst_per_key=3)
+    with faceledger.open(tmp_path) as service, running_server(service, settings) as server:
+        greedy, other = _key(service, "auditor"), _key(service, "auditor")
+        answers = [send_raw(_signed(server, greedy, "ListCollections"))[0] for _ in range(5)]
+        assert answers[:3] == [200, 200, 200] and 400 in answers[3:]  # the burst, then ThrottlingException
+        status, error = send_raw(_signed(server, greedy, "ListCollections"))
+        assert status == 400 and error["__type"] == "ThrottlingException"
+        assert send_raw(_signed(server, other, "ListCollections"))[0] == 200  # another key is not slowed
+        time.sleep(0.6)  # one request's worth of allowance back at 2 per second
+        assert send_raw(_signed(server, greedy, "ListCollections"))[0] == 200

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from faceledger.api import sigv4, wire
 from faceledger.api.admission import Admission, BodyBudget, read_body
+from faceledger.api.rate import KeyRateLimits
 from faceledger.api.replay import ReplayCache, ReplayedRequestException, changes_data
 from faceledger.errors import FaceledgerError, InternalServerError, InvalidParameterException
 from faceledger.service import FaceService
@@ -73,6 +74,9 @@ class ApiSettings:
     changes data (ReplayedRequestException, 503), remembering at most ``replay_cache_entries``
     signatures. ``refusal_ledger_interval_seconds``: a failed authentication (of a known key) or a
     refused replay is ledgered at most once per access key in this time; the access log has each.
+
+    ``requests_per_second_per_key`` and ``burst_per_key``: each access key's request rate (a token
+    bucket), checked once the request is authenticated; beyond it ThrottlingException.
     """
 
     auth: bool = True
@@ -89,6 +93,8 @@ class ApiSettings:
     refuse_replays: bool = True
     replay_cache_entries: int = 100_000
     refusal_ledger_interval_seconds: float = 10.0
+    requests_per_second_per_key: float = 100.0
+    burst_per_key: int = 200
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
         else None
     )
     refusals = _RefusalLedger(service, settings.refusal_ledger_interval_seconds)
+    rates = KeyRateLimits(settings.requests_per_second_per_key, settings.burst_per_key)
 
     async def handle(request: Request) -> Response:
         started = time.perf_counter()
@@ -137,6 +144,7 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
                         _authenticate, service, settings, signed, refusals, limiter=verifiers
                     )
             record["access_key_id"] = caller.access_key_id
+            rates.take(caller.access_key_id)
             with admission:
                 result = await anyio.to_thread.run_sync(
                     _handle, service, caller, verified, headers, body, record, replays, refusals, limiter=workers
