@@ -59,14 +59,15 @@ def test_keys_then_serve_then_graceful_stop(tmp_path: Path) -> None:
             config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
         )
         deadline = time.monotonic() + 60
-        while True:
+        while True:  # a read until the server answers: retrying a write could run it twice
             try:
-                client.create_collection(CollectionId="served")
+                assert client.list_collections()["CollectionIds"] == []
                 break
             except Exception:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.2)
+        client.create_collection(CollectionId="served")
         assert client.list_collections()["CollectionIds"] == ["served"]
     finally:
         server.send_signal(signal.SIGTERM)
