@@ -68,6 +68,11 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "rotate_template_key": {},
         "export_ledger": {"write": lambda entry: None},
         "check_data_directory": {},
+        "register_face_model": {
+            "name": "mine",
+            "onnx_file": "/no/such.onnx",
+            "spec": {"input_size": 112, "dimension": 8},
+        },
     }
 
 

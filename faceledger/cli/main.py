@@ -27,6 +27,7 @@ from faceledger.cli.common import (
 )
 from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
 from faceledger.cli.index_command import index
+from faceledger.cli.model_commands import models_app
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
@@ -41,6 +42,7 @@ app.add_typer(collection_app, name="collection")
 app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 app.add_typer(consent_app, name="consent")
@@ -74,10 +76,14 @@ def main(
 
 @collection_app.command("create")
 @reports_errors
-def collection_create(collection_id: str, as_json: JsonOption = False) -> None:
-    """Create an empty collection."""
+def collection_create(
+    collection_id: str,
+    model: Annotated[str | None, typer.Option("--model", help="Face model (see 'faceledger models list').")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an empty collection (of the default face model, or of --model)."""
     with open_service() as service:
-        response = service.create_collection(collection_id=collection_id)
+        response = service.create_collection(collection_id=collection_id, face_model=model)
     render.emit(response, as_json, lambda r: render.console.print(f"Created collection {r['CollectionArn']}"))
 
 

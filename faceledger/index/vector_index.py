@@ -187,15 +187,15 @@ class VectorIndexRegistry:
 
     def __init__(
         self,
-        dimension: int,
+        dimension: Callable[[str], int],
         load: EmbeddingLoader,
         current_generation: Callable[[str], int | None],
         persist_dir: Path | None = None,
         cipher: Callable[[], Sealer] | None = None,
     ) -> None:
-        """``persist_dir``: where approximate (HNSW) indexes are saved, so that a restart loads
-        them instead of rebuilding; a saved index is used only if it reflects the store's
-        current generation."""
+        """``dimension``: a collection's template length (its face model's). ``persist_dir``: where
+        approximate (HNSW) indexes are saved, so that a restart loads them instead of rebuilding;
+        a saved index is used only if it reflects the store's current generation."""
         self._dimension = dimension
         self._load = load
         self._current_generation = current_generation
@@ -221,7 +221,7 @@ class VectorIndexRegistry:
                 )
                 if index is None:
                     seqs, vectors, generation = self._load(collection_id)
-                    index = CollectionIndex(self._dimension, seqs, vectors, generation)
+                    index = CollectionIndex(self._dimension(collection_id), seqs, vectors, generation)
                     if index.approximate and path is not None:
                         index.save(path, self._cipher())  # type: ignore[misc]
                 self._indexes[collection_id] = index

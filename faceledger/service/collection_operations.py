@@ -11,37 +11,27 @@ from faceledger.config import Settings
 from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
+from faceledger.service.models import FaceModels
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply
 from faceledger.service.search_limits import SearchLimits
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
 from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
-from faceledger.vision.model import FaceModel
+from faceledger.vision.onnx_model import UncalibratedModelError
 
 MAX_TAGS = 200
 
 
-def require_model(store: Store, collection_id: str, model: FaceModel) -> None:
-    """Refuse to add to or search a collection whose templates another face model made: their
-    distances would mean nothing on this model's scale."""
-    recorded = store.face_model_version(collection_id)
-    if recorded != model.version:
-        raise InvalidParameterException(
-            f"Collection {collection_id!r} holds templates of face model {recorded}; this faceledger runs "
-            f"{model.version}. Index its images again into a collection made with {model.version}."
-        )
-
-
 class CollectionOperations:
     def __init__(
-        self, store: Store, indexes: VectorIndexRegistry, limits: SearchLimits, settings: Settings, model_version: str
+        self, store: Store, indexes: VectorIndexRegistry, limits: SearchLimits, settings: Settings, models: FaceModels
     ) -> None:
         self._store = store
         self._indexes = indexes
         self._limits = limits
         self._settings = settings
-        self._model_version = model_version
+        self._models = models
 
     def arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self._settings.region}:{self._settings.account_id}:collection/{collection_id}"
@@ -58,12 +48,14 @@ class CollectionOperations:
             )
         return validation.collection_id(parts[5][len("collection/") :])
 
-    def create(self, collection_id: str, tags: dict[str, str] | None) -> Reply:
+    def create(self, collection_id: str, tags: dict[str, str] | None, face_model: str | None) -> Reply:
+        """An empty collection of the face model named ``face_model`` (default: the service's)."""
         if tags is not None:
             validation.tags(tags)
-        self._store.create_collection(collection_id, self._model_version, time.time(), tags)
+        version = self._models.named(face_model).version
+        self._store.create_collection(collection_id, version, time.time(), tags)
         return Reply(
-            {"StatusCode": 200, "CollectionArn": self.arn(collection_id), "FaceModelVersion": self._model_version},
+            {"StatusCode": 200, "CollectionArn": self.arn(collection_id), "FaceModelVersion": version},
             {"StatusCode": 200},
         )
 
@@ -77,10 +69,19 @@ class CollectionOperations:
                 "CreationTimestamp": datetime.fromtimestamp(record.created_at, tz=UTC),
                 "UserCount": record.user_count,
                 # what a search with the default threshold means at today's size (search_limits.py)
-                "FaceledgerSearchThreshold": self._limits.meaning(collection_id, record.face_count).to_response(),
+                "FaceledgerSearchThreshold": self._search_threshold(collection_id, record.face_count),
             },
             {"FaceCount": record.face_count, "UserCount": record.user_count},
         )
+
+    def _search_threshold(self, collection_id: str, faces: int) -> dict[str, object]:
+        try:
+            self._models.analyzer(self._store.face_model_version(collection_id))  # searchable at all?
+            return self._limits.meaning(collection_id, faces).to_response()
+        except UncalibratedModelError as error:  # searches are refused until a table is stored
+            return {"Status": "UNCALIBRATED", "Message": error.message}
+        except InvalidParameterException as error:  # its model is not run here: nothing to promise
+            return {"Status": "MODEL_NOT_AVAILABLE", "Message": error.message}
 
     def list(self, next_token: str | None, max_results: int, visible: Collection[str] | None) -> Reply:
         """Collection ids in order; ``visible`` restricts the listing to those ids."""
@@ -89,7 +90,10 @@ class CollectionOperations:
         ids = self._store.list_collection_ids(
             str(after) if after is not None else None, limit + 1, only=sorted(visible) if visible is not None else None
         )
-        response = {"CollectionIds": ids[:limit], "FaceModelVersions": [self._model_version] * len(ids[:limit])}
+        response = {
+            "CollectionIds": ids[:limit],
+            "FaceModelVersions": [self._store.face_model_version(c) for c in ids[:limit]],
+        }
         if len(ids) > limit:
             response["NextToken"] = encode_token("collections", ids[limit - 1])
         return Reply(response, {"CollectionIdsCount": len(ids[:limit])})

@@ -10,8 +10,8 @@ import numpy as np
 
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
-from faceledger.service.collection_operations import require_model
 from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.models import FaceModels
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.policy_operations import PolicyOperations
 from faceledger.service.results import Comparison, FaceDeletion, FaceListing, FacesInImage, IndexFacesResult
@@ -20,7 +20,6 @@ from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, ImageRecord, Store
 from faceledger.vision import AnalyzedImage, DecodedImage, Face
-from faceledger.vision.model import FaceModel
 from faceledger.vision.quality import QualityFilter, quality_failures, select_for_indexing
 
 
@@ -32,14 +31,14 @@ class FaceOperations:
         images: ImageReader,
         templates: TemplateVault,
         policies: PolicyOperations,
-        model: FaceModel,
+        models: FaceModels,
     ) -> None:
         self._store = store
         self._indexes = indexes
         self._images = images
         self._templates = templates
         self._policies = policies
-        self._model = model
+        self._models = models
 
     def detect(self, image: ImageInput) -> FacesInImage:
         decoded = self._images.decode(image)
@@ -56,7 +55,7 @@ class FaceOperations:
         matches: list[tuple[float, Face]] = []
         unmatched: list[Face] = []
         for face in candidates:
-            similarity = self._model.similarity.between(probe.embedding, face.embedding)  # type: ignore[arg-type]
+            similarity = self._models.default.model.similarity.between(probe.embedding, face.embedding)  # type: ignore[arg-type]
             if similarity >= threshold:
                 matches.append((similarity, face))
             else:
@@ -77,15 +76,12 @@ class FaceOperations:
     ) -> IndexFacesResult:
         """Detect faces and add them to a collection, all of them or none (one transaction).
         ``unique``: index nothing if the collection already holds the same image (by SHA-256)."""
-        require_model(self._store, collection_id, self._model)
+        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
         self._policies.require_consent(collection_id, external_image_id)
-        analyzed = (
-            image
-            if isinstance(image, AnalyzedImage)
-            else self._images.analyzer.analyze_image(self._images.decode(image))
-        )
+        # an image analysed ahead (bulk indexing) was aligned by the collection's model already
+        analyzed = image if isinstance(image, AnalyzedImage) else analyzer.analyze_image(self._images.decode(image))
         accepted, refused = select_for_indexing(analyzed.faces, level, max_faces)
-        self._images.analyzer.embed_faces(accepted)
+        analyzer.embed_faces(accepted)
         now = time.time()
         image_id = str(uuid.uuid4())
         records = [
@@ -108,11 +104,13 @@ class FaceOperations:
             unique=unique,
         )
         if change is None:
-            return IndexFacesResult([], [], analyzed.width, analyzed.height, self._model.version, already_indexed=True)
+            return IndexFacesResult(
+                [], [], analyzed.width, analyzed.height, analyzer.model.version, already_indexed=True
+            )
         vectors = np.stack([face.embedding for face in accepted]) if accepted else None
         self._store.after_commit(lambda: self._indexes.apply(change, vectors))
         return IndexFacesResult(
-            list(zip(records, accepted, strict=True)), refused, analyzed.width, analyzed.height, self._model.version
+            list(zip(records, accepted, strict=True)), refused, analyzed.width, analyzed.height, analyzer.model.version
         )
 
     def _face_record(
@@ -156,12 +154,12 @@ class FaceOperations:
         if face_ids is not None:
             face_ids = validation.face_ids(face_ids, maximum=MAX_PAGE_SIZE)
         after = decode_token(f"faces:{collection_id}", next_token)
-        self._store.require_collection(collection_id)
+        version = self._store.face_model_version(collection_id)
         rows = self._store.list_faces(
             collection_id, after_seq=int(after or 0), limit=limit + 1, user_id=user_id, face_ids=face_ids
         )
         token = encode_token(f"faces:{collection_id}", rows[limit - 1][0]) if len(rows) > limit else None
-        return FaceListing([record for _, record in rows[:limit]], self._model.version, token)
+        return FaceListing([record for _, record in rows[:limit]], version, token)
 
     def delete(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
         """Delete faces from the store and the index. A face still associated with a user is

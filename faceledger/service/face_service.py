@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from faceledger.config import Settings
@@ -28,8 +29,9 @@ from faceledger.service.context import current_context
 from faceledger.service.data_directory import DataDirectory
 from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.models import FaceModels
 from faceledger.service.policy_operations import PolicyOperations
-from faceledger.service.results import IndexFacesResult
+from faceledger.service.results import IndexFacesResult, Reply
 from faceledger.service.review_operations import ReviewOperations
 from faceledger.service.runner import OperationRunner
 from faceledger.service.search_limits import SearchLimits
@@ -65,27 +67,28 @@ class FaceService:
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
         self.ledger = Ledger(self.store.ledger, ledger_key_path(data_dir))
         self.analyzer = analyzer or FaceAnalyzer()
+        self.models = FaceModels(self.analyzer, data_dir)
         self.indexes = VectorIndexRegistry(
-            self.analyzer.model.dimension,
+            lambda collection_id: self.models.analyzer(self.store.face_model_version(collection_id)).model.dimension,
             self.templates.load,
             self.store.generation,
             persist_dir=data_dir / "index",
             cipher=lambda: self.templates.codec,
         )
-        self.limits = SearchLimits(self.store, self.analyzer.model)
+        self.limits = SearchLimits(self.store, self.models)
         self._access: AccessControl | None = None
         self._runner = OperationRunner(
             self.store, self.ledger if self.settings.audit_ledger else None, lambda: self.access
         )
-        model = self.analyzer.model
         images = ImageReader(self.analyzer, self.settings.image_limits)
         reviews = ReviewOperations(self.store)
         self._reviews = reviews
         self._policies = PolicyOperations(self.store, self.indexes)
-        self._collections = CollectionOperations(self.store, self.indexes, self.limits, self.settings, model.version)
-        self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, model)
-        self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, model)
-        self._users = UserOperations(self.store, self.templates, model.similarity)
+        models = self.models
+        self._collections = CollectionOperations(self.store, self.indexes, self.limits, self.settings, models)
+        self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, models)
+        self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, models)
+        self._users = UserOperations(self.store, self.templates, models)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
 
     @property
@@ -130,10 +133,15 @@ class FaceService:
 
     # -- collections -----------------------------------------------------------------------
 
-    def create_collection(self, *, collection_id: str, tags: dict[str, str] | None = None) -> Response:
-        """Create an empty collection; it records the face model its faces are indexed with."""
+    def create_collection(
+        self, *, collection_id: str, tags: dict[str, str] | None = None, face_model: str | None = None
+    ) -> Response:
+        """Create an empty collection; it records the face model its faces are indexed and searched
+        with: ``face_model`` names one (see :meth:`register_face_model`; default: the service's)."""
         return self._run(
-            "CreateCollection", lambda: self._collections.create(collection_id, tags), collection_id=collection_id
+            "CreateCollection",
+            lambda: self._collections.create(collection_id, tags, face_model),
+            collection_id=collection_id,
         )
 
     def describe_collection(self, *, collection_id: str) -> Response:
@@ -550,6 +558,19 @@ class FaceService:
         while another process, such as a running server, has the data directory open."""
         with self.data_directory.exclusive() as alone:  # held until the new key file is in place
             return self._run("RotateTemplateKey", lambda: self._admin.rotate_template_key(alone))
+
+    def register_face_model(self, *, name: str, onnx_file: str, spec: dict[str, Any]) -> Response:
+        """Register an operator's ONNX embedding network as face model ``name`` (see
+        service/models.py; ``spec``: vision/onnx_spec.py), for new collections to choose."""
+
+        def effect() -> Reply:
+            model = self.models.register(name, Path(onnx_file), spec)
+            return Reply(
+                {"Name": name, "FaceModelVersion": model.version, "Dimension": model.dimension},
+                {"Name": name, "FaceModelVersion": model.version},
+            )
+
+        return self._run("RegisterFaceModel", effect)
 
     def check_data_directory(self) -> Response:
         """Problems with the data directory: the ledger's chain and signatures, templates that

@@ -109,7 +109,7 @@ def _start_pool(run: _FolderRun, workers: int) -> ProcessPoolExecutor:
     each. An ignored signal stays ignored across exec, and Python then installs no handler for it;
     a blocked one does not survive the spawn. A Ctrl-C within the few milliseconds the workers take
     to be forked is lost (press it again)."""
-    analyzer = run.service.analyzer
+    analyzer = run.analyzer
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),  # no fork of a process holding threads and DB handles
@@ -161,12 +161,16 @@ def index_files(
     was acknowledged and resumes by SHA-256.
     """
     service.store.require_collection(collection_id)
-    run = _FolderRun(service, collection_id, root, validation.quality_filter(quality_filter), max_faces, store_images)
+    # images are analysed (in workers too) with the face model the collection records
+    analyzer = service.models.analyzer(service.store.face_model_version(collection_id))
+    run = _FolderRun(
+        service, analyzer, collection_id, root, validation.quality_filter(quality_filter), max_faces, store_images
+    )
     if workers <= 1:
         for path in files:
             item = run.read(path)
             if isinstance(item, _Pending):
-                item.settle(_analyze(service.analyzer, item.data, service.settings.image_limits))
+                item.settle(_analyze(run.analyzer, item.data, service.settings.image_limits))
                 yield from run.store([item])
             else:
                 yield item
@@ -228,6 +232,7 @@ class _FolderRun:
     """One folder index: where the files go and how they are indexed."""
 
     service: FaceService
+    analyzer: FaceAnalyzer
     collection_id: str
     root: Path
     level: QualityFilter
@@ -253,7 +258,7 @@ class _FolderRun:
     def store(self, items: list[_Pending]) -> Iterator[FileResult]:
         """Embed the faces each image will keep, in one batch, then index the images one by one."""
         analysed = [item.analysis for item in items if isinstance(item.analysis, AnalyzedImage)]
-        self.service.analyzer.embed_faces(
+        self.analyzer.embed_faces(
             [face for image in analysed for face in select_for_indexing(image.faces, self.level, self.max_faces)[0]]
         )
         for item in items:

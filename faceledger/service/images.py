@@ -33,11 +33,18 @@ class ImageReader:
         return self.analyzer.analyze(decoded.pixels, embed=embed, limit=MAX_FACES_PER_IMAGE)
 
     def largest_face(
-        self, decoded: DecodedImage, level: QualityFilter, *, with_others: bool = False
+        self,
+        decoded: DecodedImage,
+        level: QualityFilter,
+        *,
+        with_others: bool = False,
+        analyzer: FaceAnalyzer | None = None,
     ) -> tuple[Face, list[Face]]:
         """The embedded largest face (which must pass ``level``) and, with ``with_others``, the
-        other faces, unembedded (otherwise only the largest is analysed)."""
-        faces = self.analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE if with_others else 1)
+        other faces, unembedded (otherwise only the largest is analysed). ``analyzer``: the
+        collection's model (default: the service's)."""
+        analyzer = analyzer or self.analyzer
+        faces = analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE if with_others else 1)
         if not faces:
             raise InvalidParameterException(NO_FACE)
         reasons = quality_failures(faces[0], level)
@@ -45,5 +52,5 @@ class ImageReader:
             raise InvalidParameterException(
                 f"The largest face in the image does not pass QualityFilter {level.value}: {', '.join(reasons)}."
             )
-        self.analyzer.embed_faces(faces[:1])
+        analyzer.embed_faces(faces[:1])
         return faces[0], faces[1:]

@@ -82,6 +82,7 @@ OPERATIONS: dict[str, Operation] = {
             "ExportLedger",
             "Purge",
             "CheckDataDirectory",
+            "RegisterFaceModel",
         ),
     )
 }

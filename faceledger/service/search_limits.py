@@ -33,10 +33,10 @@ from typing import Any
 from faceledger.errors import AccessDeniedException, InvalidParameterException
 from faceledger.service import validation
 from faceledger.service.context import current_context
+from faceledger.service.models import FaceModels
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
 from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
-from faceledger.vision.model import FaceModel
 
 DEFAULT_MAX_RESULTS = 100
 TARGET_FPIR = 0.01  # at most 1% of searches for someone not enrolled return any candidate
@@ -115,16 +115,19 @@ def default_meaning(table: ThresholdTable, comparisons: int, target: float = TAR
 
 
 class SearchLimits:
-    def __init__(self, store: Store, model: FaceModel, target_fpir: float = TARGET_FPIR) -> None:
+    def __init__(self, store: Store, models: FaceModels, target_fpir: float = TARGET_FPIR) -> None:
         self._store = store
-        self._model = model
+        self._models = models
         self.target_fpir = target_fpir
 
     def threshold_table(self, collection_id: str) -> ThresholdTable:
         """The collection's own calibration (``faceledger calibrate``), else the one shipped with
         the face model."""
         stored = self._store.threshold_table(collection_id)
-        return ThresholdTable.from_dict(json.loads(stored)) if stored is not None else self._model.threshold_table()
+        if stored is not None:
+            return ThresholdTable.from_dict(json.loads(stored))
+        # an operator's model ships none: UncalibratedModelError until 'faceledger calibrate' stores one
+        return self._models.analyzer(self._store.face_model_version(collection_id)).model.threshold_table()
 
     def default_threshold(self, collection_id: str, comparisons: int | None = None) -> float:
         """The similarity a search of the collection uses when none is asked for, at its current

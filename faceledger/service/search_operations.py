@@ -11,15 +11,14 @@ import numpy as np
 from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
-from faceledger.service.collection_operations import require_model
 from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.models import FaceModels
 from faceledger.service.results import FaceSearchResult, UserSearchResult
 from faceledger.service.review_operations import ReviewOperations
 from faceledger.service.search_limits import SearchLimits
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
-from faceledger.vision.model import FaceModel
 from faceledger.vision.quality import QualityFilter
 
 
@@ -32,7 +31,7 @@ class SearchOperations:
         templates: TemplateVault,
         limits: SearchLimits,
         reviews: ReviewOperations,
-        model: FaceModel,
+        models: FaceModels,
     ) -> None:
         self._store = store
         self._indexes = indexes
@@ -40,14 +39,14 @@ class SearchOperations:
         self._templates = templates
         self._limits = limits
         self._reviews = reviews
-        self._model = model
+        self._models = models
 
     def faces_by_id(
         self, collection_id: str, face_id: str, max_faces: int | None, threshold: float | None
     ) -> FaceSearchResult:
         """Faces of the collection similar to one of its own faces (itself excluded)."""
         validation.face_id(face_id)
-        require_model(self._store, collection_id, self._model)
+        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
         meaning, max_faces = self._limits.resolve(
             collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
         )
@@ -56,7 +55,7 @@ class SearchOperations:
             collection_id, self._templates.embedding(probe), meaning.threshold, max_faces, exclude_face_ids=[face_id]
         )
         review = self._reviews.hold(collection_id, "SearchFaces", face_id, matches)
-        return FaceSearchResult(matches, self._model.version, meaning, searched_face_id=face_id, review=review)
+        return FaceSearchResult(matches, analyzer.model.version, meaning, searched_face_id=face_id, review=review)
 
     def faces_by_image(
         self,
@@ -67,17 +66,17 @@ class SearchOperations:
         level: QualityFilter,
     ) -> FaceSearchResult:
         """Search the collection with the largest face of the image."""
-        require_model(self._store, collection_id, self._model)
+        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
         meaning, max_faces = self._limits.resolve(
             collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
         )
         decoded = self._images.decode(image)
-        probe, _ = self._images.largest_face(decoded, level)
+        probe, _ = self._images.largest_face(decoded, level, analyzer=analyzer)
         matches = self._by_embedding(collection_id, probe.embedding, meaning.threshold, max_faces)  # type: ignore[arg-type]
         review = self._reviews.hold(collection_id, "SearchFacesByImage", decoded.sha256, matches)
         return FaceSearchResult(
             matches,
-            self._model.version,
+            analyzer.model.version,
             meaning,
             probe=probe,
             probe_size=(decoded.width, decoded.height),
@@ -95,7 +94,7 @@ class SearchOperations:
         """Users whose faces match a face of the collection, or the faces of a user."""
         if (user_id is None) == (face_id is None):
             raise InvalidParameterException("Give exactly one of UserId and FaceId.")
-        require_model(self._store, collection_id, self._model)
+        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
         self._limits.check_purpose(collection_id)
         if face_id is not None:
             validation.face_id(face_id)
@@ -114,7 +113,7 @@ class SearchOperations:
             collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id, len(probes))
         )
         matches = self._user_matches(collection_id, probes, meaning.threshold, max_users, exclude_user=user_id)
-        return UserSearchResult(matches, self._model.version, meaning, searched=searched)
+        return UserSearchResult(matches, analyzer.model.version, meaning, searched=searched)
 
     def users_by_image(
         self,
@@ -125,16 +124,16 @@ class SearchOperations:
         level: QualityFilter,
     ) -> UserSearchResult:
         """Users matching the largest face of the image; the other faces are listed as unsearched."""
-        require_model(self._store, collection_id, self._model)
+        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
         meaning, max_users = self._limits.resolve(
             collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id)
         )
         decoded = self._images.decode(image)
-        probe, others = self._images.largest_face(decoded, level, with_others=True)
+        probe, others = self._images.largest_face(decoded, level, with_others=True, analyzer=analyzer)
         matches = self._user_matches(collection_id, [probe.embedding], meaning.threshold, max_users)  # type: ignore[list-item]
         return UserSearchResult(
             matches,
-            self._model.version,
+            analyzer.model.version,
             meaning,
             probe=probe,
             others=others,
@@ -157,11 +156,12 @@ class SearchOperations:
         index = self._indexes.for_search(collection_id)
         probe = np.asarray(embedding, dtype=np.float32)[None, :]
         neighbours = index.search(probe, max_faces + len(exclude_face_ids))[0]
-        limit = self._model.similarity.max_squared_distance(threshold)
+        scale = self._models.analyzer(self._store.face_model_version(collection_id)).model.similarity
+        limit = scale.max_squared_distance(threshold)
         close = [n for n in neighbours if n.squared_distance <= limit + 1e-9]
         records = self._store.faces_by_seq(collection_id, [n.seq for n in close])
         matches = [
-            (self._model.similarity.from_squared_distance(n.squared_distance), records[n.seq])
+            (scale.from_squared_distance(n.squared_distance), records[n.seq])
             for n in close
             if n.seq in records and records[n.seq].face_id not in exclude_face_ids
         ]

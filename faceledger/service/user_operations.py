@@ -10,22 +10,22 @@ from typing import Any
 
 from faceledger.errors import IdempotentParameterMismatchException
 from faceledger.service import validation
+from faceledger.service.models import FaceModels
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply
 from faceledger.service.shapes import Response
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
-from faceledger.vision.similarity import SimilarityScale
 
 TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 
 class UserOperations:
-    def __init__(self, store: Store, templates: TemplateVault, similarity: SimilarityScale) -> None:
+    def __init__(self, store: Store, templates: TemplateVault, models: FaceModels) -> None:
         self._store = store
         self._templates = templates
-        self._similarity = similarity
+        self._models = models
 
     def create(self, collection_id: str, user_id: str, token: str | None) -> Reply:
         validation.user_id(user_id)
@@ -75,6 +75,7 @@ class UserOperations:
 
     def _associate(self, collection_id: str, user_id: str, wanted: list[str], threshold: float) -> Response:
         self._store.get_user(collection_id, user_id)
+        scale = self._models.analyzer(self._store.face_model_version(collection_id)).model.similarity
         records = {r.face_id: r for _, r in self._store.list_faces(collection_id, face_ids=wanted, limit=len(wanted))}
         owned = [
             self._templates.embedding(record)
@@ -97,7 +98,7 @@ class UserOperations:
                 continue
             embedding = self._templates.embedding(record)
             if owned:
-                confidence = max(self._similarity.between(embedding, vector) for vector in owned)
+                confidence = max(scale.between(embedding, vector) for vector in owned)
                 if confidence < threshold:
                     unsuccessful.append(
                         {

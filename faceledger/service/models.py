@@ -1,0 +1,101 @@
+"""The face models a service runs: the default one, and those its operator registered.
+
+A collection records the version of the model it was made with (FaceModelVersion) and is always
+indexed and searched with that model; templates of two models are never compared. An operator
+registers an ONNX embedding network of their own (``faceledger models register``): its file and
+spec are recorded in ``DATA_DIR/models/NAME.json`` (0600), the file is checked against the spec,
+and its SHA-256 is part of the model's version, so a changed file is a different model. Such a
+model ships no threshold table: a collection made with it searches only once
+``faceledger calibrate`` has stored one measured on the operator's own labelled photos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from faceledger.errors import InvalidParameterException
+from faceledger.keys.files import write_private_file
+from faceledger.vision import FaceAnalyzer
+from faceledger.vision.model import FaceModel
+from faceledger.vision.onnx_model import OnnxFaceModel
+from faceledger.vision.onnx_spec import OnnxModelSpec
+
+MODELS_DIR = "models"
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+class FaceModels:
+    def __init__(self, default: FaceAnalyzer, data_dir: Path) -> None:
+        self.default = default
+        self._dir = data_dir / MODELS_DIR
+        self._by_version: dict[str, FaceAnalyzer] = {default.model.version: default}
+        self._by_name: dict[str, FaceAnalyzer] = {default.model.name: default}
+        for record in sorted(self._dir.glob("*.json")) if self._dir.exists() else []:
+            try:
+                self._add(record.stem, self._operator_model(json.loads(record.read_text())))
+            except InvalidParameterException as error:  # its collections answer that it is missing
+                log.warning("face model %s not loaded: %s", record.stem, error.message)
+
+    def named(self, name: str | None) -> FaceModel:
+        """The model called ``name`` (None: the default)."""
+        if name is None:
+            return self.default.model
+        analyzer = self._by_name.get(name)
+        if analyzer is None:
+            known = ", ".join(sorted(self._by_name))
+            raise InvalidParameterException(f"No face model {name!r} here; known: {known}.")
+        return analyzer.model
+
+    def analyzer(self, version: str) -> FaceAnalyzer:
+        """The analyzer (detector + model) of the model whose version a collection records."""
+        analyzer = self._by_version.get(version)
+        if analyzer is None:
+            raise InvalidParameterException(
+                f"The collection's templates were made by face model {version}, which this faceledger does not "
+                "run (not the default, and not registered, or its file changed): register that model again "
+                "with 'faceledger models register', or re-index the images into a new collection."
+            )
+        return analyzer
+
+    def listing(self) -> list[dict[str, object]]:
+        return [
+            {
+                "Name": name,
+                "FaceModelVersion": a.model.version,
+                "Dimension": a.model.dimension,
+                "ChipSize": a.model.chip_size,
+                "Default": a is self.default,
+            }
+            for name, a in sorted(self._by_name.items())
+        ]
+
+    def register(self, name: str, onnx_file: Path, spec: dict) -> FaceModel:
+        """Check ``onnx_file`` against ``spec`` and record it as model ``name``."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidParameterException("A model name is 1-64 characters of a-z, 0-9, '.', '_', '-'.")
+        if name in self._by_name:
+            raise InvalidParameterException(f"A face model {name!r} is registered already.")
+        record = {"path": str(Path(onnx_file).resolve()), "spec": {**spec, "name": name}}
+        model = self._operator_model(record)
+        write_private_file(self._dir / f"{name}.json", json.dumps({**record, "sha256": model.sha256}).encode())
+        self._add(name, model)
+        return model
+
+    def _operator_model(self, record: dict) -> OnnxFaceModel:
+        model = OnnxFaceModel(Path(record["path"]), OnnxModelSpec.from_dict(record["spec"]))
+        if "sha256" in record and record["sha256"] != model.sha256:
+            # a collection made with it would recognise nobody: say so rather than search badly
+            raise InvalidParameterException(
+                f"The file of face model {record['spec'].get('name')!r} ({record['path']}) changed since it was "
+                "registered: restore it, or register the new file under another name."
+            )
+        return model
+
+    def _add(self, name: str, model: FaceModel) -> None:
+        analyzer = FaceAnalyzer(detector=self.default.detector, model=model)
+        self._by_version[model.version] = analyzer
+        self._by_name[name] = analyzer

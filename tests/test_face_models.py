@@ -1,0 +1,97 @@
+"""Models per collection: an operator registers an ONNX network of their own, makes a collection
+with it beside a collection of the default model, calibrates it, indexes and searches it; a
+collection is never searched with another model's templates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_onnx_model import DIMENSION, conv_network
+from typer.testing import CliRunner
+
+import faceledger
+from faceledger.cli.main import app
+from faceledger.errors import InvalidParameterException
+from faceledger.vision.calibration import ThresholdRow, ThresholdTable
+from faceledger.vision.onnx_model import UncalibratedModelError
+
+from conftest import image_bytes
+
+runner = CliRunner()
+SPEC = {"input_size": 112, "dimension": DIMENSION, "mean": [127.5] * 3, "std": [128.0] * 3}
+OBAMA, OBAMA_2 = ("facerec_examples", "obama", "obama.jpg"), ("facerec_examples", "obama", "obama2.jpg")
+
+
+def _calibration() -> ThresholdTable:
+    """What 'faceledger calibrate' would store, made up for the tiny network."""
+    rows = tuple(
+        ThresholdRow(t, fmr, 0.0, fmr * 1.1 + 1e-7, 1, 0.1, 0.09, 0.11, 10)
+        for t, fmr in ((50.0, 1e-2), (70.0, 1e-5), (90.0, 0.0))
+    )
+    return ThresholdTable("my own photos", 1_000, 10_000_000, rows)
+
+
+def test_an_operator_model_indexes_and_searches_its_own_collections(tmp_path: Path) -> None:
+    network = conv_network(tmp_path / "mine.onnx")
+    data = tmp_path / "data"
+    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
+    registered = runner.invoke(
+        app,
+        [
+            "--data-dir",
+            str(data),
+            "models",
+            "register",
+            "mine",
+            "--onnx",
+            str(network),
+            "--spec",
+            str(tmp_path / "spec.json"),
+            "--json",
+        ],
+    )
+    assert registered.exit_code == 0, registered.output
+    version = json.loads(registered.stdout)["FaceModelVersion"]
+    assert version.startswith("mine-") and (data / "models" / "mine.json").stat().st_mode & 0o077 == 0
+    created = runner.invoke(app, ["--data-dir", str(data), "collection", "create", "own", "--model", "mine", "--json"])
+    assert created.exit_code == 0 and json.loads(created.stdout)["FaceModelVersion"] == version
+
+    with faceledger.open(data) as service:  # the registration outlives the process that made it
+        service.create_collection(collection_id="dlib")  # the default model, side by side
+        for collection in ("own", "dlib"):
+            service.index_faces(collection_id=collection, image=image_bytes(*OBAMA), external_image_id="obama")
+        listed = service.list_faces(collection_id="own")
+        assert listed["FaceModelVersion"] == version and len(listed["Faces"]) == 1
+        assert service.indexes.for_search("own")._index.d == DIMENSION
+        assert service.describe_collection(collection_id="own")["FaceledgerSearchThreshold"]["Status"] == "UNCALIBRATED"
+        with pytest.raises(UncalibratedModelError):  # no promise without a calibration of its own
+            service.search_faces_by_image(collection_id="own", image=image_bytes(*OBAMA_2))
+        service.set_threshold_table(collection_id="own", table=_calibration())
+        found = service.search_faces_by_image(collection_id="own", image=image_bytes(*OBAMA))
+        assert found["FaceModelVersion"] == version and found["FaceMatches"][0]["Similarity"] > 99.9
+        assert found["FaceledgerThreshold"]["Calibration"] == "my own photos"
+        dlib = service.search_faces_by_image(collection_id="dlib", image=image_bytes(*OBAMA_2))
+        assert dlib["FaceModelVersion"] == "dlib-resnet-v1+flip" and dlib["FaceMatches"]
+        versions = dict(zip(*service.list_collections().values(), strict=False))
+        assert versions == {"dlib": "dlib-resnet-v1+flip", "own": version}
+
+    network.write_bytes(network.read_bytes()[:-8] + b"changed!")  # the file is no longer that model
+    with faceledger.open(data) as service:
+        with pytest.raises(InvalidParameterException, match="does not run"):
+            service.search_faces_by_image(collection_id="own", image=image_bytes(*OBAMA))
+        assert service.describe_collection(collection_id="own")["FaceledgerSearchThreshold"]["Status"] == (
+            "MODEL_NOT_AVAILABLE"
+        )
+        assert service.search_faces_by_image(collection_id="dlib", image=image_bytes(*OBAMA_2))["FaceMatches"]
+
+
+def test_an_unknown_model_name_and_a_bad_network_are_refused(tmp_path: Path) -> None:
+    with faceledger.open(tmp_path) as service:
+        with pytest.raises(InvalidParameterException, match="No face model 'nope'"):
+            service.create_collection(collection_id="c", face_model="nope")
+        (tmp_path / "broken.onnx").write_bytes(b"not a network")
+        with pytest.raises(InvalidParameterException):
+            service.register_face_model(name="broken", onnx_file=str(tmp_path / "broken.onnx"), spec=SPEC)
+        assert [m["Name"] for m in service.models.listing()] == ["dlib-resnet-v1"]
