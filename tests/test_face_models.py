@@ -15,6 +15,7 @@ import faceledger
 from faceledger.cli.main import app
 from faceledger.errors import InvalidParameterException
 from faceledger.vision.calibration import ThresholdRow, ThresholdTable
+from faceledger.vision.model import DlibResNetModel
 from faceledger.vision.onnx_model import UncalibratedModelError
 
 from conftest import image_bytes
@@ -95,3 +96,39 @@ def test_an_unknown_model_name_and_a_bad_network_are_refused(tmp_path: Path) -> 
         with pytest.raises(InvalidParameterException):
             service.register_face_model(name="broken", onnx_file=str(tmp_path / "broken.onnx"), spec=SPEC)
         assert [m["Name"] for m in service.models.listing()] == ["dlib-resnet-v1"]
+
+
+def test_calibrate_measures_a_collection_with_its_own_model(tmp_path: Path) -> None:
+    from conftest import data_path
+
+    network = conv_network(tmp_path / "mine.onnx")
+    data = ["--data-dir", str(tmp_path / "data")]
+    with faceledger.open(tmp_path / "data") as service:
+        service.register_face_model(name="mine", onnx_file=str(network), spec=SPEC)
+        service.create_collection(collection_id="own", face_model="mine")
+    result = runner.invoke(
+        app,
+        [
+            *data,
+            "calibrate",
+            "--dataset",
+            str(data_path("lfw")),
+            "--collection",
+            "own",
+            "--limit-identities",
+            "150",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with faceledger.open(tmp_path / "data") as service:
+        table = service.threshold_table("own")
+        meaning = service.describe_collection(collection_id="own")["FaceledgerSearchThreshold"]
+    assert table.source.startswith("lfw:") and meaning["Status"] == "WITHIN_TARGET"
+    # a random network separates nobody: its table says so, where dlib's would not
+    assert table.at(80.0).fmr > DlibResNetModel().threshold_table().at(80.0).fmr * 10

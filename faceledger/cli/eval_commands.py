@@ -3,6 +3,7 @@ accuracy and stating what each threshold means."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,11 +60,17 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
 
 
 def _options(
-    flip: bool, face: str, cache_dir: Path | None, workers: int | None, on_progress: Callable[[int, int], None]
+    flip: bool,
+    face: str,
+    cache_dir: Path | None,
+    workers: int | None,
+    on_progress: Callable[[int, int], None],
+    model: Any = None,
 ) -> Any:
     from faceledger.eval.runs import EvalOptions
 
-    return EvalOptions(flip=flip, face=face, cache_dir=cache_dir, workers=workers, on_progress=on_progress)
+    options = EvalOptions(flip=flip, face=face, cache_dir=cache_dir, workers=workers, on_progress=on_progress)
+    return options if model is None else dataclasses.replace(options, model=model)
 
 
 def _evaluate(
@@ -76,11 +83,12 @@ def _evaluate(
     workers: int | None,
     out: Path | None,
     as_json: bool,
+    model: Any = None,
 ) -> Any:
     """Run an evaluation with a progress bar, write its report and print it; returns what
-    ``run`` returned."""
+    ``run`` returned. ``model``: the face model to measure (default: the shipped one)."""
     with _progress(not as_json) as update:
-        outcome = run(_options(flip, face, cache_dir, workers, update))
+        outcome = run(_options(flip, face, cache_dir, workers, update, model))
     _finish(outcome[1] if isinstance(outcome, tuple) else outcome, out, name, as_json)
     return outcome
 
@@ -217,6 +225,12 @@ def calibrate(
     --collection, searches of that collection then default to its safe threshold."""
     from faceledger.eval import runs
 
+    model = None
+    if collection is not None:  # measured with the model the collection's templates are made by
+        with open_service() as service:
+            own = service.models.analyzer(service.store.face_model_version(collection)).model
+        # the evaluation mirrors chips itself (--flip), and runs one network thread per worker
+        model = dataclasses.replace(own, flip=False, threads=1)
     table, _ = _evaluate(
         "calibration",
         lambda options: runs.calibrate(dataset, options, limit_identities=limit_identities),
@@ -226,6 +240,7 @@ def calibrate(
         workers=workers,
         out=out,
         as_json=as_json,
+        model=model,
     )
     if collection is not None:
         safe_search_threshold(table)  # refuses a table too small to show FMR <= 1e-4
