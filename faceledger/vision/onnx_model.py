@@ -162,9 +162,10 @@ class OnnxFaceModel:
         if input_type == "uint8":
             tensor = batch
         else:
-            mean = np.asarray(self.spec.mean, dtype=np.float32)
-            scale = 1.0 / np.asarray(self.spec.std, dtype=np.float32)
-            tensor = ((batch.astype(np.float32) - mean) * scale).astype(input_type, copy=False)
+            tensor = np.subtract(batch, np.asarray(self.spec.mean, dtype=np.float32), dtype=np.float32)
+            if self.spec.std != (1.0, 1.0, 1.0):
+                tensor *= 1.0 / np.asarray(self.spec.std, dtype=np.float32)
+            tensor = tensor.astype(input_type, copy=False)
         if self.spec.layout == "NCHW":
             tensor = tensor.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(tensor)
