@@ -152,6 +152,13 @@ def test_a_network_of_fixed_batch_size_embeds_any_number_of_chips(tmp_path: Path
     np.testing.assert_allclose(fixed.embed(chips), free.embed(chips), atol=1e-6)
 
 
+def test_many_chips_embed_in_runs_as_one_at_a_time(model: OnnxFaceModel) -> None:
+    rng = np.random.default_rng(6)
+    chips = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(19)]
+    together = model.embed(chips)
+    np.testing.assert_allclose(together, np.concatenate([model.embed([chip]) for chip in chips]), atol=1e-6)
+
+
 def _embed_in_worker(model: OnnxFaceModel) -> np.ndarray:
     return model.embed([np.full((112, 112, 3), 120, np.uint8)])
 
