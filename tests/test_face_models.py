@@ -132,3 +132,49 @@ def test_calibrate_measures_a_collection_with_its_own_model(tmp_path: Path) -> N
     assert table.source.startswith("lfw:") and meaning["Status"] == "WITHIN_TARGET"
     # a random network separates nobody: its table says so, where dlib's would not
     assert table.at(80.0).fmr > DlibResNetModel().threshold_table().at(80.0).fmr * 10
+
+
+def test_a_collection_moves_to_another_model_keeping_its_face_ids(tmp_path: Path) -> None:
+    from faceledger.service import find_image_files, index_files
+
+    from conftest import data_path
+
+    network = conv_network(tmp_path / "mine.onnx")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for person in ("obama", "biden"):
+        (folder / f"{person}.jpg").write_bytes(data_path("facerec_examples", person, f"{person}.jpg").read_bytes())
+    with faceledger.open(tmp_path / "data") as service:
+        service.register_face_model(name="mine", onnx_file=str(network), spec=SPEC)
+        service.create_collection(collection_id="c")
+        list(index_files(service, "c", folder, find_image_files(folder)))  # their files stay in the folder
+        kept = service.index_faces(collection_id="c", image=image_bytes(*OBAMA_2), store_image=True)
+        before = {f["FaceId"]: f.get("ExternalImageId") for f in service.list_faces(collection_id="c")["Faces"]}
+        service.create_user(collection_id="c", user_id="barack")
+        obama_ids = [i for i, ext in before.items() if ext == "obama.jpg"]
+        service.associate_faces(collection_id="c", user_id="barack", face_ids=obama_ids)
+
+        with pytest.raises(InvalidParameterException, match="cannot be moved"):  # the folder's files: where?
+            service.migrate_collection(collection_id="c", face_model="mine")
+        assert service.describe_collection(collection_id="c")["FaceModelVersion"] == "dlib-resnet-v1+flip"
+
+        moved = service.migrate_collection(collection_id="c", face_model="mine", source_root=str(folder))
+        assert moved["MovedFaces"] == len(before) and moved["ErasedFaceIds"] == []
+        after = service.list_faces(collection_id="c")
+        assert after["FaceModelVersion"] == moved["FaceModelVersion"] != "dlib-resnet-v1+flip"
+        assert {f["FaceId"]: f.get("ExternalImageId") for f in after["Faces"]} == before  # same ids, same names
+        assert {f["FaceId"] for f in after["Faces"] if f.get("UserId") == "barack"} == set(obama_ids)
+        assert service.indexes.for_search("c")._index.d == DIMENSION
+        service.set_threshold_table(collection_id="c", table=_calibration())
+        found = service.search_faces_by_image(collection_id="c", image=image_bytes(*OBAMA_2))
+        assert found["FaceMatches"][0]["Face"]["FaceId"] == kept["FaceRecords"][0]["Face"]["FaceId"]
+
+        service.register_face_model(
+            name="other", onnx_file=str(conv_network(tmp_path / "o.onnx", dimension=16)), spec={**SPEC, "dimension": 16}
+        )
+        (folder / "biden.jpg").unlink()  # one file gone: only erasure, accepted, moves the rest
+        dropped = service.migrate_collection(
+            collection_id="c", face_model="other", source_root=str(folder), drop_unavailable=True
+        )
+        assert len(dropped["ErasedFaceIds"]) == 1 and dropped["UnavailableImages"] == ["biden.jpg"]
+        assert service.describe_collection(collection_id="c")["FaceCount"] == len(before) - 1

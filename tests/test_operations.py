@@ -68,6 +68,7 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "rotate_template_key": {},
         "export_ledger": {"write": lambda entry: None},
         "check_data_directory": {},
+        "migrate_collection": {"collection_id": "c", "face_model": "nope"},
         "register_face_model": {
             "name": "mine",
             "onnx_file": "/no/such.onnx",

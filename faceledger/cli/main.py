@@ -87,6 +87,38 @@ def collection_create(
     render.emit(response, as_json, lambda r: render.console.print(f"Created collection {r['CollectionArn']}"))
 
 
+@collection_app.command("migrate")
+@reports_errors
+def collection_migrate(
+    collection_id: str,
+    model: Annotated[str, typer.Option("--model", help="The face model to move to (see 'faceledger models list').")],
+    from_folder: Annotated[
+        Path | None, typer.Option("--from-folder", help="The folder its images were indexed from (if not stored).")
+    ] = None,
+    drop_unavailable: Annotated[
+        bool,
+        typer.Option("--drop-unavailable", help="Erase the faces of images found neither stored nor in the folder."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a collection to another face model, keeping its face ids, users and consents."""
+    with open_service() as service:
+        response = service.migrate_collection(
+            collection_id=collection_id,
+            face_model=model,
+            source_root=str(from_folder) if from_folder is not None else None,
+            drop_unavailable=drop_unavailable,
+        )
+    render.emit(
+        response,
+        as_json,
+        lambda r: render.console.print(
+            f"Moved {r['MovedFaces']} face(s) of {collection_id} to {r['FaceModelVersion']}; "
+            f"erased {len(r['ErasedFaceIds'])}. Calibrate it for this model before searching it."
+        ),
+    )
+
+
 @collection_app.command("describe")
 @reports_errors
 def collection_describe(collection_id: str, as_json: JsonOption = False) -> None:

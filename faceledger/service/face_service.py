@@ -29,6 +29,7 @@ from faceledger.service.context import current_context
 from faceledger.service.data_directory import DataDirectory
 from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.migration import ModelMigration
 from faceledger.service.models import FaceModels
 from faceledger.service.policy_operations import PolicyOperations
 from faceledger.service.results import IndexFacesResult, Reply
@@ -89,6 +90,7 @@ class FaceService:
         self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, models)
         self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, models)
         self._users = UserOperations(self.store, self.templates, models)
+        self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
 
     @property
@@ -558,6 +560,25 @@ class FaceService:
         while another process, such as a running server, has the data directory open."""
         with self.data_directory.exclusive() as alone:  # held until the new key file is in place
             return self._run("RotateTemplateKey", lambda: self._admin.rotate_template_key(alone))
+
+    def migrate_collection(
+        self,
+        *,
+        collection_id: str,
+        face_model: str,
+        source_root: str | None = None,
+        drop_unavailable: bool = False,
+    ) -> Response:
+        """Move a collection to face model ``face_model``, keeping its face ids (service/migration.py):
+        images are read again from their stored pixels, or from ``source_root``, the folder they
+        were indexed from; refused if any is available neither way, unless ``drop_unavailable``
+        (their faces are then erased, with a receipt)."""
+        root = Path(source_root) if source_root is not None else None
+        return self._run(
+            "MigrateCollection",
+            lambda: self._migration.migrate(collection_id, face_model, root, drop_unavailable),
+            collection_id=collection_id,
+        )
 
     def register_face_model(self, *, name: str, onnx_file: str, spec: dict[str, Any]) -> Response:
         """Register an operator's ONNX embedding network as face model ``name`` (see

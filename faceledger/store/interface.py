@@ -251,6 +251,16 @@ class Store(ABC):
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None: ...
 
     @abstractmethod
+    def list_images(self, collection_id: str) -> list[ImageRecord]:
+        """Every image of the collection, with its stored content where it was kept."""
+
+    @abstractmethod
+    def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> list[str]:
+        """In one transaction: record ``face_model_version`` for the collection, replace the
+        template of every face in ``templates`` and delete its other faces (and images left
+        without any); returns the deleted face ids. The generation moves on."""
+
+    @abstractmethod
     def list_faces(
         self,
         collection_id: str,

@@ -249,6 +249,35 @@ class SQLiteStore(Store):
             image.collection_id, before, before + 1, {f.face_id: int(s) for f, s in zip(faces, seqs, strict=True)}, True
         )
 
+    def list_images(self, collection_id: str) -> list[ImageRecord]:
+        self.require_collection(collection_id)
+        rows = self.database.connection().execute(
+            "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
+            " face_count, indexed_at, source_path, content FROM images WHERE collection_id = ? ORDER BY indexed_at",
+            (collection_id,),
+        )
+        return [ImageRecord(*row) for row in rows]
+
+    def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> list[str]:
+        with self.database.unit_of_work(), self.database.write() as db:
+            self._bump_generation(db, collection_id)
+            db.execute(
+                "UPDATE collections SET face_model_version = ? WHERE collection_id = ?",
+                (face_model_version, collection_id),
+            )
+            db.executemany(
+                "UPDATE faces SET embedding = ? WHERE collection_id = ? AND face_id = ?",
+                [(sealed, collection_id, face_id) for face_id, sealed in templates.items()],
+            )
+            every = [
+                row[0] for row in db.execute("SELECT face_id FROM faces WHERE collection_id = ?", (collection_id,))
+            ]
+            gone = [face_id for face_id in every if face_id not in templates]
+            if gone:  # joins this transaction (the unit of work above)
+                self.set_face_users(collection_id, gone, None)
+                self.delete_faces(collection_id, gone)
+        return gone
+
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
         row = (
             self.database.connection()
