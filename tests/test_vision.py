@@ -231,3 +231,13 @@ def test_quality_reads_the_central_three_fifths_of_any_chip(size: int) -> None:
     quality = assess_quality(face, chip)
     assert quality.brightness == pytest.approx(100.0) and quality.sharpness == 0.0
     assert quality.face_size == 60.0
+
+
+def test_quality_does_not_depend_on_the_face_model() -> None:
+    """QualityFilter's bars were set on dlib's 150-pixel chip: another model's chip (here 64
+    pixels of the box) must not change what a face's quality is."""
+    pixels = read_image_file(data_path("detection_multi", "images", "facenetpt_multiface.jpg")).pixels
+    dlib_faces = FaceAnalyzer().analyze(pixels, embed=False)
+    other_faces = FaceAnalyzer(model=BoxHistogramModel()).analyze(pixels, embed=False)
+    assert [f.quality for f in other_faces] == [f.quality for f in dlib_faces]
+    assert other_faces[0].chip.shape == (64, 64, 3)

@@ -16,9 +16,9 @@ from faceledger.vision.blazeface import BlazeFaceDetector
 from faceledger.vision.detect import FaceDetector
 from faceledger.vision.face import Face
 from faceledger.vision.image import DecodedImage
-from faceledger.vision.landmarks import locate_landmarks
+from faceledger.vision.landmarks import align_chip, locate_landmarks
 from faceledger.vision.model import DlibResNetModel, FaceModel
-from faceledger.vision.quality import assess_quality
+from faceledger.vision.quality import QUALITY_CHIP_PADDING, QUALITY_CHIP_SIZE, assess_quality
 
 
 @dataclass
@@ -58,7 +58,14 @@ class FaceAnalyzer:
         for face in faces:
             face.landmarks = locate_landmarks(pixels, face)
             face.chip = self.model.align(pixels, face)
-            face.quality = assess_quality(face, face.chip)
+            # quality is measured on one reference chip whatever the model (QualityFilter's bars
+            # were set on it); dlib's model cuts exactly that chip
+            reference = (
+                face.chip
+                if isinstance(self.model, DlibResNetModel)
+                else align_chip(pixels, face, size=QUALITY_CHIP_SIZE, padding=QUALITY_CHIP_PADDING)
+            )
+            face.quality = assess_quality(face, reference)
         if embed:
             self.embed_faces(faces)
         return faces
