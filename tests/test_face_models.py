@@ -199,3 +199,22 @@ def test_faceres_is_added_as_a_model_kept_in_the_data_directory(tmp_path: Path, 
         service.create_collection(collection_id="c", face_model="faceres")
         assert service.list_faces(collection_id="c")["FaceModelVersion"].startswith("faceres-")
     assert (data / "models" / "faceres.onnx").stat().st_mode & 0o077 == 0
+
+
+def test_a_server_starts_and_loads_its_other_indexes_when_a_collections_model_is_gone(tmp_path: Path) -> None:
+    import time
+
+    from faceledger.api.server import background_duties
+
+    network = conv_network(tmp_path / "mine.onnx")
+    with faceledger.open(tmp_path / "data") as service:
+        service.register_face_model(name="mine", onnx_file=str(network), spec=SPEC)
+        service.create_collection(collection_id="a-own", face_model="mine")
+        service.create_collection(collection_id="b-dlib")
+        service.index_faces(collection_id="b-dlib", image=image_bytes(*OBAMA))
+    network.unlink()
+    with faceledger.open(tmp_path / "data") as service, background_duties(service, sign_every=3600):
+        deadline = time.monotonic() + 30
+        while "b-dlib" not in service.indexes._indexes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "b-dlib" in service.indexes._indexes  # loaded although "a-own" (first) could not be

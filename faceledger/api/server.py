@@ -14,6 +14,7 @@ import uvicorn
 
 from faceledger.api.app import ApiSettings, create_app
 from faceledger.api.connections import ConnectionGuard, guarded_protocol
+from faceledger.errors import FaceledgerError
 from faceledger.service import FaceService
 
 log = logging.getLogger("faceledger.api")
@@ -106,11 +107,13 @@ def background_duties(service: FaceService, sign_every: float = 60.0, purge_ever
     stop = threading.Event()
 
     def load_indexes() -> None:
-        try:
-            for collection_id in service.store.list_collection_ids(None, 1_000_000):
+        for collection_id in service.store.list_collection_ids(None, 1_000_000):
+            try:
                 service.indexes.for_search(collection_id)
-        except Exception:  # noqa: BLE001 - a search rebuilds whatever failed to load here
-            log.exception("loading the vector indexes failed")
+            except FaceledgerError as error:  # e.g. its face model is not run here: searches say so
+                log.warning("collection %s: index not loaded: %s", collection_id, error.message)
+            except Exception:  # noqa: BLE001 - a search rebuilds whatever failed to load here
+                log.exception("loading the vector index of %s failed", collection_id)
 
     def run() -> None:
         next_purge = time.monotonic()
