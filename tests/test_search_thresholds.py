@@ -105,3 +105,20 @@ def test_a_policy_floor_still_wins(service: FaceService) -> None:
     service.put_collection_policy(collection_id="c", min_threshold=95.0)
     meaning = service.search_faces_by_image(collection_id="c", image=image_bytes(*PROBE))["FaceledgerThreshold"]
     assert meaning["Threshold"] == 95.0 and meaning["Status"] == "WITHIN_TARGET"
+
+
+def test_the_search_command_says_what_its_threshold_means(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from faceledger.cli.main import app
+
+    from conftest import data_path
+
+    data = ["--data-dir", str(tmp_path)]
+    runner = CliRunner()
+    runner.invoke(app, [*data, "collection", "create", "c"])
+    runner.invoke(app, [*data, "index", str(data_path(*PROBE[:2])), "-c", "c"])
+    result = runner.invoke(app, [*data, "search", str(data_path(*PROBE)), "-c", "c"])
+    text = " ".join(result.stdout.split())
+    assert result.exit_code == 0 and "Threshold 88.5 over" in text
+    assert "expected false candidates per search at most" in text and "within the 1% target" in text

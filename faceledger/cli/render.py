@@ -86,6 +86,25 @@ def face_rows(faces: Sequence[dict[str, Any]]) -> list[list[object]]:
 FACE_COLUMNS = ("FaceId", "ExternalImageId", "UserId", "Box (% of image)", "Confidence")
 
 
+def threshold_meaning(meaning: dict[str, Any] | None) -> None:
+    """One line on what the search's threshold means at the collection's size."""
+    if meaning is None:
+        return
+    expected = meaning["ExpectedFalseCandidatesUpper95"]
+    said = {
+        "WITHIN_TARGET": "within the 1% target",
+        "ABOVE_TARGET": "more than the 1% target",
+        "TARGET_NOT_MEASURABLE": "the calibration cannot show the 1% target at this size",
+        "NOT_MEASURED": "below the calibrated range: nothing is known of its false matches",
+    }[meaning["Status"]]
+    bound = "unknown" if expected is None else f"at most {expected:.2g}"
+    console.print(
+        f"Threshold {meaning['Threshold']:g} over {meaning['TemplatesCompared']:,} face(s): expected false "
+        f"candidates per search {bound} (95%), {said}.",
+        highlight=False,
+    )
+
+
 def matches(response: dict[str, Any]) -> None:
     rows = [
         [
@@ -96,6 +115,7 @@ def matches(response: dict[str, Any]) -> None:
         ]
         for match in response["FaceMatches"]
     ]
+    threshold_meaning(response.get("FaceledgerThreshold"))
     if not rows:
         console.print("No face in the collection reaches the threshold.")
         return
