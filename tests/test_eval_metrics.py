@@ -94,3 +94,22 @@ def test_open_set_search_fnir_fpir_and_rank1() -> None:
     assert result.fpir(0.7) == Rate(0, 2) and result.fpir(0.5) == Rate(1, 2)
     assert result.fnir(0.85) == Rate(1, 2) and result.fnir(0.95) == Rate(2, 2)
     assert 0.6 < result.threshold_at_fpir(0.0) < 0.6 + 1e-9
+
+
+def test_flip_averaged_templates_are_kept_unit_length_for_models_of_unit_templates() -> None:
+    """The service stores unit(mean) for such models: evaluations must measure that, or their
+    tables read high (by 0.2-0.3 Similarity for faceres)."""
+    from faceledger.eval.embeddings import EmbeddedSet
+    from faceledger.vision.similarity import SimilarityScale
+
+    rng = np.random.default_rng(3)
+    unit = rng.normal(size=(4, 8))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    mirrored = unit + rng.normal(scale=0.3, size=unit.shape)
+    mirrored /= np.linalg.norm(mirrored, axis=1, keepdims=True)
+    scale = SimilarityScale(0.6, 80.0)
+    found = np.ones(4, dtype=bool)
+    averaged = EmbeddedSet(["a", "b", "c", "d"], unit, mirrored, found, scale).templates(flip=True)
+    np.testing.assert_allclose(np.linalg.norm(averaged, axis=1), 1.0, atol=1e-9)
+    dlib_like = EmbeddedSet(["a", "b", "c", "d"], unit * 1.4, mirrored * 1.4, found, scale).templates(flip=True)
+    np.testing.assert_allclose(dlib_like, (unit * 1.4 + mirrored * 1.4) / 2.0)  # dlib's are not unit: as before

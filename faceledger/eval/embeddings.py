@@ -56,8 +56,16 @@ class EmbeddedSet:
         return np.array([index[path] for path in paths], dtype=np.int64)
 
     def templates(self, flip: bool) -> np.ndarray:
-        """The vectors compared: plain, or the mean of plain and mirrored (flip TTA)."""
-        return (self.vectors + self.flipped) / 2.0 if flip else self.vectors
+        """The vectors compared, as the service stores them: plain, or the mean of plain and
+        mirrored (flip TTA), made unit length again where the model's templates are unit vectors
+        (operator ONNX models, faceres), as such a model does."""
+        if not flip:
+            return self.vectors
+        mean = (self.vectors + self.flipped) / 2.0
+        norms = np.linalg.norm(self.vectors[self.found], axis=1)
+        if len(norms) and np.allclose(norms, 1.0, atol=1e-3):
+            mean = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+        return mean
 
     @property
     def failures_to_acquire(self) -> list[str]:
