@@ -228,7 +228,7 @@ def calibrate(
     model = None
     if collection is not None:  # measured with the model the collection's templates are made by
         with open_service() as service:
-            own = service.models.analyzer(service.store.face_model_version(collection)).model
+            own = service.models.for_collection(collection).model
         # the evaluation mirrors chips itself (--flip), and runs one network thread per worker
         model = dataclasses.replace(own, flip=False, threads=1)
     table, _ = _evaluate(

@@ -76,7 +76,7 @@ class CollectionOperations:
 
     def _search_threshold(self, collection_id: str, faces: int) -> dict[str, object]:
         try:
-            self._models.analyzer(self._store.face_model_version(collection_id))  # searchable at all?
+            self._models.for_collection(collection_id)  # searchable at all?
             return self._limits.meaning(collection_id, faces).to_response()
         except UncalibratedModelError as error:  # searches are refused until a table is stored
             return {"Status": "UNCALIBRATED", "Message": error.message}

@@ -76,7 +76,7 @@ class FaceOperations:
     ) -> IndexFacesResult:
         """Detect faces and add them to a collection, all of them or none (one transaction).
         ``unique``: index nothing if the collection already holds the same image (by SHA-256)."""
-        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
+        analyzer = self._models.for_collection(collection_id)
         self._policies.require_consent(collection_id, external_image_id)
         # an image analysed ahead (bulk indexing) was aligned by the collection's model already
         analyzed = image if isinstance(image, AnalyzedImage) else analyzer.analyze_image(self._images.decode(image))

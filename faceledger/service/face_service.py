@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from faceledger.config import Settings
 from faceledger.errors import FaceledgerError
@@ -49,7 +49,6 @@ from faceledger.vision.calibration import ThresholdTable
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
 
-R = TypeVar("R")
 PURGE_BATCH = 1000  # faces erased per transaction (and ledger receipt) by a purge
 
 
@@ -68,9 +67,9 @@ class FaceService:
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
         self.ledger = Ledger(self.store.ledger, ledger_key_path(data_dir))
         self.analyzer = analyzer or FaceAnalyzer()
-        self.models = FaceModels(self.analyzer, data_dir)
+        self.models = FaceModels(self.analyzer, data_dir, self.store)
         self.indexes = VectorIndexRegistry(
-            lambda collection_id: self.models.analyzer(self.store.face_model_version(collection_id)).model.dimension,
+            lambda collection_id: self.models.for_collection(collection_id).model.dimension,
             self.templates.load,
             self.store.generation,
             persist_dir=data_dir / "index",
@@ -100,10 +99,6 @@ class FaceService:
             self._access = AccessControl(self.store.access_keys, load_secrets_key(self.settings.data_dir))
         return self._access
 
-    @property
-    def face_model_version(self) -> str:
-        return self.analyzer.model_version
-
     def close(self) -> None:
         self.indexes.save()
         self.store.close()
@@ -118,8 +113,14 @@ class FaceService:
     def _run(
         self, operation: str, effect: Callable[[], Any], *, collection_id: object = None, images: Iterable[object] = ()
     ) -> Response:
-        """Run one operation (see runner.py) and shape its result for the caller. A collection id
-        is checked inside the run, so that a malformed one is ledgered like any refusal."""
+        """Run one operation (see runner.py) and shape its result for the caller."""
+        return self._run_typed(operation, effect, collection_id=collection_id, images=images).to_response()
+
+    def _run_typed(
+        self, operation: str, effect: Callable[[], Any], *, collection_id: object = None, images: Iterable[object] = ()
+    ) -> Any:
+        """Run one operation and return its typed result. A collection id is checked inside the
+        run, so that a malformed one is ledgered like any refusal."""
         named = collection_id if isinstance(collection_id, str) else None
 
         def checked() -> Any:
@@ -127,7 +128,7 @@ class FaceService:
                 validation.collection_id(collection_id)
             return effect()
 
-        return self._runner.run(operation, checked, collection_id=named, images=images).to_response()
+        return self._runner.run(operation, checked, collection_id=named, images=images)
 
     def record_failure(self, operation: str, error: FaceledgerError, collection_id: str | None = None) -> None:
         """Ledger an operation refused before it reached the service (e.g. malformed on the wire)."""
@@ -284,7 +285,6 @@ class FaceService:
         (IndexFaces itself, as in Rekognition, indexes an image as often as it is sent.)"""
 
         def effect() -> IndexFacesResult:
-            validation.collection_id(collection_id)
             validation.external_image_id(external_image_id)
             level = validation.quality_filter(quality_filter)
             if max_faces is not None:
@@ -293,8 +293,7 @@ class FaceService:
                 collection_id, image, external_image_id, max_faces, level, store_image, source_path, only_new
             )
 
-        named = collection_id if isinstance(collection_id, str) else None
-        return self._runner.run("IndexFaces", effect, collection_id=named, images=[image])
+        return self._run_typed("IndexFaces", effect, collection_id=collection_id, images=[image])
 
     def find_indexed_image(self, *, collection_id: str, image_sha256: str) -> ImageRecord | None:
         """The image with this SHA-256 already indexed into the collection, if any (so that a

@@ -162,7 +162,7 @@ def index_files(
     """
     service.store.require_collection(collection_id)
     # images are analysed (in workers too) with the face model the collection records
-    analyzer = service.models.analyzer(service.store.face_model_version(collection_id))
+    analyzer = service.models.for_collection(collection_id)
     run = _FolderRun(
         service, analyzer, collection_id, root, validation.quality_filter(quality_filter), max_faces, store_images
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from faceledger.errors import InvalidParameterException
 from faceledger.keys.files import write_private_file
+from faceledger.store import Store
 from faceledger.vision import FaceAnalyzer
 from faceledger.vision.model import FaceModel
 from faceledger.vision.onnx_model import OnnxFaceModel
@@ -29,8 +30,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 class FaceModels:
-    def __init__(self, default: FaceAnalyzer, data_dir: Path) -> None:
+    def __init__(self, default: FaceAnalyzer, data_dir: Path, store: Store) -> None:
         self.default = default
+        self._store = store
         self._dir = data_dir / MODELS_DIR
         self._by_version: dict[str, FaceAnalyzer] = {default.model.version: default}
         self._by_name: dict[str, FaceAnalyzer] = {default.model.name: default}
@@ -60,6 +62,10 @@ class FaceModels:
                 "with 'faceledger models register', or re-index the images into a new collection."
             )
         return analyzer
+
+    def for_collection(self, collection_id: str) -> FaceAnalyzer:
+        """The analyzer of the model the collection records (ResourceNotFound for no collection)."""
+        return self.analyzer(self._store.face_model_version(collection_id))
 
     def listing(self) -> list[dict[str, object]]:
         return [

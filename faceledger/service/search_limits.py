@@ -127,7 +127,7 @@ class SearchLimits:
         if stored is not None:
             return ThresholdTable.from_dict(json.loads(stored))
         # an operator's model ships none: UncalibratedModelError until 'faceledger calibrate' stores one
-        return self._models.analyzer(self._store.face_model_version(collection_id)).model.threshold_table()
+        return self._models.for_collection(collection_id).model.threshold_table()
 
     def default_threshold(self, collection_id: str, comparisons: int | None = None) -> float:
         """The similarity a search of the collection uses when none is asked for, at its current

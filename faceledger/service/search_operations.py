@@ -20,6 +20,7 @@ from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
 from faceledger.vision.quality import QualityFilter
+from faceledger.vision.similarity import SimilarityScale
 
 
 class SearchOperations:
@@ -46,13 +47,18 @@ class SearchOperations:
     ) -> FaceSearchResult:
         """Faces of the collection similar to one of its own faces (itself excluded)."""
         validation.face_id(face_id)
-        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
+        analyzer = self._models.for_collection(collection_id)
         meaning, max_faces = self._limits.resolve(
             collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
         )
         _, probe = self._store.get_face(collection_id, face_id)
         matches = self._by_embedding(
-            collection_id, self._templates.embedding(probe), meaning.threshold, max_faces, exclude_face_ids=[face_id]
+            collection_id,
+            analyzer.model.similarity,
+            self._templates.embedding(probe),
+            meaning.threshold,
+            max_faces,
+            exclude_face_ids=[face_id],
         )
         review = self._reviews.hold(collection_id, "SearchFaces", face_id, matches)
         return FaceSearchResult(matches, analyzer.model.version, meaning, searched_face_id=face_id, review=review)
@@ -66,13 +72,19 @@ class SearchOperations:
         level: QualityFilter,
     ) -> FaceSearchResult:
         """Search the collection with the largest face of the image."""
-        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
+        analyzer = self._models.for_collection(collection_id)
         meaning, max_faces = self._limits.resolve(
             collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
         )
         decoded = self._images.decode(image)
         probe, _ = self._images.largest_face(decoded, level, analyzer=analyzer)
-        matches = self._by_embedding(collection_id, probe.embedding, meaning.threshold, max_faces)  # type: ignore[arg-type]
+        matches = self._by_embedding(
+            collection_id,
+            analyzer.model.similarity,
+            probe.embedding,
+            meaning.threshold,
+            max_faces,  # type: ignore[arg-type]
+        )
         review = self._reviews.hold(collection_id, "SearchFacesByImage", decoded.sha256, matches)
         return FaceSearchResult(
             matches,
@@ -94,7 +106,7 @@ class SearchOperations:
         """Users whose faces match a face of the collection, or the faces of a user."""
         if (user_id is None) == (face_id is None):
             raise InvalidParameterException("Give exactly one of UserId and FaceId.")
-        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
+        analyzer = self._models.for_collection(collection_id)
         self._limits.check_purpose(collection_id)
         if face_id is not None:
             validation.face_id(face_id)
@@ -112,7 +124,9 @@ class SearchOperations:
         meaning, max_users = self._limits.resolve(
             collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id, len(probes))
         )
-        matches = self._user_matches(collection_id, probes, meaning.threshold, max_users, exclude_user=user_id)
+        matches = self._user_matches(
+            collection_id, analyzer.model.similarity, probes, meaning.threshold, max_users, exclude_user=user_id
+        )
         return UserSearchResult(matches, analyzer.model.version, meaning, searched=searched)
 
     def users_by_image(
@@ -124,13 +138,19 @@ class SearchOperations:
         level: QualityFilter,
     ) -> UserSearchResult:
         """Users matching the largest face of the image; the other faces are listed as unsearched."""
-        analyzer = self._models.analyzer(self._store.face_model_version(collection_id))
+        analyzer = self._models.for_collection(collection_id)
         meaning, max_users = self._limits.resolve(
             collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id)
         )
         decoded = self._images.decode(image)
         probe, others = self._images.largest_face(decoded, level, with_others=True, analyzer=analyzer)
-        matches = self._user_matches(collection_id, [probe.embedding], meaning.threshold, max_users)  # type: ignore[list-item]
+        matches = self._user_matches(
+            collection_id,
+            analyzer.model.similarity,
+            [probe.embedding],
+            meaning.threshold,
+            max_users,  # type: ignore[list-item]
+        )
         return UserSearchResult(
             matches,
             analyzer.model.version,
@@ -147,6 +167,7 @@ class SearchOperations:
     def _by_embedding(
         self,
         collection_id: str,
+        scale: SimilarityScale,
         embedding: np.ndarray,
         threshold: float,
         max_faces: int,
@@ -156,7 +177,6 @@ class SearchOperations:
         index = self._indexes.for_search(collection_id)
         probe = np.asarray(embedding, dtype=np.float32)[None, :]
         neighbours = index.search(probe, max_faces + len(exclude_face_ids))[0]
-        scale = self._models.analyzer(self._store.face_model_version(collection_id)).model.similarity
         limit = scale.max_squared_distance(threshold)
         close = [n for n in neighbours if n.squared_distance <= limit + 1e-9]
         records = self._store.faces_by_seq(collection_id, [n.seq for n in close])
@@ -170,6 +190,7 @@ class SearchOperations:
     def _user_matches(
         self,
         collection_id: str,
+        scale: SimilarityScale,
         probes: list[np.ndarray],
         threshold: float,
         max_users: int,
@@ -178,7 +199,7 @@ class SearchOperations:
         """A user's similarity is the best similarity between any probe and any of its faces."""
         best: dict[str, float] = {}
         for probe in probes:
-            for similarity, record in self._by_embedding(collection_id, probe, threshold, MAX_PAGE_SIZE):
+            for similarity, record in self._by_embedding(collection_id, scale, probe, threshold, MAX_PAGE_SIZE):
                 if record.user_id is not None and record.user_id != exclude_user:
                     best[record.user_id] = max(similarity, best.get(record.user_id, 0.0))
         ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:max_users]

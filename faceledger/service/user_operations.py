@@ -75,7 +75,7 @@ class UserOperations:
 
     def _associate(self, collection_id: str, user_id: str, wanted: list[str], threshold: float) -> Response:
         self._store.get_user(collection_id, user_id)
-        scale = self._models.analyzer(self._store.face_model_version(collection_id)).model.similarity
+        scale = self._models.for_collection(collection_id).model.similarity
         records = {r.face_id: r for _, r in self._store.list_faces(collection_id, face_ids=wanted, limit=len(wanted))}
         owned = [
             self._templates.embedding(record)
