@@ -22,15 +22,14 @@ from faceledger.service.context import current_context
 from faceledger.service.operations import OPERATIONS
 from faceledger.store import Store
 
-T = TypeVar("T")
-# An image as a request gives it (encoded bytes) or as it is after decoding (with its SHA-256).
-ImageEvidence = object
-
 
 class Summarised(Protocol):
     """A result that says what the ledger keeps of it (ids and similarities, never free text)."""
 
     def ledger_summary(self) -> dict[str, Any]: ...
+
+
+T = TypeVar("T", bound=Summarised)
 
 
 class OperationRunner:
@@ -49,9 +48,10 @@ class OperationRunner:
         effect: Callable[[], T],
         *,
         collection_id: str | None = None,
-        images: Iterable[ImageEvidence] = (),
+        images: Iterable[object] = (),
     ) -> T:
-        """Run ``effect`` as ``operation`` on behalf of the current request context."""
+        """Run ``effect`` as ``operation`` on behalf of the current request context; ``images``
+        are its inputs as given (encoded bytes, or decoded with their SHA-256), hashed for the entry."""
         if getattr(self._running, "operation", None) is not None:
             # one operation, one entry: an operation built from others calls their effects
             raise RuntimeError(f"{operation} started inside {self._running.operation}")
@@ -62,7 +62,7 @@ class OperationRunner:
             self._access().authorize(current_context().caller, operation, collection_id)
             with self._store.unit_of_work():
                 result = effect()
-                entry.ended_at, entry.result = time.time(), _summary(result)
+                entry.ended_at, entry.result = time.time(), result.ledger_summary()
                 self._append(entry)
             return result
         except FaceledgerError as error:
@@ -105,14 +105,9 @@ class OperationRunner:
         self._append(entry)
 
 
-def _sha256(image: ImageEvidence) -> str | None:
+def _sha256(image: object) -> str | None:
     """The SHA-256 of an input image; None for what is no image (refused by the operation)."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return hashlib.sha256(bytes(image)).hexdigest()
     digest = getattr(image, "sha256", None)  # DecodedImage, AnalyzedImage
     return digest if isinstance(digest, str) else None
-
-
-def _summary(result: object) -> dict[str, Any]:
-    summarise = getattr(result, "ledger_summary", None)
-    return summarise() if summarise is not None else {}
