@@ -89,7 +89,7 @@ class FaceService:
         self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, models)
         self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, models)
         self._users = UserOperations(self.store, self.templates, models)
-        self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models)
+        self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models, self._policies)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
 
     @property

@@ -19,6 +19,7 @@ from faceledger.errors import InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.service.images import MAX_FACES_PER_IMAGE, ImageReader
 from faceledger.service.models import FaceModels
+from faceledger.service.policy_operations import PolicyOperations
 from faceledger.service.results import Reply
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
@@ -36,12 +37,14 @@ class ModelMigration:
         images: ImageReader,
         templates: TemplateVault,
         models: FaceModels,
+        policies: PolicyOperations,
     ) -> None:
         self._store = store
         self._indexes = indexes
         self._images = images
         self._templates = templates
         self._models = models
+        self._policies = policies
 
     def migrate(self, collection_id: str, face_model: str, source_root: Path | None, drop_unavailable: bool) -> Reply:
         target = self._models.named(face_model)
@@ -66,28 +69,27 @@ class ModelMigration:
             for record, face in pairs:
                 if face is not None:
                     templates[record.face_id] = self._templates.seal(record.face_id, face.embedding)  # type: ignore[arg-type]
-        lost = sum(len(v) for v in faces.values()) - len(templates)
+        lost = [record.face_id for records in faces.values() for record in records if record.face_id not in templates]
         if lost and not drop_unavailable:
             raise InvalidParameterException(
-                f"{lost} face(s) of collection {collection_id!r} cannot be moved: {len(unavailable)} image(s) are "
+                f"{len(lost)} face(s) of collection {collection_id!r} cannot be moved: {len(unavailable)} image(s) are "
                 f"neither stored nor found under the folder given ({', '.join(unavailable[:5])}"
                 f"{', ...' if len(unavailable) > 5 else ''}). Give the folder they were indexed from, or accept "
                 "that their faces are erased (drop_unavailable)."
             )
-        erased = self._store.move_to_model(collection_id, target.version, templates)
+        erased = self._policies.erase(collection_id, lost)  # a receipt in this operation's ledger entry
+        self._store.move_to_model(collection_id, target.version, templates)
         self._store.after_commit(lambda: self._indexes.drop(collection_id))  # another dimension: rebuilt
-        if erased:
-            self._store.after_commit(self._store.erase_traces)
         response = {
             "CollectionId": collection_id,
             "FaceModelVersion": target.version,
             "MovedFaces": len(templates),
-            "ErasedFaceIds": sorted(erased),
+            "ErasedFaceIds": erased,
             "UnavailableImages": unavailable,
         }
         return Reply(
             response,
-            {"FaceModelVersion": target.version, "MovedFaces": len(templates), "ErasedFaceIds": sorted(erased)},
+            {"FaceModelVersion": target.version, "MovedFaces": len(templates), "ErasedFaceIds": erased},
         )
 
     def _faces_by_image(self, collection_id: str) -> dict[str, list[FaceRecord]]:

@@ -255,10 +255,10 @@ class Store(ABC):
         """Every image of the collection, with its stored content where it was kept."""
 
     @abstractmethod
-    def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> list[str]:
-        """In one transaction: record ``face_model_version`` for the collection, replace the
-        template of every face in ``templates`` and delete its other faces (and images left
-        without any); returns the deleted face ids. The generation moves on."""
+    def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> None:
+        """In one transaction: record ``face_model_version`` for the collection and replace the
+        template of every face in ``templates`` (a face id to its new sealed template). The
+        generation moves on."""
 
     @abstractmethod
     def list_faces(

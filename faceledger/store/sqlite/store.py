@@ -258,8 +258,8 @@ class SQLiteStore(Store):
         )
         return [ImageRecord(*row) for row in rows]
 
-    def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> list[str]:
-        with self.database.unit_of_work(), self.database.write() as db:
+    def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> None:
+        with self.database.write() as db:
             self._bump_generation(db, collection_id)
             db.execute(
                 "UPDATE collections SET face_model_version = ? WHERE collection_id = ?",
@@ -269,14 +269,6 @@ class SQLiteStore(Store):
                 "UPDATE faces SET embedding = ? WHERE collection_id = ? AND face_id = ?",
                 [(sealed, collection_id, face_id) for face_id, sealed in templates.items()],
             )
-            every = [
-                row[0] for row in db.execute("SELECT face_id FROM faces WHERE collection_id = ?", (collection_id,))
-            ]
-            gone = [face_id for face_id in every if face_id not in templates]
-            if gone:  # joins this transaction (the unit of work above)
-                self.set_face_users(collection_id, gone, None)
-                self.delete_faces(collection_id, gone)
-        return gone
 
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:
         row = (
