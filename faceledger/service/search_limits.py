@@ -35,7 +35,7 @@ from faceledger.service import validation
 from faceledger.service.context import current_context
 from faceledger.service.models import FaceModels
 from faceledger.service.validation import MAX_PAGE_SIZE
-from faceledger.store import Store
+from faceledger.store import CollectionPolicy, Store
 from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
 
 DEFAULT_MAX_RESULTS = 100
@@ -144,8 +144,9 @@ class SearchLimits:
             return threshold_meaning(table, threshold, comparisons, self.target_fpir, None)
         return default_meaning(table, comparisons, self.target_fpir)
 
-    def check_purpose(self, collection_id: str) -> None:
-        policy = self._store.policies.policy(collection_id)
+    def check_purpose(self, collection_id: str, policy: CollectionPolicy | None = None) -> None:
+        """Refuse a search without a declared purpose and case where the policy demands them."""
+        policy = policy or self._store.policies.policy(collection_id)
         context = current_context()
         if policy.purpose_required and not (context.purpose and context.case_ref):
             raise AccessDeniedException(
@@ -164,8 +165,8 @@ class SearchLimits:
         """(what the threshold used means, result cap) for one search; ``name`` is the request
         member of the threshold (FaceMatchThreshold, UserMatchThreshold) for error messages;
         ``comparisons`` counts the templates the search will compare (asked only once allowed)."""
-        self.check_purpose(collection_id)
         policy = self._store.policies.policy(collection_id)
+        self.check_purpose(collection_id, policy)
         if threshold is not None:
             threshold = validation.percent(threshold, name)
             if policy.min_threshold is not None and threshold < policy.min_threshold:
