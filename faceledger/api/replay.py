@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from faceledger.api.sigv4 import IncompleteSignatureException, Verified
 from faceledger.errors import FaceledgerError, ThrottlingException
-from faceledger.service.operations import OPERATIONS
+from faceledger.service.operations import operation_names
 
 
 class ReplayedRequestException(FaceledgerError):
@@ -29,14 +29,7 @@ class ReplayedRequestException(FaceledgerError):
     http_status = 503  # retried by SDKs, which sign the retry anew
 
 
-def _operations(*names: str) -> frozenset[str]:
-    unknown = set(names) - OPERATIONS.keys()
-    if unknown:  # a typo here would make a read refuse its replays, or worse the reverse
-        raise ValueError(f"not operations: {sorted(unknown)}")
-    return frozenset(names)
-
-
-READ_OPERATIONS = _operations(
+READ_OPERATIONS = operation_names(
     "DescribeCollection",
     "ListCollections",
     "ListTagsForResource",

@@ -26,7 +26,7 @@ from faceledger.errors import AccessDeniedException, InternalServerError, Invali
 from faceledger.keys.files import load_or_create_key
 from faceledger.keys.sealing import LabelMismatch, SealingKey
 from faceledger.service import validation
-from faceledger.service.operations import OPERATIONS
+from faceledger.service.operations import OPERATIONS, operation_names
 from faceledger.store import AccessKey, AccessKeyRepository
 
 SECRETS_KEY_ENV = "FACELEDGER_SECRETS_KEY"
@@ -51,18 +51,11 @@ class Role(str, Enum):
     REVIEWER = "reviewer"
 
 
-def _operations(*names: str) -> frozenset[str]:
-    unknown = set(names) - OPERATIONS.keys()
-    if unknown:  # a typo here would silently deny an operation to everyone
-        raise ValueError(f"not operations: {sorted(unknown)}")
-    return frozenset(names)
-
-
-_READ = _operations("DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy")
+_READ = operation_names("DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy")
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset(OPERATIONS),
     Role.INDEXER: _READ
-    | _operations(
+    | operation_names(
         "DetectFaces",
         "IndexFaces",
         "ListFaces",
@@ -76,7 +69,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "WithdrawConsent",
     ),
     Role.SEARCHER: _READ
-    | _operations(
+    | operation_names(
         "DetectFaces",
         "CompareFaces",
         "SearchFaces",
@@ -84,8 +77,8 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "SearchUsers",
         "SearchUsersByImage",
     ),
-    Role.AUDITOR: _READ | _operations("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"),
-    Role.REVIEWER: _READ | _operations("GetReviewCase", "ListReviewCases", "DecideReview"),
+    Role.AUDITOR: _READ | operation_names("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"),
+    Role.REVIEWER: _READ | operation_names("GetReviewCase", "ListReviewCases", "DecideReview"),
 }
 
 

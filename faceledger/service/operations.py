@@ -92,3 +92,12 @@ OPERATIONS: dict[str, Operation] = {
 def offered_at(door: Door) -> frozenset[str]:
     """Names of the operations offered at ``door``."""
     return frozenset(name for name, operation in OPERATIONS.items() if operation.door is door)
+
+
+def operation_names(*names: str) -> frozenset[str]:
+    """``names`` as a set, each checked against the registry: a misspelt name in a rule (who may
+    call what, which calls may be replayed) would otherwise silently match nothing."""
+    unknown = set(names) - OPERATIONS.keys()
+    if unknown:
+        raise ValueError(f"not operations: {sorted(unknown)}")
+    return frozenset(names)
