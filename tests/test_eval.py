@@ -206,3 +206,8 @@ def test_thresholds_command_prices_each_threshold_at_a_gallery_size(tmp_path: Pa
     runner.invoke(app, [*data, "collection", "create", "c"])
     empty = json.loads(runner.invoke(app, [*data, "thresholds", "--collection", "c", "--json"]).stdout)
     assert empty["faces"] == 0 and empty["default_search_threshold"]["Threshold"] == 88.5
+
+
+def test_thresholds_refuses_a_negative_gallery() -> None:
+    result = runner.invoke(app, ["thresholds", "--faces", "-5"])
+    assert result.exit_code == 2 and "greater than or equal to 0" in " ".join(result.output.split())

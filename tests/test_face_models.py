@@ -218,3 +218,26 @@ def test_a_server_starts_and_loads_its_other_indexes_when_a_collections_model_is
         while "b-dlib" not in service.indexes._indexes and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "b-dlib" in service.indexes._indexes  # loaded although "a-own" (first) could not be
+
+
+def test_bad_model_registrations_and_migrations_are_refused_clearly(tmp_path: Path) -> None:
+    network = conv_network(tmp_path / "mine.onnx")
+    data = ["--data-dir", str(tmp_path / "data")]
+    (tmp_path / "spec.json").write_text("{not json")
+    bad_spec = runner.invoke(
+        app, [*data, "models", "register", "mine", "--onnx", str(network), "--spec", str(tmp_path / "spec.json")]
+    )
+    assert bad_spec.exit_code == 2 and "is not a JSON model spec" in bad_spec.stderr
+    with faceledger.open(tmp_path / "data") as service:
+        with pytest.raises(InvalidParameterException, match="model name"):
+            service.register_face_model(name="Bad Name!", onnx_file=str(network), spec=SPEC)
+        service.register_face_model(name="mine", onnx_file=str(network), spec=SPEC)
+        with pytest.raises(InvalidParameterException, match="registered already"):
+            service.register_face_model(name="mine", onnx_file=str(network), spec=SPEC)
+        service.create_collection(collection_id="c", face_model="mine")
+        with pytest.raises(InvalidParameterException, match="already"):
+            service.migrate_collection(collection_id="c", face_model="mine")
+        with pytest.raises(InvalidParameterException, match="No face model 'nope'"):
+            service.migrate_collection(collection_id="c", face_model="nope")
+        entries = [e for e in service.ledger.entries() if e.operation in ("RegisterFaceModel", "MigrateCollection")]
+    assert [e.outcome for e in entries] == ["error", "ok", "error", "error", "error"]

@@ -291,3 +291,14 @@ def test_the_ledger_key_can_live_outside_the_data_directory(tmp_path: Path, monk
     _ledger_with_entries(tmp_path / "data")
     assert key.exists() and not (tmp_path / "data" / "ledger.key").exists()
     assert _verify(tmp_path / "data")[0] == 0
+
+
+def test_anchoring_an_empty_ledger_and_a_bad_anchor_file_are_clear_errors(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    empty = runner.invoke(app, [*data, "audit", "anchor", "--out", str(tmp_path / "anchors.jsonl")])
+    assert empty.exit_code == 2 and "The ledger is empty" in empty.stderr
+    (tmp_path / "bad.jsonl").write_text("not an anchor\n")
+    bad = runner.invoke(app, [*data, "audit", "verify", "--anchor", str(tmp_path / "bad.jsonl")])
+    assert bad.exit_code == 2 and "is not an anchor file" in bad.stderr
+    missing = runner.invoke(app, [*data, "audit", "verify", "--anchor", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 2 and "is not an anchor file" in missing.stderr

@@ -260,7 +260,7 @@ def thresholds(
     ] = None,
     faces: Annotated[
         int | None,
-        typer.Option(help="Gallery size to show false candidates per search for (default: the collection's)."),
+        typer.Option(min=0, help="Gallery size to show false candidates per search for (default: the collection's)."),
     ] = None,
     every: Annotated[float, typer.Option(help="Show every Nth similarity step (the table has 0.5 steps).")] = 2.5,
     as_json: JsonOption = False,
