@@ -251,8 +251,9 @@ class Store(ABC):
     def find_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None: ...
 
     @abstractmethod
-    def list_images(self, collection_id: str) -> list[ImageRecord]:
-        """Every image of the collection, with its stored content where it was kept."""
+    def list_images(self, collection_id: str) -> Iterator[ImageRecord]:
+        """Every image of the collection, with its stored content where it was kept, one at a
+        time (stored pixels can be many megabytes each)."""
 
     @abstractmethod
     def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -249,14 +249,14 @@ class SQLiteStore(Store):
             image.collection_id, before, before + 1, {f.face_id: int(s) for f, s in zip(faces, seqs, strict=True)}, True
         )
 
-    def list_images(self, collection_id: str) -> list[ImageRecord]:
+    def list_images(self, collection_id: str) -> Iterator[ImageRecord]:
         self.require_collection(collection_id)
         rows = self.database.connection().execute(
             "SELECT image_id, collection_id, image_sha256, external_image_id, width, height,"
             " face_count, indexed_at, source_path, content FROM images WHERE collection_id = ? ORDER BY indexed_at",
             (collection_id,),
         )
-        return [ImageRecord(*row) for row in rows]
+        yield from (ImageRecord(*row) for row in rows)
 
     def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> None:
         with self.database.write() as db:
