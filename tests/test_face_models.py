@@ -182,22 +182,28 @@ def test_a_collection_moves_to_another_model_keeping_its_face_ids(tmp_path: Path
 
 def test_faceres_is_added_as_a_model_kept_in_the_data_directory(tmp_path: Path, monkeypatch) -> None:
     """The wiring of 'models add-faceres' (the real network is checked by benchmarks/faceres_check.py:
-    tests never need npm): what it installs and converts is registered under 'faceres', and a copy
-    of the network is kept in the data directory."""
+    tests never need npm): what it installs and converts is registered under 'faceres', a copy
+    of the network is kept in the data directory, and its fusion with dlib's ResNet is registered
+    as 'dlib-faceres' (without the shipped table, which belongs to the real network only)."""
     from faceledger.vision import faceres
     from faceledger.vision.onnx_spec import OnnxModelSpec
 
     network = conv_network(tmp_path / "converted.onnx")
     monkeypatch.setattr(faceres, "install_faceres", lambda source: tmp_path)
     monkeypatch.setattr(faceres, "faceres_onnx", lambda folder: network)
-    monkeypatch.setattr(faceres, "FACERES_SPEC", OnnxModelSpec.from_dict({**SPEC, "name": "faceres"}))
+    spec = {**SPEC, "name": "faceres", "alignment": "dlib-chip", "padding": 0.4}
+    monkeypatch.setattr(faceres, "FACERES_SPEC", OnnxModelSpec.from_dict(spec))
     data = tmp_path / "data"
     result = runner.invoke(app, ["--data-dir", str(data), "models", "add-faceres", "--json"])
     assert result.exit_code == 0, result.output
+    added = {m["Name"]: m for m in json.loads(result.stdout)["FaceModels"]}
+    assert added["dlib-faceres"]["FaceModelVersion"].startswith("fusion[dlib-resnet-v1*0.812,faceres-")
+    assert added["dlib-faceres"]["ShippedCalibration"] is None
     network.unlink()  # the cache may be cleared: the model stays
     with faceledger.open(data) as service:
         service.create_collection(collection_id="c", face_model="faceres")
         assert service.list_faces(collection_id="c")["FaceModelVersion"].startswith("faceres-")
+        service.create_collection(collection_id="fused", face_model="dlib-faceres")
     assert (data / "models" / "faceres.onnx").stat().st_mode & 0o077 == 0
 
 

@@ -69,6 +69,12 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "export_ledger": {"write": lambda entry: None},
         "check_data_directory": {},
         "migrate_collection": {"collection_id": "c", "face_model": "nope"},
+        "register_fused_face_model": {
+            "name": "f",
+            "parts": ["dlib-resnet-v1", "nope"],
+            "weights": [1, 1],
+            "reference_cosine": 0.5,
+        },
         "register_face_model": {
             "name": "mine",
             "onnx_file": "/no/such.onnx",

@@ -12,7 +12,7 @@ import pytest
 import faceledger
 import faceledger.index.vector_index as vector_index
 from faceledger.eval.embeddings import EmbeddingConfig, embed_images
-from faceledger.index.vector_index import CollectionIndex
+from faceledger.index.vector_index import CollectionIndex, TemplateLayout
 from faceledger.keys.templates import TemplateCipher
 
 from conftest import data_path, image_bytes
@@ -63,6 +63,50 @@ def test_tombstones_and_encrypted_save_load(tmp_path: Path, lfw_sample) -> None:
     loaded = CollectionIndex.load(path, 7, cipher)
     assert [n.seq for n in loaded.search(probes[:3], 5)[1]] == [n.seq for n in index.search(probes[:3], 5)[1]]
     assert best not in [n.seq for n in loaded.search(probes[:1], 10)[0]]
+
+
+def _fused_gallery(templates: np.ndarray, extra: int) -> np.ndarray:
+    """Fused-model-like templates: real dlib templates (unit) leading, a correlated 64-d part after
+    (a fixed projection of the same face plus noise), weighted 0.8 / 0.2 as vision/fusion.py does."""
+    rng = np.random.default_rng(1)
+    synthetic = rng.multivariate_normal(templates.mean(0), np.cov(templates, rowvar=False), extra)
+    lead = np.concatenate([templates, synthetic])
+    lead /= np.linalg.norm(lead, axis=1, keepdims=True)
+    other = lead @ rng.normal(size=(128, 64)) + 0.05 * rng.normal(size=(len(lead), 64))
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    return np.hstack([np.sqrt(0.8) * lead, np.sqrt(0.2) * other]).astype(np.float32)
+
+
+def test_a_graph_on_the_leading_part_reranked_on_full_templates(tmp_path: Path, lfw_sample) -> None:
+    templates, _ = lfw_sample
+    gallery = _fused_gallery(templates, 10_000)
+    probes = gallery[: len(templates)] + np.float32(0.02) * np.random.default_rng(2).normal(size=(len(templates), 192))
+    seqs = np.arange(len(gallery))
+    exact = CollectionIndex(192, seqs, gallery, 1, approximate=False)
+    prefixed = CollectionIndex(TemplateLayout(192, candidates=128), seqs, gallery, 3, approximate=True)
+    assert prefixed.candidates == 128 and len(prefixed) == len(gallery)
+    found = wanted = 0
+    for probe in probes.astype(np.float32):
+        want = exact.search(probe[None, :], 5)[0]
+        got = prefixed.search(probe[None, :], 5)[0]
+        found += len({n.seq for n in got} & {n.seq for n in want})
+        wanted += len(want)
+        # distances are the full templates' (exact), not the leading part's
+        assert got[0].squared_distance == pytest.approx(float(((gallery[got[0].seq] - probe) ** 2).sum()), abs=1e-5)
+    assert found / wanted >= 0.99
+    best = prefixed.search(probes[:1].astype(np.float32), 1)[0][0].seq
+    prefixed.remove([best])
+    cipher = TemplateCipher(os.urandom(32))
+    prefixed.save(tmp_path / "f.faiss", cipher)
+    loaded = CollectionIndex.load(tmp_path / "f.faiss", 3, cipher)
+    assert loaded is not None and loaded.candidates == 128
+    again = loaded.search(probes[:3].astype(np.float32), 5)
+    assert [[n.seq for n in row] for row in again] == [
+        [n.seq for n in row] for row in prefixed.search(probes[:3].astype(np.float32), 5)
+    ]
+    assert best not in [n.seq for n in again[0]]
+    loaded.add([len(gallery)], gallery[:1])  # a face added after loading is searchable at once
+    assert loaded.search(gallery[:1], 2)[0][0].seq in (0, len(gallery))
 
 
 def test_service_saves_and_reuses_the_approximate_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

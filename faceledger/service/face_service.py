@@ -19,7 +19,7 @@ from typing import Any
 
 from faceledger.config import Settings
 from faceledger.errors import FaceledgerError
-from faceledger.index import VectorIndexRegistry
+from faceledger.index import TemplateLayout, VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
 from faceledger.service.access import AccessControl, load_secrets_key
@@ -69,7 +69,7 @@ class FaceService:
         self.analyzer = analyzer or FaceAnalyzer()
         self.models = FaceModels(self.analyzer, data_dir, self.store)
         self.indexes = VectorIndexRegistry(
-            lambda collection_id: self.models.for_collection(collection_id).model.dimension,
+            self._template_layout,
             self.templates.load,
             self.store.generation,
             persist_dir=data_dir / "index",
@@ -91,6 +91,10 @@ class FaceService:
         self._users = UserOperations(self.store, self.templates, models)
         self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models, self._policies)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
+
+    def _template_layout(self, collection_id: str) -> TemplateLayout:
+        model = self.models.for_collection(collection_id).model
+        return TemplateLayout(model.dimension, model.candidate_dimension)
 
     @property
     def access(self) -> AccessControl:
@@ -594,6 +598,28 @@ class FaceService:
             )
 
         return self._run("RegisterFaceModel", effect)
+
+    def register_fused_face_model(
+        self, *, name: str, parts: Sequence[str], weights: Sequence[float], reference_cosine: float
+    ) -> Response:
+        """Register the score-level fusion of the registered models ``parts`` with ``weights``
+        as face model ``name`` (vision/fusion.py): its Similarity is the weighted sum of the parts'
+        cosines, ``reference_cosine`` of it reporting 80."""
+
+        def effect() -> Reply:
+            model = self.models.register_fusion(name, parts, weights, reference_cosine)
+            shipped = model.threshold_table().source if model.table is not None else None
+            return Reply(
+                {
+                    "Name": name,
+                    "FaceModelVersion": model.version,
+                    "Dimension": model.dimension,
+                    "ShippedCalibration": shipped,
+                },
+                {"Name": name, "FaceModelVersion": model.version},
+            )
+
+        return self._run("RegisterFusedFaceModel", effect)
 
     def check_data_directory(self) -> Response:
         """Problems with the data directory: the ledger's chain and signatures, templates that

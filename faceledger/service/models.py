@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from faceledger.errors import InvalidParameterException
 from faceledger.keys.files import write_private_file
 from faceledger.store import Store
 from faceledger.vision import FaceAnalyzer
+from faceledger.vision.fusion import FusedFaceModel, fused_model
 from faceledger.vision.model import FaceModel
 from faceledger.vision.onnx_model import OnnxFaceModel
 from faceledger.vision.onnx_spec import OnnxModelSpec
@@ -36,11 +38,13 @@ class FaceModels:
         self._dir = data_dir / MODELS_DIR
         self._by_version: dict[str, FaceAnalyzer] = {default.model.version: default}
         self._by_name: dict[str, FaceAnalyzer] = {default.model.name: default}
-        for record in sorted(self._dir.glob("*.json")) if self._dir.exists() else []:
+        records = [(path.stem, json.loads(path.read_text())) for path in sorted(self._dir.glob("*.json"))]
+        # networks first: a fusion is made of models registered before it
+        for name, record in sorted(records, key=lambda item: "fusion" in item[1]):
             try:
-                self._add(record.stem, self._operator_model(json.loads(record.read_text())))
+                self._add(name, self._fused_model(name, record) if "fusion" in record else self._operator_model(record))
             except InvalidParameterException as error:  # its collections answer that it is missing
-                log.warning("face model %s not loaded: %s", record.stem, error.message)
+                log.warning("face model %s not loaded: %s", name, error.message)
 
     def named(self, name: str | None) -> FaceModel:
         """The model called ``name`` (None: the default)."""
@@ -79,14 +83,30 @@ class FaceModels:
             for name, a in sorted(self._by_name.items())
         ]
 
+    def register_fusion(
+        self, name: str, parts: Sequence[str], weights: Sequence[float], reference_cosine: float
+    ) -> FusedFaceModel:
+        """Record the fusion of the models named ``parts`` (vision/fusion.py) as model ``name``.
+        Its threshold table is the shipped one where exactly that fusion was measured, else none
+        (``faceledger calibrate``)."""
+        self._check_new_name(name)
+        record = {
+            "fusion": {
+                "parts": list(parts),
+                "weights": [float(w) for w in weights],
+                "reference_cosine": reference_cosine,
+            }
+        }
+        model = self._fused_model(name, record)
+        write_private_file(self._dir / f"{name}.json", json.dumps(record).encode())
+        self._add(name, model)
+        return model
+
     def register(self, name: str, onnx_file: Path, spec: dict, *, keep_copy: bool = False) -> FaceModel:
         """Check ``onnx_file`` against ``spec`` and record it as model ``name``. ``keep_copy``:
         copy the file into the data directory (0600) and use the copy, so that nothing outside
         the data directory (a cache, a download folder) has to stay for the model to run."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise InvalidParameterException("A model name is 1-64 characters of a-z, 0-9, '.', '_', '-'.")
-        if name in self._by_name:
-            raise InvalidParameterException(f"A face model {name!r} is registered already.")
+        self._check_new_name(name)
         path = Path(onnx_file).resolve()
         if keep_copy:
             OnnxFaceModel(path, OnnxModelSpec.from_dict({**spec, "name": name}))  # refuse before copying
@@ -98,6 +118,25 @@ class FaceModels:
         write_private_file(self._dir / f"{name}.json", json.dumps({**record, "sha256": model.sha256}).encode())
         self._add(name, model)
         return model
+
+    def _check_new_name(self, name: object) -> None:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidParameterException("A model name is 1-64 characters of a-z, 0-9, '.', '_', '-'.")
+        if name in self._by_name:
+            raise InvalidParameterException(f"A face model {name!r} is registered already.")
+
+    def _fused_model(self, name: str, record: dict) -> FusedFaceModel:
+        fusion = record["fusion"]
+        parts = fusion.get("parts")
+        if not isinstance(parts, list) or len(set(map(str, parts))) != len(parts):
+            raise InvalidParameterException("A fusion names each of its models once.")
+        models = tuple(self.named(str(part)) for part in parts)
+        try:
+            weights = tuple(float(w) for w in fusion["weights"])
+            reference = float(fusion["reference_cosine"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidParameterException("A fusion needs numeric weights and a reference cosine.") from None
+        return fused_model(name, models, weights, reference)
 
     def _operator_model(self, record: dict) -> OnnxFaceModel:
         model = OnnxFaceModel(Path(record["path"]), OnnxModelSpec.from_dict(record["spec"]))

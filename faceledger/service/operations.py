@@ -83,6 +83,7 @@ OPERATIONS: dict[str, Operation] = {
             "Purge",
             "CheckDataDirectory",
             "RegisterFaceModel",
+            "RegisterFusedFaceModel",
             "MigrateCollection",
         ),
     )

@@ -109,6 +109,10 @@ class OnnxFaceModel:
         return self.spec.dimension
 
     @property
+    def candidate_dimension(self) -> None:
+        return None
+
+    @property
     def similarity(self) -> SimilarityScale:
         return self.spec.similarity
 
@@ -131,9 +135,9 @@ class OnnxFaceModel:
         if batch.shape[1:] != (side, side, 3):
             raise ValueError(f"chips must be {side}x{side} RGB, got {batch.shape[1:]}")
         if self.flip:
-            both = _unit(self._run(np.concatenate([batch, batch[:, :, ::-1]])))
-            return _unit(both[: len(batch)] + both[len(batch) :])
-        return _unit(self._run(batch))
+            both = unit_length(self._run(np.concatenate([batch, batch[:, :, ::-1]])))
+            return unit_length(both[: len(batch)] + both[len(batch) :])
+        return unit_length(self._run(batch))
 
     def threshold_table(self) -> ThresholdTable:
         raise UncalibratedModelError(
@@ -172,7 +176,7 @@ class OnnxFaceModel:
         return np.ascontiguousarray(tensor)
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit_length(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 

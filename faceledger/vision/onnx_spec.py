@@ -117,9 +117,7 @@ class OnnxModelSpec:
 
     @property
     def similarity(self) -> SimilarityScale:
-        # Unit vectors: squared distance = 2 - 2 * cosine.
-        distance = math.sqrt(2.0 - 2.0 * self.reference_cosine)
-        return SimilarityScale(reference_distance=distance, reference_similarity=self.reference_similarity)
+        return SimilarityScale.for_cosine(self.reference_cosine, self.reference_similarity)
 
 
 def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:

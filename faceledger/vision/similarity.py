@@ -20,6 +20,7 @@ thresholds`` prints it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,13 @@ class SimilarityScale:
 
     reference_distance: float
     reference_similarity: float
+
+    @classmethod
+    def for_cosine(cls, reference_cosine: float, reference_similarity: float = 80.0) -> SimilarityScale:
+        """The scale of a model whose templates are unit vectors, on which the cosine
+        ``reference_cosine`` reports ``reference_similarity`` (squared distance = 2 - 2 cosine, so
+        Similarity is linear in the cosine)."""
+        return cls(math.sqrt(2.0 - 2.0 * reference_cosine), reference_similarity)
 
     @property
     def slope(self) -> float:
