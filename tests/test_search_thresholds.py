@@ -122,3 +122,23 @@ def test_the_search_command_says_what_its_threshold_means(tmp_path) -> None:
     text = " ".join(result.stdout.split())
     assert result.exit_code == 0 and "Threshold 88.5 over" in text
     assert "expected false candidates per search at most" in text and "within the 1% target" in text
+
+
+def test_a_transfer_margin_multiplies_every_promise_made_from_the_table() -> None:
+    import dataclasses
+
+    from faceledger.errors import InvalidParameterException
+
+    wary = dataclasses.replace(LFW, transfer_margin=3.0)
+    for n in (1, 1_000, 10_000):
+        threshold = fpir_threshold(wary, n, TARGET_FPIR)[0]
+        assert threshold >= fpir_threshold(LFW, n, TARGET_FPIR)[0]
+        assert n * 3.0 * wary.at(threshold).fmr_high <= TARGET_FPIR
+    assert fpir_threshold(wary, 1, TARGET_FPIR)[0] > 88.5  # the per-comparison floor rises too
+    meaning = default_meaning(wary, 1_000).to_response()
+    assert meaning["TransferMargin"] == 3.0
+    assert meaning["FalseMatchRateUpper95"] == pytest.approx(3.0 * LFW.at(meaning["Threshold"]).fmr_high)
+    assert ThresholdTable.from_dict(wary.to_dict()) == wary  # kept in the table's JSON
+    for bad in (0.5, float("nan"), "x"):
+        with pytest.raises(InvalidParameterException):
+            ThresholdTable.from_dict({**LFW.to_dict(), "transfer_margin": bad})

@@ -294,7 +294,7 @@ def thresholds(
             f"{r.false_matches:,}",
             f"{r.fnmr:.2%}",
             f"[{r.fnmr_low:.2%}, {r.fnmr_high:.2%}]",
-            *([f"{size * r.fmr_high:.3g}"] if size is not None else []),
+            *([f"{size * table.bound(r):.3g}"] if size is not None else []),
         ]
         for r in table.rows
         if abs(r.threshold / every - round(r.threshold / every)) < 1e-9 or r.threshold == default.threshold
@@ -304,10 +304,13 @@ def thresholds(
         columns += (f"false candidates per search at {size:,} faces (95% upper)",)
     render.table(table.source, columns, rows)
     at_size = f" at {size:,} faces" if size is not None else " (one face)"
-    resolvable = TARGET_FPIR / min(r.fmr_high for r in table.rows)
+    resolvable = TARGET_FPIR / min(table.bound(r) for r in table.rows)
+    margin = f", times a transfer margin of {table.transfer_margin:g} for photos unlike the calibration's" * (
+        table.transfer_margin != 1.0
+    )
     render.console.print(
         f"* Default search threshold{at_size}: {default.threshold:g} ({default.status}): the lowest whose FMR "
-        f"(95% upper bound) times the faces searched is at most {TARGET_FPIR:g} false candidates per search, and "
+        f"(95% upper bound{margin}) times the faces searched is at most {TARGET_FPIR:g} false candidates per search, and "
         f"never below {safe_search_threshold(table):g} (FMR <= {SAFE_FMR:g}). Measured on {table.mated:,} mated "
         f"and {table.nonmated:,} non-mated comparisons: beyond about {resolvable:,.0f} faces this table cannot "
         "keep that promise; calibrate on more non-mated pairs ('faceledger calibrate').",

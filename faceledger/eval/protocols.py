@@ -9,7 +9,7 @@ as a false non-match when mated and is never dropped from the denominators.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -198,10 +198,17 @@ class IdentificationResult:
     nonmated_probes: int
 
 
-def identification(embedded: EmbeddedSet, identities: Sequence[str], *, flip: bool) -> IdentificationResult:
+def identification(
+    embedded: EmbeddedSet,
+    identities: Sequence[str],
+    *,
+    flip: bool,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> IdentificationResult:
     """Open-set 1:N: people with two or more images are enrolled with one image each (their first
     with a face); their other images are mated probes; everyone with a single image is never
-    enrolled and their images are non-mated probes."""
+    enrolled and their images are non-mated probes. ``score(probes, gallery)``: the score matrix
+    (default: the model's Similarity), e.g. a normalised score under study."""
     templates = embedded.templates(flip)
     by_person: dict[str, list[int]] = {}
     for row, identity in enumerate(identities):
@@ -228,6 +235,6 @@ def identification(embedded: EmbeddedSet, identities: Sequence[str], *, flip: bo
         templates[mated_rows],
         np.array(mated_ids),
         templates[nonmated_rows],
-        partial(similarity_matrix, scale=embedded.similarity),
+        score or partial(similarity_matrix, scale=embedded.similarity),
     )
     return IdentificationResult(search, len(gallery_rows), len(mated_rows), len(nonmated_rows))

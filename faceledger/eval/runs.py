@@ -241,7 +241,9 @@ def fpir_predictions(
     is that default, FPIR predicted from the table's FMR as 1-(1-FMR)^N, the bound N x FMR upper,
     observed FPIR, FNIR). On the data the table was measured on, the prediction is in-sample."""
     default = fpir_threshold(table, gallery, TARGET_FPIR)[0]
-    chosen = sorted({safe_search_threshold(table), 90.0, 91.0, 92.0, 93.0, default})
+    lowest, highest = table.rows[0].threshold, table.rows[-1].threshold
+    around = (default + step for step in (-1.5, -0.5, 0.5, 1.5, 2.5))
+    chosen = sorted({safe_search_threshold(table), default, *(t for t in around if lowest <= t <= highest)})
     out = []
     for threshold in chosen:
         row = table.at(threshold)
@@ -250,7 +252,7 @@ def fpir_predictions(
                 threshold,
                 threshold == default,
                 1 - (1 - row.fmr) ** gallery,
-                min(1.0, gallery * row.fmr_high),
+                min(1.0, gallery * table.bound(row)),
                 search.fpir(threshold),
                 search.fnir(threshold),
             )

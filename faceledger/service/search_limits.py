@@ -47,7 +47,8 @@ class ThresholdMeaning:
     """What a threshold means for one search of a collection of a given size.
 
     ``expected_false_candidates`` is the 95% upper bound of the expected number of candidates of
-    other people a search returns (comparisons x FMR upper bound); it also bounds the FPIR.
+    other people a search returns (comparisons x FMR upper bound, times the table's transfer
+    margin, which ``fmr_upper`` includes); it also bounds the FPIR.
     ``status``: ``WITHIN_TARGET`` (bound <= target FPIR), ``ABOVE_TARGET`` (a threshold asked for,
     or a policy floor, that gives more), ``TARGET_NOT_MEASURABLE`` (no tabulated threshold reaches
     the target at this size), ``NOT_MEASURED`` (the threshold is below the table's range)."""
@@ -60,6 +61,7 @@ class ThresholdMeaning:
     target_fpir: float
     status: str
     calibration: str
+    transfer_margin: float = 1.0
 
     def to_response(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class ThresholdMeaning:
             "TargetFalsePositiveIdentificationRate": self.target_fpir,
             "Status": self.status,
             "Calibration": self.calibration,
+            "TransferMargin": self.transfer_margin,
         }
 
     def ledger_summary(self) -> dict[str, Any]:
@@ -87,9 +90,9 @@ def fpir_threshold(table: ThresholdTable, comparisons: int, target: float) -> tu
     threshold of the smallest FMR upper bound the table shows)."""
     floor = safe_search_threshold(table)
     for row in table.rows:
-        if row.threshold >= floor and row.fmr_high * comparisons <= target:
+        if row.threshold >= floor and table.bound(row) * comparisons <= target:
             return row.threshold, True
-    strictest = min(table.rows, key=lambda row: (row.fmr_high, row.threshold))
+    strictest = min(table.rows, key=lambda row: (table.bound(row), row.threshold))
     return max(strictest.threshold, floor), False
 
 
@@ -98,14 +101,18 @@ def threshold_meaning(
 ) -> ThresholdMeaning:
     """``default_met``: for a default threshold, whether it met the target (None: asked for)."""
     if threshold < table.rows[0].threshold - 1e-9:
-        return ThresholdMeaning(threshold, comparisons, None, None, None, target, "NOT_MEASURED", table.source)
+        return ThresholdMeaning(
+            threshold, comparisons, None, None, None, target, "NOT_MEASURED", table.source, table.transfer_margin
+        )
     row = table.at(threshold)
-    expected = comparisons * row.fmr_high
+    expected = comparisons * table.bound(row)
     if default_met is False:
         status = "TARGET_NOT_MEASURABLE"
     else:
         status = "WITHIN_TARGET" if expected <= target else "ABOVE_TARGET"
-    return ThresholdMeaning(threshold, comparisons, row.fmr, row.fmr_high, expected, target, status, table.source)
+    return ThresholdMeaning(
+        threshold, comparisons, row.fmr, table.bound(row), expected, target, status, table.source, table.transfer_margin
+    )
 
 
 def default_meaning(table: ThresholdTable, comparisons: int, target: float = TARGET_FPIR) -> ThresholdMeaning:

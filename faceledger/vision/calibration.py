@@ -38,22 +38,32 @@ class ThresholdRow:
 
 @dataclass(frozen=True)
 class ThresholdTable:
-    """Rows in ascending threshold order, measured with ``mated`` and ``nonmated`` comparisons."""
+    """Rows in ascending threshold order, measured with ``mated`` and ``nonmated`` comparisons.
+
+    ``transfer_margin``: how many times the measured FMR (its 95% upper bound) the table assumes
+    on photos unlike those it was measured on, for every promise made from it (:meth:`bound`). 1
+    for a table measured on the photos searched (``faceledger calibrate``); a shipped table states
+    its own, from how its thresholds transferred to other data (docs/accuracy.md).
+    """
 
     source: str
     mated: int
     nonmated: int
     rows: tuple[ThresholdRow, ...]
+    transfer_margin: float = 1.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ThresholdTable:
         try:
             rows = tuple(sorted((ThresholdRow(**row) for row in data["rows"]), key=lambda r: r.threshold))
-            table = cls(str(data["source"]), int(data["mated"]), int(data["nonmated"]), rows)
+            margin = float(data.get("transfer_margin", 1.0))
+            table = cls(str(data["source"]), int(data["mated"]), int(data["nonmated"]), rows, margin)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidParameterException(f"Not a threshold table: {exc}.") from None
         if not rows:
             raise InvalidParameterException("A threshold table needs at least one row.")
+        if not margin >= 1.0:  # also NaN
+            raise InvalidParameterException("A threshold table's transfer margin is a number >= 1.")
         return table
 
     @classmethod
@@ -66,7 +76,12 @@ class ThresholdTable:
             "mated": self.mated,
             "nonmated": self.nonmated,
             "rows": [asdict(row) for row in self.rows],
+            "transfer_margin": self.transfer_margin,
         }
+
+    def bound(self, row: ThresholdRow) -> float:
+        """The FMR every promise at ``row`` rests on: its 95% upper bound times the transfer margin."""
+        return min(1.0, row.fmr_high * self.transfer_margin)
 
     def at(self, threshold: float) -> ThresholdRow:
         """The rates that hold at least at ``threshold``: the row of the largest tabulated
@@ -80,10 +95,11 @@ class ThresholdTable:
         return eligible[-1]
 
     def threshold_for_fmr(self, target: float, *, upper_bound: bool = True) -> float:
-        """The lowest tabulated threshold whose FMR (by default the upper end of its 95%
-        interval, so the claim holds with confidence) is at most ``target``."""
+        """The lowest tabulated threshold whose FMR (by default :meth:`bound`, the upper end of its
+        95% interval times the transfer margin, so the claim holds with confidence) is at most
+        ``target``."""
         for row in self.rows:
-            if (row.fmr_high if upper_bound else row.fmr) <= target:
+            if (self.bound(row) if upper_bound else row.fmr) <= target:
                 return row.threshold
         raise InvalidParameterException(
             f"No threshold in this table reaches FMR {target:g}: too few non-mated comparisons "
