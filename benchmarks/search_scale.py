@@ -13,8 +13,8 @@ another photo of the same person.
 With ``--fused``: the templates of the shipped fusion of dlib's ResNet and faceres
 (vision/fusion.py; 1,152 floats, from ``benchmarks/fusion_table.py``'s cache), synthetic ones made
 unit length like them, searched as the service searches such a collection: the graph walks the
-leading 128 floats (dlib's part) and ``PREFIX_RERANK_FACTOR`` times the requested faces are
-re-ranked on the full templates; exact search is FAISS's brute force over the full templates.
+128 principal components of the templates and ``PROJECTED_RERANK_FACTOR`` times the requested
+faces are re-ranked on the full templates; exact search is FAISS's brute force over the full templates.
 
 Prints build time, recall@10 and top-1 agreement against exact FAISS flat search on the same
 vectors, single-query p50/p99 latency for both, the index's memory, and save/load times of the
@@ -41,9 +41,8 @@ import faceledger.index.vector_index as vector_index  # noqa: E402
 from faceledger.eval.embeddings import EVAL_MODEL, EmbeddingConfig, embed_images  # noqa: E402
 from faceledger.index.vector_index import (  # noqa: E402
     HNSW_SEARCH_DEPTH,
-    PREFIX_RERANK_FACTOR,
+    PROJECTED_RERANK_FACTOR,
     CollectionIndex,
-    TemplateLayout,
 )
 from faceledger.keys.templates import TemplateCipher  # noqa: E402
 from faceledger.vision import DlibResNetModel  # noqa: E402
@@ -90,7 +89,6 @@ def main() -> None:
     if args.fused:  # the model's templates are unit vectors
         gallery[len(real) :] /= np.linalg.norm(gallery[len(real) :], axis=1, keepdims=True)
     seqs = np.arange(len(gallery), dtype=np.int64)
-    layout = TemplateLayout(model.dimension, model.candidate_dimension)
     probes = probes_all[rng.choice(len(probes_all), size=args.probes, replace=False)]
     print(
         f"gallery {len(gallery):,} ({len(real):,} real LFW templates), {args.probes} real probes, "
@@ -98,8 +96,9 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    approximate = CollectionIndex(layout, seqs, gallery, 1, approximate=True)
-    walked = f"the leading {layout.candidates} floats" if approximate.candidates else f"all {layout.dimension} floats"
+    approximate = CollectionIndex(model.dimension, seqs, gallery, 1, approximate=True)
+    walked = min(model.dimension, vector_index.GRAPH_DIMENSION)
+    walked = f"{walked} principal components" if walked < model.dimension else f"all {walked} floats"
     print(
         f"HNSW (M={vector_index.HNSW_NEIGHBOURS}, efConstruction={vector_index.HNSW_BUILD_DEPTH}) on {walked}: "
         f"built in {time.perf_counter() - started:.1f} s; RSS {rss_mb():.0f} MB"
@@ -111,12 +110,13 @@ def main() -> None:
         t = time.perf_counter()
         truth.append(list(faiss.knn(probe[None, :], gallery, 10)[1][0]))
         exact_times.append(time.perf_counter() - t)
-    factors = sorted({5, 10, PREFIX_RERANK_FACTOR, 40}) if approximate.candidates else [PREFIX_RERANK_FACTOR]
-    settings = [(depth, PREFIX_RERANK_FACTOR) for depth in sorted({96, 128, HNSW_SEARCH_DEPTH, 256})]
-    settings += [(HNSW_SEARCH_DEPTH, f) for f in factors if f != PREFIX_RERANK_FACTOR]
+    projected = model.dimension > vector_index.GRAPH_DIMENSION
+    factor = PROJECTED_RERANK_FACTOR if projected else vector_index.RERANK_FACTOR
+    settings = [(depth, factor) for depth in sorted({96, 128, HNSW_SEARCH_DEPTH, 256})]
+    settings += [(HNSW_SEARCH_DEPTH, f) for f in (2, 10, 20) if projected]
     for depth, factor in settings:
         vector_index.HNSW_SEARCH_DEPTH = depth  # both read by every search
-        vector_index.PREFIX_RERANK_FACTOR = factor
+        vector_index.PROJECTED_RERANK_FACTOR = factor
         recalls, top1, times = [], 0, []
         for probe, expected in zip(probes, truth, strict=True):
             t = time.perf_counter()
@@ -126,8 +126,8 @@ def main() -> None:
             top1 += got[0] == expected[0]
         print(
             f"HNSW efSearch {depth:3d}"
-            + (f", re-rank x{factor}" if approximate.candidates else "")
-            + ": recall@10 {np.mean(recalls):.4f}, top-1 equal {top1 / len(probes):.4f}, "
+            + (f", re-rank x{factor}" if projected else "")
+            + f": recall@10 {np.mean(recalls):.4f}, top-1 equal {top1 / len(probes):.4f}, "
             f"p50 {percentile(times, 0.5) * 1000:.3f} ms, p99 {percentile(times, 0.99) * 1000:.3f} ms"
         )
     print(

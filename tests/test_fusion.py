@@ -57,7 +57,7 @@ def faces(wide_model: OnnxFaceModel):
 
 def test_the_fused_dot_product_is_the_weighted_sum_of_the_parts_cosines(faces, wide_model) -> None:
     fused, found = faces
-    assert fused.weights == (0.75, 0.25) and fused.dimension == 128 + DIMENSION and fused.candidate_dimension == 128
+    assert fused.weights == (0.75, 0.25) and fused.dimension == 128 + DIMENSION
     # the widest padding (0.4) at the side that gives dlib's centre at least its 150 pixels
     assert fused.chip_size == max(math.ceil(150 * 1.8 / 1.5), 112) == 180
     (pixels_a, face_a), (pixels_b, face_b) = found

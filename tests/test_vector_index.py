@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
 import faceledger
 import faceledger.index.vector_index as vector_index
 from faceledger.eval.embeddings import EmbeddingConfig, embed_images
-from faceledger.index.vector_index import CollectionIndex, TemplateLayout
+from faceledger.index.vector_index import CollectionIndex
 from faceledger.keys.templates import TemplateCipher
 
 from conftest import data_path, image_bytes
@@ -66,8 +67,9 @@ def test_tombstones_and_encrypted_save_load(tmp_path: Path, lfw_sample) -> None:
 
 
 def _fused_gallery(templates: np.ndarray, extra: int) -> np.ndarray:
-    """Fused-model-like templates: real dlib templates (unit) leading, a correlated 64-d part after
-    (a fixed projection of the same face plus noise), weighted 0.8 / 0.2 as vision/fusion.py does."""
+    """Fused-model-like templates, longer than the graph takes: real dlib templates (unit), then a
+    correlated 64-d part (a fixed projection of the same face plus noise), weighted 0.8 / 0.2 as
+    vision/fusion.py weighs its parts."""
     rng = np.random.default_rng(1)
     synthetic = rng.multivariate_normal(templates.mean(0), np.cov(templates, rowvar=False), extra)
     lead = np.concatenate([templates, synthetic])
@@ -77,14 +79,16 @@ def _fused_gallery(templates: np.ndarray, extra: int) -> np.ndarray:
     return np.hstack([np.sqrt(0.8) * lead, np.sqrt(0.2) * other]).astype(np.float32)
 
 
-def test_a_graph_on_the_leading_part_reranked_on_full_templates(tmp_path: Path, lfw_sample) -> None:
+def test_long_templates_walk_a_projected_graph_and_rerank_on_the_full_ones(tmp_path: Path, lfw_sample) -> None:
     templates, _ = lfw_sample
     gallery = _fused_gallery(templates, 10_000)
     probes = gallery[: len(templates)] + np.float32(0.02) * np.random.default_rng(2).normal(size=(len(templates), 192))
     seqs = np.arange(len(gallery))
     exact = CollectionIndex(192, seqs, gallery, 1, approximate=False)
-    prefixed = CollectionIndex(TemplateLayout(192, candidates=128), seqs, gallery, 3, approximate=True)
-    assert prefixed.candidates == 128 and len(prefixed) == len(gallery)
+    prefixed = CollectionIndex(192, seqs, gallery, 3, approximate=True)
+    graph = faiss.downcast_index(faiss.downcast_index(prefixed._index.index).base_index)
+    assert isinstance(graph, faiss.IndexPreTransform) and graph.index.d == vector_index.GRAPH_DIMENSION
+    assert len(prefixed) == len(gallery)
     found = wanted = 0
     for probe in probes.astype(np.float32):
         want = exact.search(probe[None, :], 5)[0]
@@ -99,7 +103,7 @@ def test_a_graph_on_the_leading_part_reranked_on_full_templates(tmp_path: Path, 
     cipher = TemplateCipher(os.urandom(32))
     prefixed.save(tmp_path / "f.faiss", cipher)
     loaded = CollectionIndex.load(tmp_path / "f.faiss", 3, cipher)
-    assert loaded is not None and loaded.candidates == 128
+    assert loaded is not None
     again = loaded.search(probes[:3].astype(np.float32), 5)
     assert [[n.seq for n in row] for row in again] == [
         [n.seq for n in row] for row in prefixed.search(probes[:3].astype(np.float32), 5)

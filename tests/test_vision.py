@@ -188,7 +188,6 @@ class BoxHistogramModel:
     version = "box-histogram-v0"
     chip_size = 64
     dimension = 48
-    candidate_dimension = None
     similarity = SimilarityScale(reference_distance=20.0, reference_similarity=70.0)
 
     def align(self, pixels: np.ndarray, face: Face) -> np.ndarray:

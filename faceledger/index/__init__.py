@@ -3,8 +3,7 @@
 from faceledger.index.vector_index import (
     CollectionIndex,
     Neighbour,
-    TemplateLayout,
     VectorIndexRegistry,
 )
 
-__all__ = ["CollectionIndex", "Neighbour", "TemplateLayout", "VectorIndexRegistry"]
+__all__ = ["CollectionIndex", "Neighbour", "VectorIndexRegistry"]

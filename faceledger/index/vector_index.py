@@ -51,72 +51,52 @@ HNSW_SEARCH_DEPTH = 192
 # The graph is walked on 8-bit codes (a quarter of the memory traffic of float32, 1.5-2x faster),
 # then this many times the requested candidates are re-ranked on the full float32 vectors.
 RERANK_FACTOR = 2
-# A graph walked on a template's leading part finds its neighbours less surely: this many times
-# the requested faces are re-ranked on the full templates (benchmarks/search_scale.py --fused).
-PREFIX_RERANK_FACTOR = 20
-
-
-@dataclass(frozen=True)
-class TemplateLayout:
-    """How a collection's templates are searched: ``dimension`` floats each, of which the leading
-    ``candidates`` (None: all) rank candidates well enough for an approximate index to walk its
-    graph on them alone and re-rank on the whole template (a fused model's first part:
-    vision/fusion.py)."""
-
-    dimension: int
-    candidates: int | None = None
+# Longer templates (a fused model's 1,152 floats, faceres' 1,024) are projected by PCA, learnt from
+# the vectors at hand, onto this many dimensions for the graph, and more candidates are re-ranked
+# on the full vectors: over 200,000 fused templates, recall@10 0.997 at p99 1.1 ms, where a graph
+# on dlib's part of the template alone needed 40x re-ranking for 0.991 (benchmarks/search_scale.py).
+GRAPH_DIMENSION = 128
+PROJECTED_RERANK_FACTOR = 5
 
 
 class CollectionIndex:
     """Search over one collection's embeddings: exact (FAISS flat) for small collections, HNSW
     above ``APPROXIMATE_FROM`` faces.
 
-    The HNSW graph is built and walked on 8-bit scalar-quantised vectors; the candidates it finds
-    are re-ranked on the full vectors, so the distances reported for the faces returned are
+    The HNSW graph is built and walked on 8-bit scalar-quantised vectors (templates longer than
+    ``GRAPH_DIMENSION`` projected onto that many principal components first); the candidates it
+    finds are re-ranked on the full vectors, so the distances reported for the faces returned are
     exact: only *which* faces come back is approximate (measured by benchmarks/search_scale.py).
-    Where the layout names leading ``candidates`` components, the graph holds those alone and
-    ``PREFIX_RERANK_FACTOR`` times the requested faces are re-ranked on the full templates, kept
-    in a flat store beside it.
     HNSW cannot delete, so deleted faces become tombstones, filtered out of every result; past
     10% of the index they make it ask for a rebuild.
     """
 
     def __init__(
-        self,
-        layout: TemplateLayout | int,
-        seqs: np.ndarray,
-        vectors: np.ndarray,
-        generation: int,
-        *,
-        approximate: bool | None = None,
+        self, dimension: int, seqs: np.ndarray, vectors: np.ndarray, generation: int, *, approximate: bool | None = None
     ) -> None:
-        layout = TemplateLayout(layout) if isinstance(layout, int) else layout
-        dimension = layout.dimension
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dimension)
         self.approximate = len(seqs) >= APPROXIMATE_FROM if approximate is None else approximate
         self.approximate = self.approximate and len(seqs) > 0  # the quantiser learns from the vectors
-        self.candidates = layout.candidates if self.approximate and layout.candidates != dimension else None
-        self._full: faiss.Index | None = None
         if self.approximate:
-            walked = self.candidates or dimension
+            walked = min(dimension, GRAPH_DIMENSION)
             graph = faiss.IndexHNSWSQ(walked, faiss.ScalarQuantizer.QT_8bit, HNSW_NEIGHBOURS)
             graph.hnsw.efConstruction = HNSW_BUILD_DEPTH
             graph.hnsw.efSearch = HNSW_SEARCH_DEPTH
-            if self.candidates is None:
-                reranked = faiss.IndexRefineFlat(graph)
-                reranked.k_factor = RERANK_FACTOR
-                self._index = faiss.IndexIDMap2(reranked)
+            if walked < dimension:
+                projected = faiss.IndexPreTransform(faiss.PCAMatrix(dimension, walked), graph)
+                reranked = faiss.IndexRefineFlat(projected)
             else:
-                self._index = faiss.IndexIDMap2(graph)
-                self._full = faiss.IndexIDMap2(faiss.IndexFlatL2(dimension))
+                reranked = faiss.IndexRefineFlat(graph)
+            reranked.k_factor = _rerank_factor(dimension)
+            self._index = faiss.IndexIDMap2(reranked)
             # The quantiser's per-dimension ranges come from the vectors at hand; a later face
             # outside them is clipped in the graph only, never in the re-ranked distances.
-            self._index.train(self._walked(vectors))
+            self._index.train(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dimension))
         else:
             self._index = faiss.IndexIDMap2(faiss.IndexFlatL2(dimension))
+        if len(seqs):
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(seqs, dtype=np.int64))
         self.generation = generation
         self.removed: set[int] = set()
-        self.add(list(np.asarray(seqs, dtype=np.int64)), vectors)
         self.dirty = True  # differs from any saved copy
 
     def __len__(self) -> int:
@@ -126,17 +106,9 @@ class CollectionIndex:
     def needs_rebuild(self) -> bool:
         return len(self.removed) > 0.1 * max(1, int(self._index.ntotal))
 
-    def _walked(self, vectors: np.ndarray) -> np.ndarray:
-        """What the graph holds of ``vectors``: all of them, or their leading candidate part."""
-        return vectors if self.candidates is None else np.ascontiguousarray(vectors[:, : self.candidates])
-
     def add(self, seqs: list[int], vectors: np.ndarray) -> None:
         if seqs:
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            ids = np.asarray(seqs, dtype=np.int64)
-            self._index.add_with_ids(self._walked(vectors), ids)
-            if self._full is not None:
-                self._full.add_with_ids(vectors, ids)
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(seqs, dtype=np.int64))
             self.dirty = True
 
     def remove(self, seqs: list[int]) -> None:
@@ -153,22 +125,19 @@ class CollectionIndex:
         k = min(k, len(self))
         if k == 0:
             return [[] for _ in range(len(probes))]
-        probes = np.ascontiguousarray(probes, dtype=np.float32)
         wanted = min(int(self._index.ntotal), k + len(self.removed))
-        if self._full is not None:
-            wanted = min(int(self._index.ntotal), wanted * PREFIX_RERANK_FACTOR)
         if self.approximate:
             inner = faiss.downcast_index(self._index.index)
             if isinstance(inner, faiss.IndexRefine):
-                inner.k_factor = RERANK_FACTOR
+                inner.k_factor = _rerank_factor(inner.d)
+                wanted_from_graph = wanted * int(inner.k_factor)
                 inner = faiss.downcast_index(inner.base_index)
-                wanted_from_graph = wanted * RERANK_FACTOR
-            else:  # walked on a prefix (re-ranked below), or saved by an earlier version: plain HNSW
+                if isinstance(inner, faiss.IndexPreTransform):
+                    inner = faiss.downcast_index(inner.index)
+            else:  # saved by an earlier version: a plain HNSW over full vectors
                 wanted_from_graph = wanted
             inner.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, wanted_from_graph)
-        distances, ids = self._index.search(self._walked(probes), wanted)
-        if self._full is not None:
-            distances, ids = self._rerank(probes, ids)
+        distances, ids = self._index.search(np.ascontiguousarray(probes, dtype=np.float32), wanted)
         return [
             [
                 Neighbour(int(i), float(d))
@@ -178,36 +147,12 @@ class CollectionIndex:
             for row_d, row_i in zip(distances, ids, strict=True)
         ]
 
-    def _rerank(self, probes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact squared distances of each probe to its candidates ``ids`` on the full
-        templates, nearest first (-1 ids stay last)."""
-        assert self._full is not None
-        out_d = np.full(ids.shape, np.inf, dtype=np.float32)
-        out_i = np.full(ids.shape, -1, dtype=np.int64)
-        for row, (probe, found) in enumerate(zip(probes, ids, strict=True)):
-            found = found[found >= 0]
-            if not len(found):
-                continue
-            full = self._full.reconstruct_batch(found)
-            squared = ((full - probe) ** 2).sum(axis=1)
-            order = np.argsort(squared, kind="stable")
-            out_d[row, : len(found)], out_i[row, : len(found)] = squared[order], found[order]
-        return out_d, out_i
-
     def save(self, path: Path, cipher: Sealer) -> None:
         """Write the index, encrypted with ``cipher`` (it holds every template in the clear
         otherwise) and bound to its collection and generation, atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         data = faiss.serialize_index(self._index).tobytes()
-        meta = {
-            "generation": self.generation,
-            "removed": sorted(self.removed),
-            "approximate": self.approximate,
-            "candidates": self.candidates,
-            "graph_bytes": len(data),  # the full templates of a prefix graph follow it
-        }
-        if self._full is not None:
-            data += faiss.serialize_index(self._full).tobytes()
+        meta = {"generation": self.generation, "removed": sorted(self.removed), "approximate": self.approximate}
         write_private_file(path, cipher.seal_bytes(_label(path, self.generation), data))
         write_private_file(path.with_suffix(".json"), json.dumps(meta).encode())
         self.dirty = False
@@ -223,16 +168,17 @@ class CollectionIndex:
             return None
         data = memoryview(cipher.open_bytes(_label(path, generation), path.read_bytes()))
         index = cls.__new__(cls)
-        graph_bytes = meta.get("graph_bytes", len(data))
-        index._index = _read_index(data[:graph_bytes])
-        index._full = _read_index(data[graph_bytes:]) if graph_bytes < len(data) else None
+        index._index = _read_index(data)
         del data
-        index.candidates = meta.get("candidates")
         index.approximate = bool(meta["approximate"])
         index.generation = generation
         index.removed = set(meta["removed"])
         index.dirty = False
         return index
+
+
+def _rerank_factor(dimension: int) -> int:
+    return RERANK_FACTOR if dimension <= GRAPH_DIMENSION else PROJECTED_RERANK_FACTOR
 
 
 def _read_index(data: memoryview) -> faiss.Index:
@@ -259,16 +205,16 @@ class VectorIndexRegistry:
 
     def __init__(
         self,
-        layout: Callable[[str], TemplateLayout],
+        dimension: Callable[[str], int],
         load: EmbeddingLoader,
         current_generation: Callable[[str], int | None],
         persist_dir: Path | None = None,
         cipher: Callable[[], Sealer] | None = None,
     ) -> None:
-        """``layout``: a collection's templates' (its face model's). ``persist_dir``: where
+        """``dimension``: a collection's template length (its face model's). ``persist_dir``: where
         approximate (HNSW) indexes are saved, so that a restart loads them instead of rebuilding;
         a saved index is used only if it reflects the store's current generation."""
-        self._layout = layout
+        self._dimension = dimension
         self._load = load
         self._current_generation = current_generation
         self._persist_dir = persist_dir if cipher is not None else None
@@ -293,7 +239,7 @@ class VectorIndexRegistry:
                 )
                 if index is None:
                     seqs, vectors, generation = self._load(collection_id)
-                    index = CollectionIndex(self._layout(collection_id), seqs, vectors, generation)
+                    index = CollectionIndex(self._dimension(collection_id), seqs, vectors, generation)
                     if index.approximate and path is not None:
                         index.save(path, self._cipher())  # type: ignore[misc]
                 self._indexes[collection_id] = index

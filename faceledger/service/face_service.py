@@ -19,7 +19,7 @@ from typing import Any
 
 from faceledger.config import Settings
 from faceledger.errors import FaceledgerError
-from faceledger.index import TemplateLayout, VectorIndexRegistry
+from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
 from faceledger.service.access import AccessControl, load_secrets_key
@@ -69,7 +69,7 @@ class FaceService:
         self.analyzer = analyzer or FaceAnalyzer()
         self.models = FaceModels(self.analyzer, data_dir, self.store)
         self.indexes = VectorIndexRegistry(
-            self._template_layout,
+            lambda collection_id: self.models.for_collection(collection_id).model.dimension,
             self.templates.load,
             self.store.generation,
             persist_dir=data_dir / "index",
@@ -91,10 +91,6 @@ class FaceService:
         self._users = UserOperations(self.store, self.templates, models)
         self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models, self._policies)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
-
-    def _template_layout(self, collection_id: str) -> TemplateLayout:
-        model = self.models.for_collection(collection_id).model
-        return TemplateLayout(model.dimension, model.candidate_dimension)
 
     @property
     def access(self) -> AccessControl:

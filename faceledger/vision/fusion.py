@@ -18,9 +18,6 @@ landmarks, same transform, only size and padding differ), so each part's chip is
 the chip cut with the widest padding, resized to the part's size. The fused model cuts that
 widest chip, at a side large enough for every part's resolution; a part whose padding is the
 widest gets it unchanged. A part aligned to a landmark template of its own cannot take part.
-
-The first part's templates lead the fused one: vector indexes can walk a graph of that prefix
-alone and re-rank on the whole template (``candidate_dimension``).
 """
 
 from __future__ import annotations
@@ -134,12 +131,6 @@ class FusedFaceModel:
     @property
     def dimension(self) -> int:
         return sum(part.dimension for part in self.parts)
-
-    @property
-    def candidate_dimension(self) -> int:
-        """Length of the leading part of a template (the first model's, scaled) that ranks
-        candidates well enough to re-rank on the whole."""
-        return self.parts[0].dimension
 
     @property
     def similarity(self) -> SimilarityScale:

@@ -58,12 +58,6 @@ class FaceModel(Protocol):
         """Length of a template."""
 
     @property
-    def candidate_dimension(self) -> int | None:
-        """Length of a leading part of each template that ranks candidates well enough for a
-        vector index to walk its graph on it alone and re-rank on the whole (a fused model's
-        first part), or None."""
-
-    @property
     def similarity(self) -> SimilarityScale: ...
 
     def align(self, pixels: np.ndarray, face: Face) -> np.ndarray:
@@ -114,7 +108,6 @@ class DlibResNetModel:
     name: ClassVar[str] = "dlib-resnet-v1"
     chip_size: ClassVar[int] = CHIP_SIZE
     dimension: ClassVar[int] = EMBEDDING_DIM
-    candidate_dimension: ClassVar[int | None] = None
     similarity: ClassVar[SimilarityScale] = RESNET_V1_SCALE
 
     def __post_init__(self) -> None:

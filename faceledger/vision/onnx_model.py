@@ -109,10 +109,6 @@ class OnnxFaceModel:
         return self.spec.dimension
 
     @property
-    def candidate_dimension(self) -> None:
-        return None
-
-    @property
     def similarity(self) -> SimilarityScale:
         return self.spec.similarity
 
