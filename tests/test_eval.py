@@ -211,3 +211,16 @@ def test_thresholds_command_prices_each_threshold_at_a_gallery_size(tmp_path: Pa
 def test_thresholds_refuses_a_negative_gallery() -> None:
     result = runner.invoke(app, ["thresholds", "--faces", "-5"])
     assert result.exit_code == 2 and "greater than or equal to 0" in " ".join(result.output.split())
+
+
+def test_thresholds_shows_a_named_models_shipped_table(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    named = runner.invoke(app, [*data, "thresholds", "--model", "dlib-resnet-v1", "--faces", "1000", "--json"])
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout) == json.loads(
+        runner.invoke(app, ["thresholds", "--faces", "1000", "--json"]).stdout
+    )
+    unknown = runner.invoke(app, [*data, "thresholds", "--model", "nope"])
+    assert unknown.exit_code == 2 and "No face model 'nope'" in unknown.output
+    both = runner.invoke(app, [*data, "thresholds", "--model", "dlib-resnet-v1", "--collection", "c"])
+    assert both.exit_code == 2 and "not both" in both.output

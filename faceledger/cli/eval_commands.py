@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from faceledger.cli import render
 from faceledger.cli.common import CliState, JsonOption, open_service, reports_errors
 from faceledger.config import default_data_dir
+from faceledger.errors import InvalidParameterException
 from faceledger.service.search_limits import TARGET_FPIR, default_meaning
 from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
 
@@ -262,19 +263,29 @@ def thresholds(
         int | None,
         typer.Option(min=0, help="Gallery size to show false candidates per search for (default: the collection's)."),
     ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Show the table shipped with this face model ('models list').")
+    ] = None,
     every: Annotated[float, typer.Option(help="Show every Nth similarity step (the table has 0.5 steps).")] = 2.5,
     as_json: JsonOption = False,
 ) -> None:
     """What each similarity threshold means: measured FMR and FNMR with 95% intervals, and the
-    false candidates a search of a gallery of that size returns."""
+    false candidates a search of a gallery of that size returns (default: the default model's
+    table)."""
+    if collection is not None and model is not None:
+        raise InvalidParameterException("Give --collection or --model, not both.")
+    size = faces
     if collection is not None:
         with open_service() as service:
             size = faces if faces is not None else service.describe_collection(collection_id=collection)["FaceCount"]
             table: ThresholdTable = service.threshold_table(collection)
+    elif model is not None:
+        with open_service() as service:
+            table = service.models.named(model).threshold_table()
     else:
         from faceledger.vision.model import DlibResNetModel
 
-        table, size = DlibResNetModel().threshold_table(), faces
+        table = DlibResNetModel().threshold_table()
     default = default_meaning(table, size or 1)
     if as_json:
         render.print_json(
