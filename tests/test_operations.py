@@ -55,6 +55,7 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "associate_faces": {"collection_id": "c", "user_id": "u", "face_ids": [face_id]},
         "disassociate_faces": {"collection_id": "c", "user_id": "u", "face_ids": [face_id]},
         "put_collection_policy": {"collection_id": "c", "max_results": 50},
+        "update_collection_policy": {"collection_id": "c", "max_results": 40},
         "get_collection_policy": {"collection_id": "c"},
         "record_consent": {"collection_id": "c", "external_image_id": "x", "basis": "b", "reference": "r"},
         "withdraw_consent": {"collection_id": "c", "consent_id": "unknown"},

@@ -187,3 +187,25 @@ def test_purge_works_in_bounded_batches_past_the_databases_variable_limit(
     assert [e.operation for e in entries] == ["Purge"] * 4  # three batches of 40, then one that finds none
     assert [len(e.result["ErasedFaceIds"]) for e in entries] == [40, 40, 40, 0]
     assert service.describe_collection(collection_id="c")["FaceCount"] == 0
+
+
+def test_a_policy_update_changes_only_what_it_names_and_ledgers_before_and_after(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", purpose_required=True, review_required=True)
+    changed = service.update_collection_policy(collection_id="c", min_threshold=90.0)
+    assert changed["PurposeRequired"] and changed["ReviewRequired"] and changed["MinThreshold"] == 90.0
+    assert changed["Changes"] == {"MinThreshold": {"Before": None, "After": 90.0}}
+    lifted = service.update_collection_policy(collection_id="c", review_required=False, min_threshold=None)
+    assert lifted["Changes"] == {
+        "MinThreshold": {"Before": 90.0, "After": None},
+        "ReviewRequired": {"Before": True, "After": False},
+    }
+    assert service.get_collection_policy(collection_id="c")["PurposeRequired"] is True
+    entries = [e for e in service.ledger.entries() if e.operation == "UpdateCollectionPolicy"]
+    assert [e.result["Changes"] for e in entries] == [changed["Changes"], lifted["Changes"]]
+    for bad in ({"max_results": 0}, {"review_required": "no"}, {"min_threshold": 101}):
+        with pytest.raises(InvalidParameterException):
+            service.update_collection_policy(collection_id="c", **bad)
+    assert service.get_collection_policy(collection_id="c")["MaxResults"] is None  # nothing half-written
+    with pytest.raises(ResourceNotFoundException):
+        service.update_collection_policy(collection_id="nope", max_results=5)

@@ -17,7 +17,7 @@ from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
 
 from api_server import running_server, send_raw
-from conftest import image_bytes
+from conftest import data_path, image_bytes
 
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
 OBAMA_2 = ("facerec_examples", "obama", "obama2.jpg")
@@ -97,7 +97,7 @@ def test_review_over_http(tmp_path: Path) -> None:
             "PutCollectionPolicy",
             {"CollectionId": "c", "ReviewRequired": True},
         )
-        assert policy == (200, {**policy[1], "review_required": True})
+        assert policy == (200, {**policy[1], "ReviewRequired": True})  # the same members as the request
         searcher = server.client_with_role("searcher")
         reply = searcher.search_faces_by_image(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)})
         case_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-review-case"]
@@ -165,3 +165,40 @@ def test_a_reviewer_scoped_to_one_collection_sees_and_decides_only_its_cases(ser
         ("DecideReview", "c2", "denied"),
         ("DecideReview", "c1", "ok"),
     ]
+
+
+def test_the_cli_reviewer_is_the_os_account_or_a_reviewer_key_never_user(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from faceledger.cli.main import app
+
+    runner, data = CliRunner(), ["--data-dir", str(tmp_path)]
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        service.put_collection_policy(collection_id="c", review_required=True)
+        face_id = service.index_faces(collection_id="c", image=image_bytes(*OBAMA))["FaceRecords"][0]["Face"]["FaceId"]
+        alice, bob = (service.create_access_key(role="reviewer") for _ in range(2))
+    searched = runner.invoke(app, [*data, "search", "-c", "c", str(data_path(*OBAMA_2)), "--json"])
+    assert searched.exit_code == 0, searched.output
+    case_id = json.loads(runner.invoke(app, [*data, "review", "list", "--json"]).stdout)["Cases"][0]["CaseId"]
+
+    def decide(*extra: str, env: dict[str, str]):
+        return runner.invoke(
+            app, [*data, "review", "confirm", case_id, face_id, "--note", "same", *extra, "--json"], env=env
+        )
+
+    # the search ran as this OS account: another $USER is still that account, the searcher
+    for user in ("alice", "bob"):
+        refused = decide(env={"USER": user, "LOGNAME": user})
+        assert refused.exit_code == 7 and "cannot review their own search" in refused.output
+    key = ["--access-key-id", alice["AccessKeyId"]]
+    wrong = decide(*key, env={"FACELEDGER_SECRET_ACCESS_KEY": "not it"})
+    assert wrong.exit_code == 7 and "do not sign in" in wrong.output
+    for _ in range(2):  # one reviewer twice is still one reviewer
+        once = decide(*key, env={"FACELEDGER_SECRET_ACCESS_KEY": alice["SecretAccessKey"]})
+        assert once.exit_code == 0, once.output
+        assert json.loads(once.stdout)["Candidates"][0]["Status"] != "VERIFIED"
+    twice = decide("--access-key-id", bob["AccessKeyId"], env={"FACELEDGER_SECRET_ACCESS_KEY": bob["SecretAccessKey"]})
+    assert json.loads(twice.stdout)["Candidates"][0]["Status"] == "VERIFIED"
+    reviewers = {d["Reviewer"] for d in json.loads(twice.stdout)["Candidates"][0]["Decisions"]}
+    assert reviewers == {alice["AccessKeyId"], bob["AccessKeyId"]}

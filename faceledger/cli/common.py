@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,13 +40,29 @@ class CliState:
     context: RequestContext | None = None
 
 
+SECRET_ENV = "FACELEDGER_SECRET_ACCESS_KEY"
+AccessKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--access-key-id",
+        envvar="FACELEDGER_ACCESS_KEY_ID",
+        help=f"Act as this access key (its secret from ${SECRET_ENV}, else asked for) instead of your OS account.",
+    ),
+]
+
+
 @contextmanager
-def open_service() -> Iterator[FaceService]:
+def open_service(access_key_id: str | None = None) -> Iterator[FaceService]:
     """The service on the chosen data directory, acting as the local operator (with the
-    command's --purpose and --case) for the ledger."""
+    command's --purpose and --case) for the ledger; or, with ``access_key_id``, as that access
+    key once its secret is given (a reviewer's own key: an identity the environment cannot forge)."""
     service = FaceService(Settings(data_dir=CliState.data_dir or default_data_dir()))
     try:
-        with acting_as(CliState.context or RequestContext(local_caller())):
+        context = CliState.context or RequestContext(local_caller())
+        if access_key_id is not None:
+            secret = os.environ.get(SECRET_ENV) or typer.prompt(f"Secret of {access_key_id}", hide_input=True)
+            context = dataclasses.replace(context, caller=service.access.verify(access_key_id, secret))
+        with acting_as(context):
             yield service
     finally:
         service.close()

@@ -7,7 +7,16 @@ from typing import Annotated, Any
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.common import CollectionOption, JsonOption, iso_time, open_service, reports_errors
+from faceledger.cli.common import (
+    AccessKeyOption,
+    CollectionOption,
+    JsonOption,
+    iso_time,
+    open_service,
+    reports_errors,
+)
+from faceledger.errors import InvalidParameterException
+from faceledger.service.policy_operations import UNCHANGED
 
 consent_app = typer.Typer(
     help="Consent records: required before indexing where a policy says so.", no_args_is_help=True
@@ -15,41 +24,73 @@ consent_app = typer.Typer(
 
 
 def _show_policy(response: dict[str, Any]) -> None:
+    for name, change in response.get("Changes", {}).items():
+        render.console.print(f"{name}: {change['Before']} -> {change['After']}", highlight=False)
+    if "Changes" in response and not response["Changes"]:
+        render.console.print("Nothing changed.")
     render.table(
         f"Policy of {response['CollectionId']}",
         ("Demand", "Value"),
-        [[k, v] for k, v in response.items() if k != "CollectionId"],
+        [[k, v] for k, v in response.items() if k not in ("CollectionId", "Changes")],
     )
+
+
+def _lift(lift: bool, value: Any, option: str) -> Any:
+    """The change one numeric option pair asks: a value, None (--no-...: lift it), or unchanged."""
+    if lift and value is not None:
+        raise InvalidParameterException(f"Give --{option} or --no-{option}, not both.")
+    return None if lift else (UNCHANGED if value is None else value)
+
+
+def _flag(value: bool | None) -> Any:
+    return UNCHANGED if value is None else value
 
 
 @reports_errors
 def collection_policy(
     collection_id: str,
-    purpose_required: Annotated[bool, typer.Option(help="Searches must declare --purpose and --case.")] = False,
+    purpose_required: Annotated[
+        bool | None,
+        typer.Option("--purpose-required/--no-purpose-required", help="Searches must declare --purpose and --case."),
+    ] = None,
     min_threshold: Annotated[float | None, typer.Option(help="No search below this similarity.")] = None,
+    no_min_threshold: Annotated[bool, typer.Option("--no-min-threshold", help="Lift the similarity floor.")] = False,
     max_results: Annotated[int | None, typer.Option(help="No search returns more matches.")] = None,
+    no_max_results: Annotated[bool, typer.Option("--no-max-results", help="Lift the cap on matches.")] = False,
     retention_days: Annotated[int | None, typer.Option(help="Faces are erased this many days after indexing.")] = None,
-    consent_required: Annotated[
-        bool, typer.Option(help="Indexing needs a consent record for the ExternalImageId.")
+    no_retention_days: Annotated[
+        bool, typer.Option("--no-retention-days", help="Keep faces until deleted (lift the retention period).")
     ] = False,
-    review_required: Annotated[bool, typer.Option(help="Matches stay unverified until two reviewers confirm.")] = False,
-    show: Annotated[bool, typer.Option("--show", help="Only print the current policy.")] = False,
+    consent_required: Annotated[
+        bool | None,
+        typer.Option(
+            "--consent-required/--no-consent-required", help="Indexing needs a consent record for the ExternalImageId."
+        ),
+    ] = None,
+    review_required: Annotated[
+        bool | None,
+        typer.Option(
+            "--review-required/--no-review-required", help="Matches stay unverified until two reviewers confirm."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Set (replace) a collection's policy, or --show it. Every change is ledgered."""
+    """Show a collection's policy, or change the demands given (each option changes only its own
+    demand; lifting one takes its --no- option). Every change is ledgered, before -> after."""
+    asked = {
+        "purpose_required": _flag(purpose_required),
+        "min_threshold": _lift(no_min_threshold, min_threshold, "min-threshold"),
+        "max_results": _lift(no_max_results, max_results, "max-results"),
+        "retention_days": _lift(no_retention_days, retention_days, "retention-days"),
+        "consent_required": _flag(consent_required),
+        "review_required": _flag(review_required),
+    }
+    changes = {name: value for name, value in asked.items() if value is not UNCHANGED}
     with open_service() as service:
-        if show:
-            response = service.get_collection_policy(collection_id=collection_id)
+        if changes:
+            response = service.update_collection_policy(collection_id=collection_id, **changes)
         else:
-            response = service.put_collection_policy(
-                collection_id=collection_id,
-                purpose_required=purpose_required,
-                min_threshold=min_threshold,
-                max_results=max_results,
-                retention_days=retention_days,
-                consent_required=consent_required,
-                review_required=review_required,
-            )
+            response = service.get_collection_policy(collection_id=collection_id)
     render.emit(response, as_json, _show_policy)
 
 
@@ -152,8 +193,8 @@ def review_show(case_id: str, as_json: JsonOption = False) -> None:
     render.emit(response, as_json, _show_case)
 
 
-def _decide(case_id: str, face_id: str, decision: str, note: str, as_json: bool) -> None:
-    with open_service() as service:
+def _decide(case_id: str, face_id: str, decision: str, note: str, as_json: bool, access_key_id: str | None) -> None:
+    with open_service(access_key_id) as service:
         response = service.decide_review(case_id=case_id, face_id=face_id, decision=decision, note=note)
     render.emit(response, as_json, _show_case)
 
@@ -163,13 +204,18 @@ NoteOption = Annotated[str, typer.Option("--note", help="Why: what you compared 
 
 @review_app.command("confirm")
 @reports_errors
-def review_confirm(case_id: str, face_id: str, note: NoteOption, as_json: JsonOption = False) -> None:
-    """Confirm a candidate as the same person (it is verified once two reviewers confirm)."""
-    _decide(case_id, face_id, "confirm", note, as_json)
+def review_confirm(
+    case_id: str, face_id: str, note: NoteOption, access_key_id: AccessKeyOption = None, as_json: JsonOption = False
+) -> None:
+    """Confirm a candidate as the same person (it is verified once two different reviewers, neither
+    of them the searcher, confirm). You review as your OS account, or as --access-key-id."""
+    _decide(case_id, face_id, "confirm", note, as_json, access_key_id)
 
 
 @review_app.command("reject")
 @reports_errors
-def review_reject(case_id: str, face_id: str, note: NoteOption, as_json: JsonOption = False) -> None:
-    """Reject a candidate: it will not be verified."""
-    _decide(case_id, face_id, "reject", note, as_json)
+def review_reject(
+    case_id: str, face_id: str, note: NoteOption, access_key_id: AccessKeyOption = None, as_json: JsonOption = False
+) -> None:
+    """Reject a candidate: it will not be verified. You review as your OS account, or as --access-key-id."""
+    _decide(case_id, face_id, "reject", note, as_json, access_key_id)

@@ -16,6 +16,7 @@ Roles:
 from __future__ import annotations
 
 import base64
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -136,6 +137,15 @@ class AccessControl:
             raise InternalServerError(
                 "An access key secret does not decrypt: the secrets key is not the one it was made with."
             ) from None
+
+    def verify(self, access_key_id: str, secret: str) -> Caller:
+        """The caller of an enabled key whose secret is ``secret`` (compared in constant time);
+        AccessDeniedException otherwise, saying no more than that."""
+        key = self.keys.get(access_key_id)
+        known = self.secret(access_key_id) if key is not None and key.enabled else None
+        if known is None or not hmac.compare_digest(known.encode(), secret.encode()):
+            raise AccessDeniedException(f"Access key {access_key_id!r} and that secret do not sign in here.")
+        return self.caller(key)  # type: ignore[arg-type]
 
     def caller(self, key: AccessKey) -> Caller:
         return Caller(key.access_key_id, Role(key.role), key.collections)

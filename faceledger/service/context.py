@@ -7,7 +7,8 @@ sets nothing acts as the local operator.
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,11 +27,14 @@ class RequestContext:
 
 
 def local_caller() -> Caller:
-    """The operator at this machine (CLI, Python API): full rights, named by the OS account."""
+    """The operator at this machine (CLI, Python API): full rights, named by the OS account of
+    the process (its uid; never $USER or $LOGNAME, which anyone can set, so one account cannot
+    pass for two reviewers)."""
+    uid = os.getuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no account name (containers)
+        user = f"uid{uid}"
     return Caller(f"local:{user}", Role.ADMIN, None)
 
 

@@ -31,7 +31,7 @@ from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.migration import ModelMigration
 from faceledger.service.models import FaceModels
-from faceledger.service.policy_operations import PolicyOperations
+from faceledger.service.policy_operations import UNCHANGED, PolicyOperations, Unchanged
 from faceledger.service.results import IndexFacesResult, Reply
 from faceledger.service.review_operations import ReviewOperations
 from faceledger.service.runner import OperationRunner
@@ -471,6 +471,37 @@ class FaceService:
         )
         return self._run(
             "PutCollectionPolicy", lambda: self._policies.put(collection_id, policy), collection_id=collection_id
+        )
+
+    def update_collection_policy(
+        self,
+        *,
+        collection_id: str,
+        purpose_required: bool | Unchanged = UNCHANGED,
+        min_threshold: float | None | Unchanged = UNCHANGED,
+        max_results: int | None | Unchanged = UNCHANGED,
+        retention_days: int | None | Unchanged = UNCHANGED,
+        consent_required: bool | Unchanged = UNCHANGED,
+        review_required: bool | Unchanged = UNCHANGED,
+    ) -> Response:
+        """Change only the demands given (None lifts a numeric one); the response's ``Changes``
+        and the ledger entry say what changed, before -> after."""
+        changes = {
+            name: value
+            for name, value in {
+                "purpose_required": purpose_required,
+                "min_threshold": min_threshold,
+                "max_results": max_results,
+                "retention_days": retention_days,
+                "consent_required": consent_required,
+                "review_required": review_required,
+            }.items()
+            if value is not UNCHANGED
+        }
+        return self._run(
+            "UpdateCollectionPolicy",
+            lambda: self._policies.update(collection_id, changes),
+            collection_id=collection_id,
         )
 
     def get_collection_policy(self, *, collection_id: str) -> Response:

@@ -65,6 +65,7 @@ OPERATIONS: dict[str, Operation] = {
         *_operations(
             Door.FACELEDGER,
             "PutCollectionPolicy",
+            "UpdateCollectionPolicy",
             "GetCollectionPolicy",
             "RecordConsent",
             "WithdrawConsent",

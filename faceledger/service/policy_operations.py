@@ -9,8 +9,11 @@ the index and any stored image, makes the store's files keep no trace of it
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
@@ -23,6 +26,15 @@ from faceledger.store import CollectionPolicy, ConsentRecord, Store
 SECONDS_PER_DAY = 86_400.0
 
 
+class Unchanged(enum.Enum):
+    """A policy demand left as it is by UpdateCollectionPolicy (None lifts it instead)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
 class PolicyOperations:
     def __init__(self, store: Store, indexes: VectorIndexRegistry) -> None:
         self._store = store
@@ -30,15 +42,30 @@ class PolicyOperations:
 
     def put(self, collection_id: str, policy: CollectionPolicy) -> Reply:
         """Replace the collection's policy (every demand not given is lifted)."""
-        if policy.min_threshold is not None:
-            validation.percent(policy.min_threshold, "MinThreshold")
-        if policy.max_results is not None:
-            validation.integer(policy.max_results, "MaxResults", 1, MAX_PAGE_SIZE)
-        if policy.retention_days is not None:
-            validation.integer(policy.retention_days, "RetentionDays", 1)
+        _validate(policy)
         self._store.require_collection(collection_id)
+        before = self._store.policies.policy(collection_id)
         self._store.policies.put_policy(collection_id, policy, time.time())
-        return _policy_reply(collection_id, policy)
+        return _policy_reply(collection_id, policy, before)
+
+    def update(self, collection_id: str, changes: Mapping[str, Any]) -> Reply:
+        """Change only the demands in ``changes`` (field name: new value; None lifts a numeric
+        demand), read and written in one transaction; the reply and the ledger entry say what
+        changed, before -> after."""
+        known = {f.name for f in dataclasses.fields(CollectionPolicy)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InvalidParameterException(f"Not policy demands: {', '.join(unknown)}.")
+        for name in ("purpose_required", "consent_required", "review_required"):
+            if name in changes and not isinstance(changes[name], bool):
+                raise InvalidParameterException(f"{_member(name)} must be true or false.")
+        self._store.require_collection(collection_id)
+        before = self._store.policies.policy(collection_id)
+        after = dataclasses.replace(before, **changes)
+        _validate(after)
+        if after != before:
+            self._store.policies.put_policy(collection_id, after, time.time())
+        return _policy_reply(collection_id, after, before)
 
     def get(self, collection_id: str) -> Reply:
         self._store.require_collection(collection_id)
@@ -137,9 +164,25 @@ class PolicyOperations:
         return sorted(change.seqs)
 
 
-def _policy_reply(collection_id: str, policy: CollectionPolicy) -> Reply:
-    values = policy.as_dict()
-    return Reply(
-        {"CollectionId": collection_id, **values},
-        {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-    )
+def _validate(policy: CollectionPolicy) -> None:
+    if policy.min_threshold is not None:
+        validation.percent(policy.min_threshold, "MinThreshold")
+    if policy.max_results is not None:
+        validation.integer(policy.max_results, "MaxResults", 1, MAX_PAGE_SIZE)
+    if policy.retention_days is not None:
+        validation.integer(policy.retention_days, "RetentionDays", 1)
+
+
+def _member(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _policy_reply(collection_id: str, policy: CollectionPolicy, before: CollectionPolicy | None = None) -> Reply:
+    """The policy; after a change also ``Changes`` (each changed demand, before and after),
+    which is what the ledger keeps of it."""
+    values = {_member(k): v for k, v in policy.as_dict().items()}
+    if before is None:
+        return Reply({"CollectionId": collection_id, **values})
+    old = {_member(k): v for k, v in before.as_dict().items()}
+    changes = {k: {"Before": old[k], "After": v} for k, v in values.items() if old[k] != v}
+    return Reply({"CollectionId": collection_id, **values, "Changes": changes}, {"Changes": changes})
