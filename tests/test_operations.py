@@ -59,6 +59,7 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "get_collection_policy": {"collection_id": "c"},
         "record_consent": {"collection_id": "c", "external_image_id": "x", "basis": "b", "reference": "r"},
         "withdraw_consent": {"collection_id": "c", "consent_id": "unknown"},
+        "list_consents": {"collection_id": "c"},
         "purge": {},
         "decide_review": {"case_id": "unknown", "face_id": face_id, "decision": "confirm", "note": "n"},
         "get_review_case": {"case_id": "unknown"},

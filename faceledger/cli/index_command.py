@@ -28,6 +28,7 @@ from faceledger.service import FileResult, Outcome, find_image_files, index_file
 
 # Starting a worker process costs one to two seconds: below this many files, one process is faster.
 _FILES_WORTH_WORKERS = 32
+NOTHING_INDEXED = 9  # exit status when no image could be indexed (none found, or none accepted)
 
 
 @reports_errors
@@ -64,6 +65,9 @@ def index(
     render.emit(tally.summary(len(files), elapsed), as_json, lambda s: _show_summary(s, collection, elapsed))
     if tally.interrupted:
         raise typer.Exit(130)
+    if not tally.counts[Outcome.INDEXED] and not tally.counts[Outcome.SKIPPED]:
+        render.errors.print(f"error: nothing was indexed: {tally.nothing_indexed(path)}", markup=False, highlight=False)
+        raise typer.Exit(NOTHING_INDEXED)
 
 
 def _default_workers(files: int) -> int:
@@ -88,6 +92,21 @@ class IndexTally:
             self.unreadable.append({"path": str(result.path), "error": result.error or ""})
         elif result.outcome is Outcome.REFUSED:
             self.refused.append({"path": str(result.path), "error": result.error or ""})
+
+    def nothing_indexed(self, path: Path) -> str:
+        """Why a run indexed nothing, for its last line."""
+        if not sum(self.counts.values()):
+            return f"no image files (JPEG, PNG, WebP, BMP, TIFF) under {path}."
+        reasons = [
+            f"{count} {label}"
+            for count, label in (
+                (len(self.unreadable), "unreadable"),
+                (len(self.refused), "refused"),
+                (self.counts[Outcome.NO_FACE], "without a face"),
+            )
+            if count
+        ]
+        return ", ".join(reasons) + " (see the lines above)."
 
     def summary(self, images: int, seconds: float) -> dict[str, Any]:
         """The run's summary as ``--json`` prints it (``seconds``: wall time of the run)."""
@@ -143,7 +162,7 @@ def _show_summary(summary: dict[str, Any], collection: str, seconds: float) -> N
     faces = summary["FacesIndexed"]
     render.table(
         f"Indexed into {collection}",
-        ("Images", "With faces", "Without faces", "Already indexed", "Unreadable", "Refused", "Faces", "Faces/s"),
+        ("Files found", "Indexed", "Without faces", "Already indexed", "Unreadable", "Refused", "Faces", "Faces/s"),
         [
             [
                 summary["Images"],

@@ -11,6 +11,7 @@ from faceledger.cli.common import (
     AccessKeyOption,
     CollectionOption,
     JsonOption,
+    given,
     iso_time,
     open_service,
     reports_errors,
@@ -73,6 +74,9 @@ def collection_policy(
             "--review-required/--no-review-required", help="Matches stay unverified until two reviewers confirm."
         ),
     ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", hidden=True, help="Only show the policy (as no option does).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show a collection's policy, or change the demands given (each option changes only its own
@@ -86,6 +90,8 @@ def collection_policy(
         "review_required": _flag(review_required),
     }
     changes = {name: value for name, value in asked.items() if value is not UNCHANGED}
+    if show and changes:
+        raise InvalidParameterException("--show only shows the policy: give it alone.")
     with open_service() as service:
         if changes:
             response = service.update_collection_policy(collection_id=collection_id, **changes)
@@ -117,6 +123,38 @@ def consent_record(
             expires_at=expires,
         )
     render.emit(response, as_json, lambda r: render.console.print(f"Recorded consent {r['ConsentId']}"))
+
+
+@consent_app.command("list")
+@reports_errors
+def consent_list(
+    collection: CollectionOption,
+    external_image_id: Annotated[str | None, typer.Option(help="Only the records of this ExternalImageId.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A collection's consent records, oldest first, with their status now."""
+    with open_service() as service:
+        response = service.list_consents(collection_id=collection, **given(external_image_id=external_image_id))
+    render.emit(
+        response,
+        as_json,
+        lambda r: render.table(
+            f"{len(r['Consents'])} consent record(s) in {collection}",
+            ("ConsentId", "ExternalImageId", "Status", "Obtained", "Expires", "Basis", "Reference"),
+            [
+                [
+                    c["ConsentId"],
+                    c["ExternalImageId"],
+                    c["Status"],
+                    render.moment(c["ObtainedAt"]),
+                    render.moment(c["ExpiresAt"]),
+                    c["Basis"],
+                    c["Reference"],
+                ]
+                for c in r["Consents"]
+            ],
+        ),
+    )
 
 
 @consent_app.command("withdraw")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,13 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def moment(epoch_seconds: float | None) -> str | None:
+    """A Unix time as an ISO 8601 UTC time to the second (None stays None)."""
+    if epoch_seconds is None:
+        return None
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+
+
 def emit(response: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
     """Print ``response`` as JSON (``--json``) or with ``human`` (tables for people)."""
     if as_json:
@@ -49,12 +56,27 @@ def emit(response: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Rows under ``columns``, never cut: when the table is wider than the terminal, each row is
+    printed as lines of ``column: value`` instead (as psql's expanded display does), since
+    people copy identifiers from it into the next command."""
+    cells = [[_cell(value) for value in row] for row in rows]
     grid = Table(title=title, show_lines=False)
     for column in columns:
-        grid.add_column(column)
-    for row in rows:
-        grid.add_row(*[_cell(value) for value in row])
-    console.print(grid)
+        grid.add_column(column, no_wrap=True)
+    for row in cells:
+        grid.add_row(*row)
+    # each column: its widest text, a space either side, and one border before it (one more at the end)
+    natural = sum(max([len(c), *(len(row[n]) for row in cells)]) + 3 for n, c in enumerate(columns)) + 1
+    if natural <= console.width:
+        console.print(grid)
+        return
+    if title:
+        console.print(title, highlight=False)
+    width = max(len(column) for column in columns)
+    for n, row in enumerate(cells, 1):
+        console.print(f"-[ {n} ]-", style="dim", highlight=False)
+        for column, value in zip(columns, row, strict=True):
+            console.print(f"{column.ljust(width)} : {value}", highlight=False, soft_wrap=True)
 
 
 def _cell(value: object) -> str:

@@ -68,6 +68,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "DisassociateFaces",
         "RecordConsent",
         "WithdrawConsent",
+        "ListConsents",
     ),
     Role.SEARCHER: _READ
     | operation_names(
@@ -78,7 +79,8 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "SearchUsers",
         "SearchUsersByImage",
     ),
-    Role.AUDITOR: _READ | operation_names("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases"),
+    Role.AUDITOR: _READ
+    | operation_names("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases", "ListConsents"),
     Role.REVIEWER: _READ | operation_names("GetReviewCase", "ListReviewCases", "DecideReview"),
 }
 

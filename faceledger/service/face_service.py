@@ -536,6 +536,15 @@ class FaceService:
             collection_id=collection_id,
         )
 
+    def list_consents(self, *, collection_id: str, external_image_id: str | None = None) -> Response:
+        """The collection's consent records (of one ExternalImageId if given), oldest first, each
+        with its status now: ACTIVE, NOT_YET_VALID, EXPIRED or WITHDRAWN."""
+        return self._run(
+            "ListConsents",
+            lambda: self._policies.list_consents(collection_id, external_image_id),
+            collection_id=collection_id,
+        )
+
     def purge(self, *, now: float | None = None) -> Response:
         """Erase every face past its collection's retention period or its consent's expiry, in
         batches of at most ``PURGE_BATCH`` faces, each its own transaction and ledger entry (its

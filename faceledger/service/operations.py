@@ -69,6 +69,7 @@ OPERATIONS: dict[str, Operation] = {
             "GetCollectionPolicy",
             "RecordConsent",
             "WithdrawConsent",
+            "ListConsents",
             "GetReviewCase",
             "ListReviewCases",
             "DecideReview",

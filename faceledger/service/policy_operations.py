@@ -80,7 +80,9 @@ class PolicyOperations:
         ):
             raise AccessDeniedException(
                 f"Collection {collection_id!r} requires consent: no active consent record for "
-                f"ExternalImageId {external_image_id!r} (record one with RecordConsent first)."
+                f"ExternalImageId {external_image_id!r}. Record one first: 'faceledger consent record "
+                f"{external_image_id or 'EXTERNAL_IMAGE_ID'} --collection {collection_id} --basis ... --reference ...' "
+                "(over the API: RecordConsent)."
             )
 
     def record_consent(
@@ -101,6 +103,10 @@ class PolicyOperations:
                 raise InvalidParameterException(f"{name} must be a time in seconds since the Unix epoch.")
         self._store.require_collection(collection_id)
         now = time.time()
+        if expires_at is not None and expires_at <= max(now, obtained_at or now):
+            raise InvalidParameterException(
+                "ExpiresAt is in the past (or before ObtainedAt): a consent that has ended cannot be recorded."
+            )
         record = ConsentRecord(
             str(uuid.uuid4()),
             collection_id,
@@ -115,6 +121,17 @@ class PolicyOperations:
         self._store.policies.add_consent(record)
         return Reply(
             {"ConsentId": record.consent_id, "ExternalImageId": external_image_id}, {"ConsentId": record.consent_id}
+        )
+
+    def list_consents(self, collection_id: str, external_image_id: str | None) -> Reply:
+        if external_image_id is not None:
+            validation.external_image_id(external_image_id)
+        self._store.require_collection(collection_id)
+        now = time.time()
+        records = self._store.policies.consents(collection_id, external_image_id)
+        return Reply(
+            {"Consents": [_consent(record, now) for record in records]},
+            {"Count": len(records)},
         )
 
     def withdraw_consent(self, collection_id: str, consent_id: str) -> Erasure:
@@ -162,6 +179,25 @@ class PolicyOperations:
         self._store.after_commit(lambda: self._indexes.apply(change))
         self._store.after_commit(self._store.erase_traces)
         return sorted(change.seqs)
+
+
+def _consent(record: ConsentRecord, now: float) -> dict[str, Any]:
+    if record.withdrawn_at is not None:
+        status = "WITHDRAWN"
+    elif record.obtained_at > now:
+        status = "NOT_YET_VALID"
+    else:
+        status = "ACTIVE" if record.active(now) else "EXPIRED"
+    return {
+        "ConsentId": record.consent_id,
+        "ExternalImageId": record.external_image_id,
+        "Basis": record.basis,
+        "Reference": record.reference,
+        "ObtainedAt": record.obtained_at,
+        "ExpiresAt": record.expires_at,
+        "WithdrawnAt": record.withdrawn_at,
+        "Status": status,
+    }
 
 
 def _validate(policy: CollectionPolicy) -> None:
