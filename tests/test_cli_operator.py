@@ -60,3 +60,43 @@ def test_consent_cannot_start_expired_and_refusals_say_what_to_run(tmp_path: Pat
     ]
     code, out, _ = run(tmp_path, "consent", "list", "-c", "c")
     assert code == 0 and "ACTIVE" in out and "2099-01-01T00:00:00+00:00" in out
+
+
+def test_purpose_and_case_work_before_or_after_the_command_and_the_refusal_shows_how(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "c")
+    run(tmp_path, "collection", "policy", "c", "--purpose-required")
+    code, _, err = run(tmp_path, "search", OBAMA, "-c", "c")
+    assert code == 7 and "faceledger search photo.jpg -c COLLECTION --purpose" in one_line(err)
+    after = run(tmp_path, "search", OBAMA, "-c", "c", "--purpose", "find a missing person", "--case", "MP-1")
+    before = run(tmp_path, "--purpose", "audit test", "--case", "AT-2", "search", OBAMA, "-c", "c")
+    assert after[0] == 0 and before[0] == 0
+    shown = json.loads(run(tmp_path, "audit", "show", "--operation", "SearchFacesByImage", "--json")[1])
+    declared = [(e["purpose"], e["case_ref"], e["outcome"]) for e in shown]
+    assert ("find a missing person", "MP-1", "ok") in declared and ("audit test", "AT-2", "ok") in declared
+
+
+def test_version_roles_and_flags_in_help(tmp_path: Path) -> None:
+    code, out, _ = run(tmp_path, "--version")
+    assert code == 0 and out.startswith("faceledger 0.")
+    assert "reviewer" in one_line(run(tmp_path, "keys", "create", "--help")[1])
+    policy_help = one_line(run(tmp_path, "collection", "policy", "--help")[1])
+    assert "--review-required / --no-review-required" in policy_help and "<bool>" not in policy_help
+
+
+def test_audit_show_is_newest_first_and_takes_spans_of_time(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "c")
+    for _ in range(3):
+        run(tmp_path, "faces", "list", "-c", "c")
+    run(tmp_path, "collection", "describe", "nope")  # a failed call is ledgered too
+    newest = json.loads(run(tmp_path, "audit", "show", "--limit", "2", "--json")[1])
+    everything = json.loads(run(tmp_path, "audit", "show", "--oldest-first", "--json")[1])
+    assert [e["seq"] for e in newest] == [everything[-1]["seq"], everything[-2]["seq"]]
+    assert [e["operation"] for e in everything][:1] == ["CreateCollection"]
+    assert len(json.loads(run(tmp_path, "audit", "show", "--since", "1h", "--json")[1])) == len(everything)
+    assert json.loads(run(tmp_path, "audit", "show", "--until", "2h", "--json")[1]) == []
+    assert len(json.loads(run(tmp_path, "audit", "show", "--since", "2026-01-01", "--json")[1])) == len(everything)
+    failed = json.loads(run(tmp_path, "audit", "show", "--outcome", "error", "--json")[1])
+    listed = json.loads(run(tmp_path, "audit", "show", "--operation", "ListFaces", "--json")[1])
+    assert [e["operation"] for e in failed] == ["DescribeCollection"] and len(listed) == 3
+    code, _, err = run(tmp_path, "audit", "show", "--since", "yesterday")
+    assert code == 2 and "30m, 1h, 7d" in err

@@ -141,7 +141,8 @@ def test_audit_verify_finds_a_deleted_entry(tmp_path: Path) -> None:
     db.execute("DELETE FROM ledger WHERE seq = 2")
     db.commit()
     code, output = _verify(tmp_path)
-    assert code == 8 and "entries 2..2 are missing" in output and "entry 3 does not follow" in output
+    assert code == 8 and "entry 2 is missing: deleted from the middle" in output
+    assert "does not follow entry" not in output  # no second problem naming an entry that is gone
 
 
 def test_audit_verify_finds_reordered_entries(tmp_path: Path) -> None:
@@ -302,3 +303,15 @@ def test_anchoring_an_empty_ledger_and_a_bad_anchor_file_are_clear_errors(tmp_pa
     assert bad.exit_code == 2 and "is not an anchor file" in bad.stderr
     missing = runner.invoke(app, [*data, "audit", "verify", "--anchor", str(tmp_path / "none.jsonl")])
     assert missing.exit_code == 2 and "is not an anchor file" in missing.stderr
+
+
+def test_audit_verify_says_a_signed_entry_was_deleted_from_the_middle(tmp_path: Path) -> None:
+    path = _ledger_with_entries(tmp_path)  # entry 5 is a signed head
+    with faceledger.open(tmp_path) as service:
+        service.list_faces(collection_id="c")
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM ledger WHERE seq = 5")
+    db.commit()
+    code, output = _verify(tmp_path)
+    assert code == 8 and "entry 5 was signed but is gone: entries were deleted from the middle" in output
+    assert "from the end" not in output and "entry 5 is missing: deleted from the middle" in output

@@ -12,12 +12,17 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.common import JsonOption, iso_time, open_service, reports_errors
+from faceledger.cli.common import JsonOption, command_group, iso_time, open_service, reports_errors
 from faceledger.errors import InvalidParameterException
 
-audit_app = typer.Typer(help="The tamper-evident audit ledger of every operation.", no_args_is_help=True)
+audit_app = command_group(help="The tamper-evident audit ledger of every operation.", no_args_is_help=True)
 
-SinceOption = Annotated[str | None, typer.Option(help="Only entries from this time (ISO 8601, e.g. 2026-11-29T08:00).")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only entries from this time: ISO 8601 (2026-11-29, 2026-11-29T08:00) or back from now (30m, 1h, 7d)."
+    ),
+]
 UntilOption = Annotated[str | None, typer.Option(help="Only entries up to this time (ISO 8601).")]
 KeyOption = Annotated[str | None, typer.Option("--key", help="Only this access key id (or local:USER).")]
 CollectionFilter = Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")]
@@ -28,8 +33,8 @@ def _filters(
     since: str | None, until: str | None, key: str | None, collection: str | None, case: str | None
 ) -> dict[str, Any]:
     return {
-        "since": iso_time(since, "--since"),
-        "until": iso_time(until, "--until"),
+        "since": iso_time(since, "--since", relative=True),
+        "until": iso_time(until, "--until", relative=True),
         "access_key_id": key,
         "collection_id": collection,
         "case_ref": case,
@@ -116,12 +121,18 @@ def audit_show(
     key: KeyOption = None,
     collection: CollectionFilter = None,
     case: CaseOption = None,
-    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+    operation: Annotated[str | None, typer.Option(help="Only this operation, e.g. SearchFacesByImage.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Only this outcome: ok, denied or error.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 100,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="Oldest entries first (default: newest).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Ledger entries, oldest first, filtered by time, key, collection or case."""
+    """Ledger entries, newest first, filtered by time, key, collection, case, operation or outcome."""
+    filters = _filters(since, until, key, collection, case) | {"operation": operation, "outcome": outcome}
     with open_service() as service:
-        entries = list(service.ledger.entries(**_filters(since, until, key, collection, case), limit=limit))
+        entries = list(service.ledger.entries(**filters, limit=limit, newest_first=not oldest_first))
     if as_json:
         render.print_json([asdict(e) for e in entries])
         return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,11 +35,36 @@ ThresholdOption = Annotated[
 ]
 
 
+def command_group(**options: Any) -> typer.Typer:
+    """A Typer app (or group of subcommands) of this CLI: help in click's plain layout, which
+    shows flags as ``--x / --no-x`` and arguments by name rather than Typer's ``<bool>`` and
+    ``<str>`` placeholders."""
+    return typer.Typer(rich_markup_mode=None, **options)
+
+
 class CliState:
     """Global options, set by the top-level callback before any command runs."""
 
     data_dir: Path | None = None
     context: RequestContext | None = None
+
+
+PurposeOption = Annotated[
+    str | None, typer.Option("--purpose", help="Declared purpose of this use, recorded in the audit ledger.")
+]
+CaseOption = Annotated[
+    str | None, typer.Option("--case", help="Case reference of this use, recorded in the audit ledger.")
+]
+
+
+def declare(purpose: str | None, case: str | None) -> None:
+    """A command's own --purpose and --case (given after the command), over any given before it."""
+    context = CliState.context or RequestContext(local_caller())
+    CliState.context = dataclasses.replace(
+        context,
+        purpose=purpose if purpose is not None else context.purpose,
+        case_ref=case if case is not None else context.case_ref,
+    )
 
 
 SECRET_ENV = "FACELEDGER_SECRET_ACCESS_KEY"
@@ -75,16 +102,25 @@ def read_image(path: Path) -> bytes:
         raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
 
 
-def iso_time(text: str | None, option: str) -> float | None:
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def iso_time(text: str | None, option: str, *, relative: bool = False) -> float | None:
     """The Unix time (seconds) of an ISO 8601 time given to ``option``; a time without an
-    offset is UTC. None stays None (the option was not given)."""
+    offset is UTC. With ``relative``, also a span back from now: ``90s``, ``30m``, ``1h``,
+    ``7d``, ``2w``. None stays None (the option was not given)."""
     if text is None:
         return None
+    ago = _AGO.fullmatch(text.strip()) if relative else None
+    if ago is not None:
+        return time.time() - float(ago.group(1)) * _SECONDS[ago.group(2)]
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
+        spans = " or a span back from now (30m, 1h, 7d)" if relative else ""
         raise InvalidParameterException(
-            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-11-29T08:00, UTC unless an offset is given)."
+            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-11-29T08:00, UTC unless an offset is given){spans}."
         ) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 

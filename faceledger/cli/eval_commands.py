@@ -13,13 +13,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from faceledger.cli import render
-from faceledger.cli.common import CliState, JsonOption, open_service, reports_errors
+from faceledger.cli.common import CliState, JsonOption, command_group, open_service, reports_errors
 from faceledger.config import default_data_dir
 from faceledger.errors import InvalidParameterException
 from faceledger.service.search_limits import TARGET_FPIR, default_meaning
 from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
 
-eval_app = typer.Typer(
+eval_app = command_group(
     help="Measure accuracy on labelled data: verification, 1:N search, groups.", no_args_is_help=True
 )
 

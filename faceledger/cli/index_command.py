@@ -22,7 +22,16 @@ from rich.progress import (
 from rich.text import Text
 
 from faceledger.cli import render
-from faceledger.cli.common import CollectionOption, JsonOption, given, open_service, reports_errors
+from faceledger.cli.common import (
+    CaseOption,
+    CollectionOption,
+    JsonOption,
+    PurposeOption,
+    declare,
+    given,
+    open_service,
+    reports_errors,
+)
 from faceledger.errors import InvalidImageFormatException
 from faceledger.service import FileResult, Outcome, find_image_files, index_files
 
@@ -41,10 +50,13 @@ def index(
     workers: Annotated[
         int, typer.Option(help="Processes decoding and detecting (0: one per CPU core, or one for under 32 files).")
     ] = 0,
+    purpose: PurposeOption = None,
+    case: CaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Index every image under PATH; files already indexed (same SHA-256) are skipped, so an
     interrupted run resumes when started again."""
+    declare(purpose, case)
     if not path.exists():
         raise InvalidImageFormatException(f"{path} does not exist.")
     tally = IndexTally()

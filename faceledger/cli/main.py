@@ -6,6 +6,7 @@ error's exit code (see faceledger.errors); never a traceback.
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,12 +15,16 @@ import typer
 from faceledger.cli import render
 from faceledger.cli.audit_commands import audit_app, check
 from faceledger.cli.common import (
+    CaseOption,
     CliState,
     CollectionOption,
     ImageArgument,
     JsonOption,
+    PurposeOption,
     ThresholdOption,
     all_pages,
+    command_group,
+    declare,
     given,
     open_service,
     read_image,
@@ -34,10 +39,10 @@ from faceledger.config import DATA_DIR_ENV
 from faceledger.errors import InvalidParameterException
 from faceledger.service.context import RequestContext, local_caller
 
-app = typer.Typer(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
-collection_app = typer.Typer(help="Create, describe, list and delete collections.", no_args_is_help=True)
-faces_app = typer.Typer(help="List and delete indexed faces.", no_args_is_help=True)
-users_app = typer.Typer(help="Users: identities that group faces of one person.", no_args_is_help=True)
+app = command_group(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
+collection_app = command_group(help="Create, describe, list and delete collections.", no_args_is_help=True)
+faces_app = command_group(help="List and delete indexed faces.", no_args_is_help=True)
+users_app = command_group(help="Users: identities that group faces of one person.", no_args_is_help=True)
 app.add_typer(collection_app, name="collection")
 app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
@@ -55,16 +60,23 @@ app.command("calibrate")(calibrate)
 app.command("thresholds")(thresholds)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"faceledger {importlib.metadata.version('faceledger')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help=f"Data directory (default ${DATA_DIR_ENV} or ~/.local/share/faceledger)."),
     ] = None,
-    purpose: Annotated[
-        str | None, typer.Option(help="Declared purpose of this use, recorded in the audit ledger.")
-    ] = None,
-    case: Annotated[str | None, typer.Option(help="Case reference of this use, recorded in the audit ledger.")] = None,
+    purpose: PurposeOption = None,
+    case: CaseOption = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     CliState.data_dir = data_dir
     # every operation this command runs is ledgered as the local operator, with this purpose
@@ -165,8 +177,11 @@ def collection_delete(
 
 @app.command("detect")
 @reports_errors
-def detect(image: ImageArgument, as_json: JsonOption = False) -> None:
+def detect(
+    image: ImageArgument, purpose: PurposeOption = None, case: CaseOption = None, as_json: JsonOption = False
+) -> None:
     """Find faces: box, confidence, landmarks, pose and quality (never age, gender or emotion)."""
+    declare(purpose, case)
     with open_service() as service:
         response = service.detect_faces(image=read_image(image))
 
@@ -201,9 +216,12 @@ def compare(
         float | None,
         typer.Option("--threshold", help="Least similarity (0-100) for a match (default: 80, dlib's distance 0.6)."),
     ] = None,
+    purpose: PurposeOption = None,
+    case: CaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET."""
+    declare(purpose, case)
     with open_service() as service:
         response = service.compare_faces(
             source_image=read_image(source), target_image=read_image(target), **given(similarity_threshold=threshold)
@@ -231,10 +249,13 @@ def search(
         int | None,
         typer.Option(help="Report at most this many matches (default: 100, or the collection policy's cap if lower)."),
     ] = None,
+    purpose: PurposeOption = None,
+    case: CaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Search a collection with the largest face of IMAGE (SearchFacesByImage) or with one of
     its own faces, --face-id (SearchFaces)."""
+    declare(purpose, case)
     if (image is None) == (face_id is None):
         raise InvalidParameterException("Give either an IMAGE or --face-id.")
     with open_service() as service:
@@ -368,9 +389,12 @@ def users_search(
     user_id: Annotated[str | None, typer.Option(help="Search with the faces of this user.")] = None,
     face_id: Annotated[str | None, typer.Option(help="Search with this indexed face.")] = None,
     threshold: ThresholdOption = None,
+    purpose: PurposeOption = None,
+    case: CaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Users matching an image (SearchUsersByImage), a user or a face (SearchUsers)."""
+    declare(purpose, case)
     with open_service() as service:
         if image is not None:
             response = service.search_users_by_image(

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.common import JsonOption, open_service, reports_errors
+from faceledger.cli.common import JsonOption, command_group, open_service, reports_errors
 from faceledger.errors import InvalidParameterException
 
-models_app = typer.Typer(help="Face models: the default, and ONNX networks you register.", no_args_is_help=True)
+models_app = command_group(help="Face models: the default, and ONNX networks you register.", no_args_is_help=True)
 
 
 @models_app.command("list")

@@ -11,6 +11,7 @@ from faceledger.cli.common import (
     AccessKeyOption,
     CollectionOption,
     JsonOption,
+    command_group,
     given,
     iso_time,
     open_service,
@@ -19,7 +20,7 @@ from faceledger.cli.common import (
 from faceledger.errors import InvalidParameterException
 from faceledger.service.policy_operations import UNCHANGED
 
-consent_app = typer.Typer(
+consent_app = command_group(
     help="Consent records: required before indexing where a policy says so.", no_args_is_help=True
 )
 
@@ -183,7 +184,7 @@ def purge(as_json: JsonOption = False) -> None:
     )
 
 
-review_app = typer.Typer(help="Human review of matches in review_required collections.", no_args_is_help=True)
+review_app = command_group(help="Human review of matches in review_required collections.", no_args_is_help=True)
 
 
 def _show_case(case: dict[str, Any]) -> None:

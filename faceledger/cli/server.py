@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from faceledger.cli import render
-from faceledger.cli.common import JsonOption, open_service, reports_errors
+from faceledger.cli.common import JsonOption, command_group, open_service, reports_errors
 from faceledger.service.access import Role
 
-keys_app = typer.Typer(help="Access keys of the HTTP API (SigV4 credentials).", no_args_is_help=True)
+keys_app = command_group(help="Access keys of the HTTP API (SigV4 credentials).", no_args_is_help=True)
 
 
 @reports_errors

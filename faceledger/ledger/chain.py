@@ -121,13 +121,16 @@ class Ledger:
         hashes: dict[int, str] = {}
         for entry, prev_hash, stored_hash in self._rows.chained():
             seq = entry.seq or 0
-            if seq != expected_seq:
-                problems.append(
-                    f"entries {expected_seq}..{seq - 1} are missing (deleted)"
-                    if seq > expected_seq
-                    else f"entry {seq} appears out of order (inserted or reordered)"
+            if seq > expected_seq:
+                # the link of the entry after a gap can only fail: one problem says both
+                gap = (
+                    f"entry {expected_seq} is" if seq == expected_seq + 1 else f"entries {expected_seq}..{seq - 1} are"
                 )
-            if prev_hash != previous:
+                where = "deleted from the start of the chain" if expected_seq == 1 else "deleted from the middle"
+                problems.append(f"{gap} missing: {where} (entry {seq} no longer follows the entry before it)")
+            elif seq < expected_seq:
+                problems.append(f"entry {seq} appears out of order (inserted or reordered)")
+            if prev_hash != previous and seq <= expected_seq:
                 problems.append(
                     f"entry {seq} does not follow entry {seq - 1}: the chain was cut here "
                     "(an entry inserted, deleted or reordered)"
@@ -146,7 +149,8 @@ class Ledger:
                 problems.append(f"the signature of head {seq} is not the ledger key's (forged or key replaced)")
                 continue
             if seq not in hashes:
-                problems.append(f"entry {seq} was signed but is gone: entries were deleted from the end")
+                where = "from the end" if seq > max(hashes, default=0) else "from the middle"
+                problems.append(f"entry {seq} was signed but is gone: entries were deleted {where}")
             elif hashes[seq] != digest:
                 problems.append(f"entries up to {seq} were rewritten after the head was signed")
         for seq in range(SIGN_EVERY, max(hashes, default=0) + 1, SIGN_EVERY):

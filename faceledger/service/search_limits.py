@@ -158,7 +158,8 @@ class SearchLimits:
         if policy.purpose_required and not (context.purpose and context.case_ref):
             raise AccessDeniedException(
                 f"Collection {collection_id!r} requires a declared purpose and case reference for searches "
-                "(HTTP headers X-Faceledger-Purpose and X-Faceledger-Case; CLI --purpose and --case)."
+                "(HTTP headers X-Faceledger-Purpose and X-Faceledger-Case; CLI: add --purpose 'WHY' --case REF "
+                "to the command, e.g. faceledger search photo.jpg -c COLLECTION --purpose 'WHY' --case REF)."
             )
 
     def resolve(

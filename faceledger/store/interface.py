@@ -144,9 +144,13 @@ class LedgerRepository(ABC):
         access_key_id: str | None = None,
         collection_id: str | None = None,
         case_ref: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[LedgerEntry]:
-        """Entries in ledger order, filtered."""
+        """Entries in ledger order (or newest first), filtered; ``limit`` counts from the first
+        entry in that order."""
 
     @abstractmethod
     def chained(self) -> Iterator[tuple[LedgerEntry, str, str]]:

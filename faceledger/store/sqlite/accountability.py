@@ -339,7 +339,10 @@ class SQLiteLedger(LedgerRepository):
         access_key_id: str | None = None,
         collection_id: str | None = None,
         case_ref: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[LedgerEntry]:
         sql, params = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE 1 = 1", []
         for column, value, operator in (
@@ -348,11 +351,13 @@ class SQLiteLedger(LedgerRepository):
             ("access_key_id", access_key_id, "="),
             ("collection_id", collection_id, "="),
             ("case_ref", case_ref, "="),
+            ("operation", operation, "="),
+            ("outcome", outcome, "="),
         ):
             if value is not None:
                 sql += f" AND {column} {operator} ?"
                 params.append(value)
-        sql += " ORDER BY seq" + (" LIMIT ?" if limit is not None else "")
+        sql += " ORDER BY seq" + (" DESC" if newest_first else "") + (" LIMIT ?" if limit is not None else "")
         if limit is not None:
             params.append(limit)
         for row in self._db.connection().execute(sql, params):
