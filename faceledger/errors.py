@@ -14,6 +14,9 @@ exits 8 on a tampered ledger, ``index`` 130 when interrupted).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class FaceledgerError(Exception):
     """Base class: a request faceledger refused or could not carry out.
@@ -30,12 +33,32 @@ class FaceledgerError(Exception):
         super().__init__(message)
         self.message = message
 
+    def about(self, subject: str) -> FaceledgerError:
+        """The same error, its message prefixed with what it is about (an image member, a file)."""
+        error = type(self)(f"{subject}: {self.message}")
+        error.__cause__ = self.__cause__
+        return error
+
+
+@contextmanager
+def about(subject: str) -> Iterator[None]:
+    """Errors raised inside say they are about ``subject`` (e.g. ``SourceImage`` or a file name)."""
+    try:
+        yield
+    except FaceledgerError as error:
+        raise error.about(subject) from None
+
 
 class InvalidParameterException(FaceledgerError):
     """A parameter is missing, out of range or malformed; also "no face in the image"."""
 
     code = "InvalidParameterException"
     exit_code = 2
+
+
+class NoUsableFaceException(InvalidParameterException):
+    """The image holds no face, or none that passes the quality filter (Rekognition answers
+    InvalidParameterException)."""
 
 
 class InvalidImageFormatException(FaceledgerError):

@@ -100,3 +100,42 @@ def test_audit_show_is_newest_first_and_takes_spans_of_time(tmp_path: Path) -> N
     assert [e["operation"] for e in failed] == ["DescribeCollection"] and len(listed) == 3
     code, _, err = run(tmp_path, "audit", "show", "--since", "yesterday")
     assert code == 2 and "30m, 1h, 7d" in err
+
+
+def _blank(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(path)
+    return path
+
+
+def test_an_empty_comparison_and_nothing_associated_exit_non_zero(tmp_path: Path) -> None:
+    blank = _blank(tmp_path)
+    code, _, err = run(tmp_path, "compare", OBAMA, str(blank))
+    assert code == 2 and f"no face found in {blank}" in err
+    code, out, _ = run(tmp_path, "compare", OBAMA, OBAMA_2, "--json")
+    assert code == 0 and json.loads(out)["FaceMatches"]
+    run(tmp_path, "collection", "create", "c")
+    run(tmp_path, "users", "create", "u", "-c", "c")
+    missing = "00000000-0000-4000-8000-000000000000"
+    code, _, err = run(tmp_path, "users", "associate", "u", missing, "-c", "c")
+    assert code == 4 and "FACE_NOT_FOUND" in err and "no such face" in err
+    code, _, err = run(tmp_path, "faces", "delete", missing, "-c", "c")
+    assert code == 4 and "no such face" in err
+
+
+def test_image_errors_name_the_file(tmp_path: Path) -> None:
+    blank, text = _blank(tmp_path), tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    code, _, err = run(tmp_path, "detect", str(tmp_path / "nope.jpg"))
+    assert code == 2 and f"{tmp_path / 'nope.jpg'} does not exist" in err
+    code, _, err = run(tmp_path, "compare", OBAMA, str(text))
+    assert code == 3 and f"{text}: " in err and "not a readable image" in err
+    code, _, err = run(tmp_path, "compare", str(blank), OBAMA)
+    assert code == 2 and f"{blank}: There are no faces" in err
+    run(tmp_path, "collection", "create", "c")
+    code, _, err = run(tmp_path, "search", str(blank), "-c", "c")
+    assert code == 2 and f"{blank}: There are no faces" in err
+    code, _, err = run(tmp_path, "search", str(blank), "-c", "nope")
+    assert code == 4 and str(blank) not in err  # an error about the collection names the collection only

@@ -3,6 +3,7 @@ persistence reused after a restart."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -142,3 +143,40 @@ def test_service_saves_and_reuses_the_approximate_index(tmp_path: Path, monkeypa
         biden = service.search_faces(collection_id="c", face_id=ids[1])["FaceMatches"]
         assert [m["Face"]["FaceId"] for m in biden] == [ids[3]]
         assert loads == []  # read from the saved index, not rebuilt from the store
+
+
+def test_a_saved_index_is_sealed_in_parts_that_cannot_be_moved(
+    tmp_path: Path, lfw_sample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AES-GCM seals under 2 GiB at once, and a million fused templates make 4.9 GB: the saved
+    index is sealed in parts (here of 64 KiB), each bound to its place."""
+    from faceledger.errors import InternalServerError
+
+    monkeypatch.setattr(vector_index, "SEALED_PART_BYTES", 1 << 16)
+    templates, probes = lfw_sample
+    index = CollectionIndex(128, np.arange(len(templates)), templates, 4, approximate=True)
+    cipher, path = TemplateCipher(os.urandom(32)), tmp_path / "parts.faiss"
+    index.save(path, cipher)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["parts"] >= 3
+    loaded = CollectionIndex.load(path, 4, cipher)
+    assert [n.seq for n in loaded.search(probes[:3], 5)[2]] == [n.seq for n in index.search(probes[:3], 5)[2]]
+    raw = path.read_bytes()
+    first = 8 + int.from_bytes(raw[:8], "big")
+    second = first + 8 + int.from_bytes(raw[first : first + 8], "big")
+    path.write_bytes(raw[first:second] + raw[:first] + raw[second:])  # parts 1 and 2 swapped
+    with pytest.raises(InternalServerError, match="does not decrypt"):
+        CollectionIndex.load(path, 4, cipher)
+
+
+def test_an_index_saved_whole_by_an_earlier_version_still_loads(tmp_path: Path, lfw_sample) -> None:
+    import faiss
+
+    templates, probes = lfw_sample
+    index = CollectionIndex(128, np.arange(len(templates)), templates, 2, approximate=True)
+    cipher, path = TemplateCipher(os.urandom(32)), tmp_path / "old.faiss"
+    sealed = cipher.seal_bytes("vector index old generation 2", faiss.serialize_index(index._index).tobytes())
+    path.write_bytes(sealed)
+    path.with_suffix(".json").write_text(json.dumps({"generation": 2, "removed": [], "approximate": True}))
+    loaded = CollectionIndex.load(path, 2, cipher)
+    assert [n.seq for n in loaded.search(probes[:2], 5)[1]] == [n.seq for n in index.search(probes[:2], 5)[1]]

@@ -17,7 +17,13 @@ import typer
 
 from faceledger.cli import render
 from faceledger.config import Settings, default_data_dir
-from faceledger.errors import FaceledgerError, InvalidImageFormatException, InvalidParameterException
+from faceledger.errors import (
+    FaceledgerError,
+    ImageTooLargeException,
+    InvalidImageFormatException,
+    InvalidParameterException,
+    NoUsableFaceException,
+)
 from faceledger.service import FaceService
 from faceledger.service.context import RequestContext, acting_as, local_caller
 
@@ -96,10 +102,30 @@ def open_service(access_key_id: str | None = None) -> Iterator[FaceService]:
 
 
 def read_image(path: Path) -> bytes:
+    if not path.exists():
+        raise InvalidParameterException(f"{path} does not exist.")
+    if path.is_dir():
+        raise InvalidParameterException(f"{path} is a folder, not an image file ('faceledger index' takes folders).")
     try:
         return path.read_bytes()
     except OSError as exc:
         raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
+
+
+@contextmanager
+def naming(*images: Path, members: tuple[str, ...] = ()) -> Iterator[None]:
+    """Errors inside name the image file they are about: the one file given, or, for an
+    operation of several images, the file in place of the request member (``members``, e.g.
+    SourceImage, TargetImage) the service names."""
+    try:
+        yield
+    except (InvalidImageFormatException, ImageTooLargeException, NoUsableFaceException) as error:
+        for member, path in zip(members, images, strict=False):  # no members: one image
+            if error.message.startswith(f"{member}: "):
+                raise type(error)(f"{path}: {error.message[len(member) + 2 :]}") from None
+        if len(images) == 1 and not error.message.startswith(str(images[0])):
+            raise error.about(str(images[0])) from None
+        raise
 
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -151,8 +177,7 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except FaceledgerError as exc:
-            # soft_wrap: one line whatever the terminal's width, so that it can be grepped
-            render.errors.print(f"error: {exc.code}: {exc.message}", markup=False, highlight=False, soft_wrap=True)
+            render.error_line(f"error: {exc.code}: {exc.message}")
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -78,7 +78,7 @@ def index(
     if tally.interrupted:
         raise typer.Exit(130)
     if not tally.counts[Outcome.INDEXED] and not tally.counts[Outcome.SKIPPED]:
-        render.errors.print(f"error: nothing was indexed: {tally.nothing_indexed(path)}", markup=False, highlight=False)
+        render.error_line(f"error: nothing was indexed: {tally.nothing_indexed(path)}")
         raise typer.Exit(NOTHING_INDEXED)
 
 
@@ -190,6 +190,6 @@ def _show_summary(summary: dict[str, Any], collection: str, seconds: float) -> N
     )
     for label, items in (("unreadable", summary["UnreadableFiles"]), ("refused", summary["RefusedFiles"])):
         for item in items:
-            render.errors.print(f"{label}: {item['path']}: {item['error']}", markup=False, highlight=False)
+            render.error_line(f"{label}: {item['path']}: {item['error']}")
     if summary["Interrupted"]:
         render.errors.print("Interrupted: what was indexed is kept; run the same command to resume.")

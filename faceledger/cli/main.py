@@ -26,6 +26,7 @@ from faceledger.cli.common import (
     command_group,
     declare,
     given,
+    naming,
     open_service,
     read_image,
     reports_errors,
@@ -36,7 +37,7 @@ from faceledger.cli.model_commands import models_app
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
 from faceledger.cli.server import keys_app, serve
 from faceledger.config import DATA_DIR_ENV
-from faceledger.errors import InvalidParameterException
+from faceledger.errors import InvalidParameterException, NoUsableFaceException, ResourceNotFoundException
 from faceledger.service.context import RequestContext, local_caller
 
 app = command_group(help="Self-hosted face detection, comparison and search.", no_args_is_help=True)
@@ -182,7 +183,7 @@ def detect(
 ) -> None:
     """Find faces: box, confidence, landmarks, pose and quality (never age, gender or emotion)."""
     declare(purpose, case)
-    with open_service() as service:
+    with open_service() as service, naming(image):
         response = service.detect_faces(image=read_image(image))
 
     def human(r: dict[str, Any]) -> None:
@@ -222,7 +223,7 @@ def compare(
 ) -> None:
     """Compare the largest face of SOURCE with every face in TARGET."""
     declare(purpose, case)
-    with open_service() as service:
+    with open_service() as service, naming(source, target, members=("SourceImage", "TargetImage")):
         response = service.compare_faces(
             source_image=read_image(source), target_image=read_image(target), **given(similarity_threshold=threshold)
         )
@@ -230,9 +231,14 @@ def compare(
     def human(r: dict[str, Any]) -> None:
         rows = [["match", m["Similarity"], render.box_text(m["Face"]["BoundingBox"])] for m in r["FaceMatches"]]
         rows += [["no match", None, render.box_text(f["BoundingBox"])] for f in r["UnmatchedFaces"]]
-        render.table(f"{source.name} vs {target.name}", ("Result", "Similarity", "Face in target"), rows)
+        if rows:
+            render.table(f"{source.name} vs {target.name}", ("Result", "Similarity", "Face in target"), rows)
 
     render.emit(response, as_json, human)
+    if not response["FaceMatches"] and not response["UnmatchedFaces"]:
+        # the API answers an empty comparison; a person (or a script's exit status) needs to know why
+        render.error_line(f"error: no face found in {target}: nothing to compare with.")
+        raise typer.Exit(NoUsableFaceException.exit_code)
 
 
 app.command("index")(index)  # in faceledger/cli/index_command.py; registered here to keep its place in --help
@@ -258,7 +264,7 @@ def search(
     declare(purpose, case)
     if (image is None) == (face_id is None):
         raise InvalidParameterException("Give either an IMAGE or --face-id.")
-    with open_service() as service:
+    with open_service() as service, naming(*([image] if image is not None else [])):
         if image is not None:
             response = service.search_faces_by_image(
                 collection_id=collection,
@@ -304,9 +310,10 @@ def faces_delete(face_ids: list[str], collection: CollectionOption, as_json: Jso
     def human(r: dict[str, Any]) -> None:
         render.console.print(f"Deleted {len(r['DeletedFaces'])} face(s).")
         for failure in r["UnsuccessfulFaceDeletions"]:
-            render.errors.print(f"not deleted: {failure['FaceId']}: {', '.join(failure['Reasons'])}")
+            render.error_line(f"not deleted: {failure['FaceId']}: {', '.join(failure['Reasons'])}")
 
     render.emit(response, as_json, human)
+    exit_if_none_done(response["DeletedFaces"], response["UnsuccessfulFaceDeletions"])
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -360,6 +367,7 @@ def users_associate(
             collection_id=collection, user_id=user_id, face_ids=face_ids, **given(user_match_threshold=threshold)
         )
     render.emit(response, as_json, lambda r: _association_report(r, "AssociatedFaces", "UnsuccessfulFaceAssociations"))
+    exit_if_none_done(response["AssociatedFaces"], response["UnsuccessfulFaceAssociations"])
 
 
 @users_app.command("disassociate")
@@ -373,12 +381,24 @@ def users_disassociate(
     render.emit(
         response, as_json, lambda r: _association_report(r, "DisassociatedFaces", "UnsuccessfulFaceDisassociations")
     )
+    exit_if_none_done(response["DisassociatedFaces"], response["UnsuccessfulFaceDisassociations"])
 
 
 def _association_report(response: dict[str, Any], done_key: str, failed_key: str) -> None:
     render.console.print(f"{len(response[done_key])} face(s) done; user is {response['UserStatus']}.")
     for failure in response[failed_key]:
-        render.errors.print(f"not done: {failure['FaceId']}: {', '.join(failure['Reasons'])}")
+        render.error_line(f"not done: {failure['FaceId']}: {', '.join(failure['Reasons'])}")
+
+
+def exit_if_none_done(done: list[Any], failures: list[dict[str, Any]]) -> None:
+    """Exit non-zero when every face asked for failed: 4 when none of them exists (as the
+    API's ResourceNotFound would), else 2."""
+    if failures and not done:
+        missing = all(f.get("Reasons") == ["FACE_NOT_FOUND"] for f in failures)
+        render.error_line(
+            "error: " + ("no such face in the collection" if missing else "nothing was done") + " (see above)."
+        )
+        raise typer.Exit(ResourceNotFoundException.exit_code if missing else InvalidParameterException.exit_code)
 
 
 @users_app.command("search")
@@ -395,7 +415,7 @@ def users_search(
 ) -> None:
     """Users matching an image (SearchUsersByImage), a user or a face (SearchUsers)."""
     declare(purpose, case)
-    with open_service() as service:
+    with open_service() as service, naming(*([image] if image is not None else [])):
         if image is not None:
             response = service.search_users_by_image(
                 collection_id=collection, image=read_image(image), **given(user_match_threshold=threshold)

@@ -47,6 +47,11 @@ def moment(epoch_seconds: float | None) -> str | None:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
 
 
+def error_line(text: str) -> None:
+    """One line on stderr, however long (so that it can be grepped), printed as it is."""
+    errors.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def emit(response: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
     """Print ``response`` as JSON (``--json``) or with ``human`` (tables for people)."""
     if as_json:

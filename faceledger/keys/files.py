@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from faceledger.errors import InternalServerError
@@ -14,14 +15,16 @@ from faceledger.errors import InternalServerError
 KEY_BYTES = 32
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically (a crash leaves the old file): keys,
-    and anything else in the data directory that only its owner may read."""
+def write_private_file(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or pieces of it written one after the other) to ``path`` with mode
+    0600, atomically (a crash leaves the old file): keys, and anything else in the data directory
+    that only its owner may read."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
+        for piece in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            handle.write(piece)
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)

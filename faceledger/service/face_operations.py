@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from faceledger.errors import about
 from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
 from faceledger.service.images import ImageInput, ImageReader
@@ -47,9 +48,12 @@ class FaceOperations:
     def compare(
         self, source_image: ImageInput, target_image: ImageInput, threshold: float, level: QualityFilter
     ) -> Comparison:
-        source = self._images.decode(source_image)
-        target = self._images.decode(target_image)
-        probe, _ = self._images.largest_face(source, level)
+        with about("SourceImage"):
+            source = self._images.decode(source_image)
+        with about("TargetImage"):
+            target = self._images.decode(target_image)
+        with about("SourceImage"):
+            probe, _ = self._images.largest_face(source, level)
         candidates = [face for face in self._images.faces(target) if not quality_failures(face, level)]
         self._images.analyzer.embed_faces(candidates)
         matches: list[tuple[float, Face]] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from faceledger.config import ImageLimits
-from faceledger.errors import InvalidParameterException
+from faceledger.errors import InvalidParameterException, NoUsableFaceException
 from faceledger.vision import AnalyzedImage, DecodedImage, Face, FaceAnalyzer, decode_image
 from faceledger.vision.quality import QualityFilter, quality_failures
 
@@ -46,10 +46,10 @@ class ImageReader:
         analyzer = analyzer or self.analyzer
         faces = analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE if with_others else 1)
         if not faces:
-            raise InvalidParameterException(NO_FACE)
+            raise NoUsableFaceException(NO_FACE)
         reasons = quality_failures(faces[0], level)
         if reasons:
-            raise InvalidParameterException(
+            raise NoUsableFaceException(
                 f"The largest face in the image does not pass QualityFilter {level.value}: {', '.join(reasons)}."
             )
         analyzer.embed_faces(faces[:1])
