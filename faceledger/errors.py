@@ -110,6 +110,15 @@ class InternalServerError(FaceledgerError):
     exit_code = 70
 
 
+class DataDirectoryError(FaceledgerError):
+    """The data directory (or its database) cannot be used: not a directory, not writable, or a
+    database that cannot be opened for writing. Only met when a service opens."""
+
+    code = "DataDirectoryError"
+    http_status = 500
+    exit_code = 78  # EX_CONFIG
+
+
 class InvalidPaginationTokenException(FaceledgerError):
     """The NextToken was not issued by this server for this listing."""
 

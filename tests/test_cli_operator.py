@@ -139,3 +139,19 @@ def test_image_errors_name_the_file(tmp_path: Path) -> None:
     assert code == 2 and f"{blank}: There are no faces" in err
     code, _, err = run(tmp_path, "search", str(blank), "-c", "nope")
     assert code == 4 and str(blank) not in err  # an error about the collection names the collection only
+
+
+def test_an_unusable_data_directory_is_one_line_with_its_own_exit_code(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    database_is_a_folder = tmp_path / "data"
+    (database_is_a_folder / "faceledger.sqlite3").mkdir(parents=True)
+    for data_dir, said in (
+        (a_file, "is a file, not a directory"),
+        (a_file / "below", "cannot be used (Not a directory)"),
+        (database_is_a_folder, "cannot be opened for writing"),
+    ):
+        code, out, err = run(data_dir, "collection", "list")
+        assert code == 78, (data_dir, out, err)
+        assert err.startswith("error: DataDirectoryError: ") and said in err and str(data_dir) in err
+        assert err.count("\n") == 1 and "Traceback" not in out + err

@@ -32,7 +32,7 @@ from faceledger.cli.common import (
     open_service,
     reports_errors,
 )
-from faceledger.errors import InvalidImageFormatException
+from faceledger.errors import InvalidParameterException
 from faceledger.service import FileResult, Outcome, find_image_files, index_files
 
 # Starting a worker process costs one to two seconds: below this many files, one process is faster.
@@ -58,7 +58,7 @@ def index(
     interrupted run resumes when started again."""
     declare(purpose, case)
     if not path.exists():
-        raise InvalidImageFormatException(f"{path} does not exist.")
+        raise InvalidParameterException(f"{path} does not exist.")
     tally = IndexTally()
     started = time.monotonic()
     with open_service() as service:

@@ -12,13 +12,14 @@ authorises, ledgers and commits every call (runner.py).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from faceledger.config import Settings
-from faceledger.errors import FaceledgerError
+from faceledger.errors import DataDirectoryError, FaceledgerError
 from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
@@ -40,7 +41,7 @@ from faceledger.service.search_operations import SearchOperations
 from faceledger.service.shapes import Response
 from faceledger.service.templates import TemplateVault
 from faceledger.service.user_operations import UserOperations
-from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, open_store
+from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, Store, open_store
 from faceledger.vision import FaceAnalyzer
 from faceledger.vision.calibration import ThresholdTable
 
@@ -62,8 +63,7 @@ class FaceService:
     def __init__(self, settings: Settings | None = None, analyzer: FaceAnalyzer | None = None) -> None:
         self.settings = settings or Settings()
         data_dir = self.settings.data_dir
-        self.data_directory = DataDirectory(data_dir)
-        self.store = open_store(self.settings.database_path)
+        self.data_directory, self.store = _open_data_directory(data_dir, self.settings.database_path)
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
         self.ledger = Ledger(self.store.ledger, ledger_key_path(data_dir))
         self.analyzer = analyzer or FaceAnalyzer()
@@ -665,6 +665,27 @@ class FaceService:
     def export_ledger(self, *, write: Callable[[LedgerEntry], None], **filters: Any) -> Response:
         """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order."""
         return self._run("ExportLedger", lambda: self._admin.export_ledger(write, filters))
+
+
+def _open_data_directory(path: Path, database: Path) -> tuple[DataDirectory, Store]:
+    """The data directory and its store, or one DataDirectoryError saying what is wrong and
+    what to do (instead of whichever OSError or sqlite3 error met it first)."""
+    advice = "use a directory this account owns (--data-dir or FACELEDGER_DATA_DIR), or fix its permissions"
+    if path.exists() and not path.is_dir():
+        raise DataDirectoryError(f"The data directory {path} is a file, not a directory: {advice}.")
+    try:
+        directory = DataDirectory(path)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise DataDirectoryError(f"The data directory {path} cannot be used ({reason}): {advice}.") from None
+    try:
+        return directory, open_store(database)
+    except (OSError, sqlite3.Error) as error:
+        directory.close()
+        raise DataDirectoryError(
+            f"The database {database} cannot be opened for writing ({error}): {advice}; faceledger writes its "
+            "store, keys and ledger there."
+        ) from None
 
 
 def _check_max(value: int | None, name: str, maximum: int = validation.MAX_PAGE_SIZE) -> None:
