@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from faceledger.cli.main import app
@@ -40,6 +41,25 @@ def test_policy_options_change_only_themselves(tmp_path: Path) -> None:
     assert json.loads(run(tmp_path, "collection", "policy", "acct", "--json")[1])["PurposeRequired"] is True
     code, _, err = run(tmp_path, "collection", "policy", "acct", "--max-results", "5", "--no-max-results")
     assert code == 2 and "not both" in err
+
+
+def test_the_quick_start_indexes_labelled_folders_and_finds_a_real_match(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "family")
+    code, out, _ = run(
+        tmp_path,
+        "index",
+        str(data_path("facerec_examples")),
+        "-c",
+        "family",
+        "--exclude",
+        "_test_unlabeled/*",
+        "--json",
+    )
+    assert code == 0 and json.loads(out)["Images"] == 9  # the unlabeled query photos are not indexed
+    probe = str(data_path("facerec_examples", "_test_unlabeled", "obama1.jpg"))
+    matches = json.loads(run(tmp_path, "search", probe, "-c", "family", "--json")[1])["FaceMatches"]
+    assert matches and {m["Face"]["ExternalImageId"] for m in matches} <= {"obama:obama.jpg", "obama:obama2.jpg"}
+    assert all(m["Similarity"] < 99.9 for m in matches)  # another photo of him, not the query itself
 
 
 def test_consent_cannot_start_expired_and_refusals_say_what_to_run(tmp_path: Path) -> None:
@@ -155,3 +175,49 @@ def test_an_unusable_data_directory_is_one_line_with_its_own_exit_code(tmp_path:
         assert code == 78, (data_dir, out, err)
         assert err.startswith("error: DataDirectoryError: ") and said in err and str(data_dir) in err
         assert err.count("\n") == 1 and "Traceback" not in out + err
+
+
+def test_ids_are_printed_whole_and_a_unique_prefix_is_taken(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "c")
+    folder = data_path("facerec_examples")
+    run(tmp_path, "index", str(folder), "-c", "c", "--exclude", "_test_unlabeled/*")
+    faces = json.loads(run(tmp_path, "faces", "list", "-c", "c", "--json")[1])["Faces"]
+    code, out, _ = run(tmp_path, "faces", "list", "-c", "c", env={"COLUMNS": "80"})
+    assert code == 0 and all(face["FaceId"] in out for face in faces)  # at 80 columns, every id whole
+    assert max(len(line) for line in out.splitlines()) <= 80
+    obama = next(f["FaceId"] for f in faces if f["ExternalImageId"] == "obama:obama.jpg")
+    run(tmp_path, "users", "create", "barack", "-c", "c")
+    code, out, err = run(tmp_path, "users", "associate", "barack", obama[:8], "-c", "c", "--json")
+    assert code == 0, err
+    assert json.loads(out)["AssociatedFaces"] == [{"FaceId": obama}]
+    absent = next(p for p in ("00000000", "11111111", "22222222") if not any(f["FaceId"].startswith(p) for f in faces))
+    code, _, err = run(tmp_path, "users", "associate", "barack", absent, "-c", "c")
+    assert code == 2 and "matches no face" in err
+    code, _, err = run(tmp_path, "search", "--face-id", obama[:6], "-c", "c", "--json")
+    assert code == 0, err
+
+
+def test_a_prefix_of_several_faces_is_refused(tmp_path: Path) -> None:
+    import time
+    import uuid
+
+    import numpy as np
+
+    import faceledger
+    from faceledger.errors import InvalidParameterException
+    from faceledger.store import FaceRecord, ImageRecord
+
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        image_id, now = str(uuid.uuid4()), time.time()
+        ids = ["abcd0000-0000-4000-8000-000000000000", "abcd1111-0000-4000-8000-000000000000"]
+        box = {"Width": 0.1, "Height": 0.1, "Left": 0.1, "Top": 0.1}
+        vector = np.ones(128, np.float32)
+        records = [
+            FaceRecord(i, "c", image_id, None, "0" * 64, box, 99.0, {}, {}, service.templates.seal(i, vector), now)
+            for i in ids
+        ]
+        service.store.add_image(ImageRecord(image_id, "c", uuid.uuid4().hex, None, 100, 100, 2, now), records)
+        assert service.resolve_face_ids(collection_id="c", face_ids=["abcd1", ids[0]]) == [ids[1], ids[0]]
+        with pytest.raises(InvalidParameterException, match="matches several faces"):
+            service.resolve_face_ids(collection_id="c", face_ids=["abcd"])

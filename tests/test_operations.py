@@ -22,6 +22,7 @@ NOT_OPERATIONS = {
     "record_failure": "writes the entry of a call refused on the wire",
     "threshold_table": "reads the shipped or calibrated threshold table (no biometric data)",
     "default_search_threshold": "reads the threshold table",
+    "resolve_face_ids": "turns id prefixes the CLI was given into face ids; the operation given them is ledgered",
     "find_indexed_image": "lets a folder index skip files it indexed before; the IndexFaces it saves is the operation",
     "index_image": "IndexFaces with a typed result (bulk indexing); checked below as IndexFaces",
 }

@@ -50,6 +50,12 @@ def index(
     workers: Annotated[
         int, typer.Option(help="Processes decoding and detecting (0: one per CPU core, or one for under 32 files).")
     ] = 0,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude", help="Skip files whose path below PATH matches this glob (e.g. '_test/*'); repeatable."
+        ),
+    ] = None,
     purpose: PurposeOption = None,
     case: CaseOption = None,
     as_json: JsonOption = False,
@@ -62,7 +68,7 @@ def index(
     tally = IndexTally()
     started = time.monotonic()
     with open_service() as service:
-        files = find_image_files(path)
+        files = find_image_files(path, exclude or ())
         results = index_files(
             service,
             collection,

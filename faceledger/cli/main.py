@@ -272,6 +272,7 @@ def search(
                 **given(face_match_threshold=threshold, max_faces=max_faces),
             )
         else:
+            (face_id,) = service.resolve_face_ids(collection_id=collection, face_ids=[face_id])
             response = service.search_faces(
                 collection_id=collection, face_id=face_id, **given(face_match_threshold=threshold, max_faces=max_faces)
             )
@@ -305,6 +306,7 @@ def faces_list(
 def faces_delete(face_ids: list[str], collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Delete faces from a collection (store and index)."""
     with open_service() as service:
+        face_ids = service.resolve_face_ids(collection_id=collection, face_ids=face_ids)
         response = service.delete_faces(collection_id=collection, face_ids=face_ids)
 
     def human(r: dict[str, Any]) -> None:
@@ -363,6 +365,7 @@ def users_associate(
 ) -> None:
     """Associate faces with a user."""
     with open_service() as service:
+        face_ids = service.resolve_face_ids(collection_id=collection, face_ids=face_ids)
         response = service.associate_faces(
             collection_id=collection, user_id=user_id, face_ids=face_ids, **given(user_match_threshold=threshold)
         )
@@ -377,6 +380,7 @@ def users_disassociate(
 ) -> None:
     """Remove faces from a user."""
     with open_service() as service:
+        face_ids = service.resolve_face_ids(collection_id=collection, face_ids=face_ids)
         response = service.disassociate_faces(collection_id=collection, user_id=user_id, face_ids=face_ids)
     render.emit(
         response, as_json, lambda r: _association_report(r, "DisassociatedFaces", "UnsuccessfulFaceDisassociations")
@@ -421,6 +425,8 @@ def users_search(
                 collection_id=collection, image=read_image(image), **given(user_match_threshold=threshold)
             )
         else:
+            if face_id is not None:
+                (face_id,) = service.resolve_face_ids(collection_id=collection, face_ids=[face_id])
             response = service.search_users(
                 collection_id=collection, user_id=user_id, face_id=face_id, **given(user_match_threshold=threshold)
             )

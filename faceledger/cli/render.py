@@ -61,27 +61,29 @@ def emit(response: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Rows under ``columns``, never cut: when the table is wider than the terminal, each row is
-    printed as lines of ``column: value`` instead (as psql's expanded display does), since
-    people copy identifiers from it into the next command."""
+    """Rows under ``columns``. Identifiers (columns named ``...Id``) are never cut or wrapped,
+    since people copy them into the next command: when they would not fit the terminal, each row
+    is printed as lines of ``column : value`` instead (as psql's expanded display does); other
+    tables wrap their cells to fit."""
     cells = [[_cell(value) for value in row] for row in rows]
-    grid = Table(title=title, show_lines=False)
-    for column in columns:
-        grid.add_column(column, no_wrap=True)
-    for row in cells:
-        grid.add_row(*row)
+    identifiers = [column.endswith("Id") for column in columns]
     # each column: its widest text, a space either side, and one border before it (one more at the end)
     natural = sum(max([len(c), *(len(row[n]) for row in cells)]) + 3 for n, c in enumerate(columns)) + 1
-    if natural <= console.width:
-        console.print(grid)
+    if natural > console.width and any(identifiers):
+        if title:
+            console.print(title, highlight=False)
+        width = max(len(column) for column in columns)
+        for n, row in enumerate(cells, 1):
+            console.print(f"-[ {n} ]-", style="dim", highlight=False)
+            for column, value in zip(columns, row, strict=True):
+                console.print(f"{column.ljust(width)} : {value}", highlight=False, soft_wrap=True)
         return
-    if title:
-        console.print(title, highlight=False)
-    width = max(len(column) for column in columns)
-    for n, row in enumerate(cells, 1):
-        console.print(f"-[ {n} ]-", style="dim", highlight=False)
-        for column, value in zip(columns, row, strict=True):
-            console.print(f"{column.ljust(width)} : {value}", highlight=False, soft_wrap=True)
+    grid = Table(title=title, show_lines=False)
+    for column, identifier in zip(columns, identifiers, strict=True):
+        grid.add_column(column, no_wrap=identifier, overflow="fold")
+    for row in cells:
+        grid.add_row(*row)
+    console.print(grid)
 
 
 def _cell(value: object) -> str:

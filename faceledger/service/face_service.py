@@ -12,6 +12,7 @@ authorises, ledgers and commits every call (runner.py).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from faceledger.config import Settings
-from faceledger.errors import DataDirectoryError, FaceledgerError
+from faceledger.errors import DataDirectoryError, FaceledgerError, InvalidParameterException
 from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
@@ -47,6 +48,8 @@ from faceledger.vision.calibration import ThresholdTable
 
 # CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see vision/similarity.py); searches
 # default to the collection's calibrated threshold (see search_limits.py).
+_FULL_FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_FACE_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,34}")
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
 
@@ -210,6 +213,24 @@ class FaceService:
     def threshold_table(self, collection_id: str) -> ThresholdTable:
         """The calibration a collection's searches use (its own, else the shipped LFW table)."""
         return self.limits.threshold_table(collection_id)
+
+    def resolve_face_ids(self, *, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        """``face_ids`` with each unique prefix (at least 4 characters, as git takes a commit)
+        replaced by the one face id of the collection it starts; a prefix that matches no face, or
+        several, is refused. Full ids pass unchecked: the operation given them checks them."""
+        resolved = []
+        for given_id in face_ids:
+            if _FULL_FACE_ID.fullmatch(given_id) or not _FACE_ID_PREFIX.fullmatch(given_id):
+                resolved.append(given_id)
+                continue
+            found = self.store.face_ids_where(collection_id, id_prefix=given_id, limit=2)
+            if len(found) != 1:
+                which = "no face" if not found else "several faces"
+                raise InvalidParameterException(
+                    f"FaceId prefix {given_id!r} matches {which} of collection {collection_id!r}: give more of the id."
+                )
+            resolved.append(found[0])
+        return resolved
 
     def default_search_threshold(self, collection_id: str) -> float:
         """The similarity a search of the collection uses when none is asked for."""

@@ -6,6 +6,7 @@ run resumes where it stopped and a re-run skips what is already there, whatever 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import multiprocessing
 import os
@@ -14,7 +15,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -50,11 +51,18 @@ class FileResult:
     error: str | None = None
 
 
-def find_image_files(root: Path) -> list[Path]:
-    """Image files under ``root`` (or ``root`` itself), by suffix, in a stable sorted order."""
+def find_image_files(root: Path, exclude: Sequence[str] = ()) -> list[Path]:
+    """Image files under ``root`` (or ``root`` itself), by suffix, in a stable sorted order;
+    none whose path below ``root`` matches a glob of ``exclude`` (``_test/*``, ``*.png``)."""
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), pattern) for pattern in exclude)
+    )
 
 
 def external_image_id_for(path: Path, root: Path) -> str:

@@ -300,10 +300,11 @@ class Store(ABC):
         *,
         created_before: float | None = None,
         external_image_id: str | None = None,
+        id_prefix: str | None = None,
         limit: int | None = None,
     ) -> list[str]:
-        """Ids of faces indexed before a time, or from images with an ExternalImageId (at most
-        ``limit``, oldest first)."""
+        """Ids of faces indexed before a time, from images with an ExternalImageId, or whose id
+        starts with ``id_prefix`` (at most ``limit``, oldest first)."""
 
     # -- users -----------------------------------------------------------------------------
 

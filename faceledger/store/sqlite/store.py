@@ -361,6 +361,7 @@ class SQLiteStore(Store):
         *,
         created_before: float | None = None,
         external_image_id: str | None = None,
+        id_prefix: str | None = None,
         limit: int | None = None,
     ) -> list[str]:
         sql, params = "SELECT face_id FROM faces WHERE collection_id = ?", [collection_id]
@@ -370,6 +371,9 @@ class SQLiteStore(Store):
         if external_image_id is not None:
             sql += " AND external_image_id = ?"
             params.append(external_image_id)
+        if id_prefix is not None:
+            sql += " AND substr(face_id, 1, ?) = ?"
+            params += [len(id_prefix), id_prefix]
         sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
