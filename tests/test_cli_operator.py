@@ -221,3 +221,46 @@ def test_a_prefix_of_several_faces_is_refused(tmp_path: Path) -> None:
         assert service.resolve_face_ids(collection_id="c", face_ids=["abcd1", ids[0]]) == [ids[1], ids[0]]
         with pytest.raises(InvalidParameterException, match="matches several faces"):
             service.resolve_face_ids(collection_id="c", face_ids=["abcd"])
+
+
+def test_every_json_output_is_the_apis_response(tmp_path: Path) -> None:
+    import faceledger
+    from faceledger.cli import render
+
+    run(tmp_path, "collection", "create", "c")
+    run(tmp_path, "index", str(data_path("facerec_examples", "obama")), "-c", "c")
+    run(tmp_path, "users", "create", "u", "-c", "c")
+    run(tmp_path, "consent", "record", "obama", "-c", "c", "--basis", "b", "--reference", "r")
+    with faceledger.open(tmp_path) as service:
+        face_id = service.list_faces(collection_id="c")["Faces"][0]["FaceId"]
+        expected = {
+            ("collection", "describe", "c"): service.describe_collection(collection_id="c"),
+            ("collection", "list"): service.list_collections(),
+            ("faces", "list", "-c", "c"): service.list_faces(collection_id="c"),
+            ("users", "list", "-c", "c"): service.list_users(collection_id="c"),
+            ("consent", "list", "-c", "c"): service.list_consents(collection_id="c"),
+            ("collection", "policy", "c"): service.get_collection_policy(collection_id="c"),
+            ("review", "list"): service.list_review_cases(),
+            ("search", "--face-id", face_id, "-c", "c"): service.search_faces(collection_id="c", face_id=face_id),
+            ("detect", OBAMA): service.detect_faces(image=Path(OBAMA).read_bytes()),
+        }
+    assert "FaceModelVersion" in expected[("faces", "list", "-c", "c")]
+    for command, response in expected.items():
+        code, out, err = run(tmp_path, *command, "--json")
+        assert code == 0, (command, err)
+        assert json.loads(out) == json.loads(render.to_json(response)), command
+
+
+def test_review_show_gives_a_reviewer_what_they_need_to_decide(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "c")
+    run(tmp_path, "collection", "policy", "c", "--review-required")
+    run(tmp_path, "index", str(data_path("facerec_examples", "obama")), "-c", "c")
+    run(tmp_path, "search", OBAMA_2, "-c", "c", "--purpose", "family reunification", "--case", "RFL-7")
+    case_id = json.loads(run(tmp_path, "review", "list", "--json")[1])["Cases"][0]["CaseId"]
+    code, out, _ = run(tmp_path, "review", "show", case_id, env={"COLUMNS": "200"})
+    text = one_line(out)
+    assert code == 0 and "purpose: family reunification; case: RFL-7" in text and "SearchFacesByImage by local:" in text
+    assert "obama.jpg" in text and "obama2.jpg" in text  # each candidate's source image
+    shown = json.loads(run(tmp_path, "review", "show", case_id, "--json")[1])
+    assert {c["ExternalImageId"] for c in shown["Candidates"]} == {"obama.jpg", "obama2.jpg"}
+    assert all(len(c["ImageSha256"]) == 64 for c in shown["Candidates"])

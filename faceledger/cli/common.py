@@ -157,16 +157,17 @@ def given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def all_pages(fetch: Callable[[str | None], dict[str, Any]], member: str) -> list[Any]:
-    """Every item of a paginated listing: ``fetch(next_token)`` until no NextToken comes back."""
-    items: list[Any] = []
-    token = None
-    while True:
-        page = fetch(token)
-        items.extend(page[member])
-        token = page.get("NextToken")
-        if token is None:
-            return items
+def all_pages(fetch: Callable[[str | None], dict[str, Any]], *members: str) -> dict[str, Any]:
+    """A paginated listing as one response: ``fetch(next_token)`` until no NextToken comes back,
+    the lists ``members`` of every page joined, everything else as the API answers it (so that
+    ``--json`` prints what one call for everything would)."""
+    pages = [fetch(None)]
+    while pages[-1].get("NextToken") is not None:
+        pages.append(fetch(pages[-1]["NextToken"]))
+    response = {key: value for key, value in pages[-1].items() if key != "NextToken"}
+    for member in members:
+        response[member] = [item for page in pages for item in page[member]]
+    return response
 
 
 def reports_errors(command: F) -> F:

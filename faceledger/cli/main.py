@@ -154,8 +154,16 @@ def collection_describe(collection_id: str, as_json: JsonOption = False) -> None
 def collection_list(as_json: JsonOption = False) -> None:
     """All collections."""
     with open_service() as service:
-        ids = all_pages(lambda token: service.list_collections(next_token=token), "CollectionIds")
-    render.emit({"CollectionIds": ids}, as_json, lambda r: render.table(None, ("Collection",), [[i] for i in ids]))
+        response = all_pages(
+            lambda token: service.list_collections(next_token=token), "CollectionIds", "FaceModelVersions"
+        )
+    render.emit(
+        response,
+        as_json,
+        lambda r: render.table(
+            None, ("Collection", "Model"), list(zip(r["CollectionIds"], r["FaceModelVersions"], strict=True))
+        ),
+    )
 
 
 @collection_app.command("delete")
@@ -291,11 +299,12 @@ def faces_list(
 ) -> None:
     """Every face of a collection."""
     with open_service() as service:
-        faces = all_pages(
+        response = all_pages(
             lambda token: service.list_faces(collection_id=collection, next_token=token, user_id=user_id), "Faces"
         )
+    faces = response["Faces"]
     render.emit(
-        {"Faces": faces},
+        response,
         as_json,
         lambda r: render.table(f"{len(faces)} face(s) in {collection}", render.FACE_COLUMNS, render.face_rows(faces)),
     )
@@ -344,11 +353,11 @@ def users_delete(user_id: str, collection: CollectionOption, as_json: JsonOption
 def users_list(collection: CollectionOption, as_json: JsonOption = False) -> None:
     """Every user of a collection."""
     with open_service() as service:
-        users = all_pages(lambda token: service.list_users(collection_id=collection, next_token=token), "Users")
+        response = all_pages(lambda token: service.list_users(collection_id=collection, next_token=token), "Users")
     render.emit(
-        {"Users": users},
+        response,
         as_json,
-        lambda r: render.table(None, ("UserId", "Status"), [[u["UserId"], u["UserStatus"]] for u in users]),
+        lambda r: render.table(None, ("UserId", "Status"), [[u["UserId"], u["UserStatus"]] for u in r["Users"]]),
     )
 
 

@@ -188,12 +188,23 @@ review_app = command_group(help="Human review of matches in review_required coll
 
 
 def _show_case(case: dict[str, Any]) -> None:
+    """What a reviewer needs to decide: why and by whom the search was made, the probe, and each
+    candidate with the image it came from."""
+    render.console.print(
+        f"Review case {case['CaseId']} ({case['Status']}) in {case['CollectionId']}\n"
+        f"  {case['Operation']} by {case['OpenedBy']} at {render.moment(case['OpenedAt'])}\n"
+        f"  purpose: {case['Purpose'] or '-'}; case: {case['CaseReference'] or '-'}\n"
+        f"  probe: {case['Probe']} (the SHA-256 of the image searched with, or the face id searched with)",
+        highlight=False,
+        soft_wrap=True,
+    )
     render.table(
-        f"Review case {case['CaseId']} ({case['Status']}) in {case['CollectionId']}",
-        ("FaceId", "Similarity", "Status", "Decisions"),
+        None,
+        ("FaceId", "ExternalImageId", "Similarity", "Status", "Decisions"),
         [
             [
                 c["FaceId"],
+                "(erased)" if c.get("Erased") else c.get("ExternalImageId"),
                 c["Similarity"],
                 c["Status"],
                 "; ".join(f"{d['Reviewer']}: {d['Decision']} ({d['Note']})" for d in c["Decisions"]) or None,

@@ -56,10 +56,27 @@ class ReviewOperations:
         if reviewer == case.opened_by:
             raise AccessDeniedException("The searcher cannot review their own search: another person must.")
         self._store.reviews.decide(case_id, face_id, reviewer, decision, note, time.time())
-        return _case_reply(self._case(case_id))
+        return self._reply(self._case(case_id))
 
     def get(self, case_id: str) -> Reply:
-        return _case_reply(self._case(case_id))
+        return self._reply(self._case(case_id))
+
+    def _reply(self, case: ReviewCase) -> Reply:
+        """The case, each candidate with the image it was indexed from (what a reviewer opens to
+        decide), or marked erased since."""
+        sources: dict[str, dict[str, Any]] = {}
+        for candidate in case.candidates:
+            try:
+                _, record = self._store.get_face(case.collection_id, candidate.face_id)
+            except ResourceNotFoundException:
+                sources[candidate.face_id] = {"Erased": True}
+                continue
+            sources[candidate.face_id] = {
+                "ExternalImageId": record.external_image_id,
+                "ImageId": record.image_id,
+                "ImageSha256": record.image_sha256,
+            }
+        return _case_reply(case, sources)
 
     def collection_of(self, case_id: str) -> str | None:
         """The collection a case belongs to, so that access is decided by it (None: no such case)."""
@@ -93,7 +110,7 @@ class ReviewOperations:
         return case
 
 
-def _case_reply(case: ReviewCase) -> Reply:
+def _case_reply(case: ReviewCase, sources: dict[str, dict[str, Any]]) -> Reply:
     response: dict[str, Any] = {
         "CaseId": case.case_id,
         "CollectionId": case.collection_id,
@@ -107,6 +124,7 @@ def _case_reply(case: ReviewCase) -> Reply:
         "Candidates": [
             {
                 "FaceId": c.face_id,
+                **sources[c.face_id],
                 "Similarity": c.similarity,
                 "Status": c.status,
                 "Decisions": [
