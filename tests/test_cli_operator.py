@@ -264,3 +264,36 @@ def test_review_show_gives_a_reviewer_what_they_need_to_decide(tmp_path: Path) -
     shown = json.loads(run(tmp_path, "review", "show", case_id, "--json")[1])
     assert {c["ExternalImageId"] for c in shown["Candidates"]} == {"obama.jpg", "obama2.jpg"}
     assert all(len(c["ImageSha256"]) == 64 for c in shown["Candidates"])
+
+
+def test_index_exits_non_zero_and_says_why_when_nothing_was_indexed(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "c")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(tmp_path, "index", str(empty), "-c", "c")
+    assert code == 9 and "nothing was indexed: no image files" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("not an image")
+    _blank(bad)
+    code, out, err = run(tmp_path, "index", str(bad), "-c", "c", "--json")
+    summary = json.loads(out)
+    assert code == 9 and "1 unreadable, 1 without a face" in err
+    assert (summary["Images"], summary["ImagesIndexed"], summary["ImagesWithoutFaces"]) == (2, 0, 1)
+    assert [Path(f["path"]).name for f in summary["UnreadableFiles"]] == ["notes.jpg"]
+    (bad / "obama.jpg").write_bytes(Path(OBAMA).read_bytes())
+    assert run(tmp_path, "index", str(bad), "-c", "c")[0] == 0  # something indexed: success
+
+
+def test_the_readme_documents_every_exit_code_the_cli_uses() -> None:
+    import inspect
+    import re
+
+    import faceledger.errors as errors
+    from faceledger.cli.index_command import NOTHING_INDEXED
+
+    used = {cls.exit_code for _, cls in inspect.getmembers(errors, inspect.isclass) if hasattr(cls, "exit_code")}
+    used |= {0, 8, NOTHING_INDEXED, 130}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", readme, re.MULTILINE)}
+    assert used <= documented, sorted(used - documented)
