@@ -112,7 +112,7 @@ def main() -> None:
         exact_times.append(time.perf_counter() - t)
     projected = model.dimension > vector_index.GRAPH_DIMENSION
     factor = PROJECTED_RERANK_FACTOR if projected else vector_index.RERANK_FACTOR
-    settings = [(depth, factor) for depth in sorted({96, 128, HNSW_SEARCH_DEPTH, 256})]
+    settings = [(depth, factor) for depth in sorted({96, 128, HNSW_SEARCH_DEPTH, 256, *((384,) if projected else ())})]
     settings += [(HNSW_SEARCH_DEPTH, f) for f in (2, 10, 20) if projected]
     for depth, factor in settings:
         vector_index.HNSW_SEARCH_DEPTH = depth  # both read by every search

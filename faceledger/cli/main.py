@@ -439,10 +439,9 @@ def users_search(
             response = service.search_users(
                 collection_id=collection, user_id=user_id, face_id=face_id, **given(user_match_threshold=threshold)
             )
-    render.emit(
-        response,
-        as_json,
-        lambda r: render.table(
-            None, ("Similarity", "UserId"), [[m["Similarity"], m["User"]["UserId"]] for m in r["UserMatches"]]
-        ),
-    )
+
+    def human(r: dict[str, Any]) -> None:
+        render.threshold_meaning(r.get("FaceledgerThreshold"))
+        render.table(None, ("Similarity", "UserId"), [[m["Similarity"], m["User"]["UserId"]] for m in r["UserMatches"]])
+
+    render.emit(response, as_json, human)
