@@ -199,6 +199,8 @@ def test_faceres_is_added_as_a_model_kept_in_the_data_directory(tmp_path: Path, 
     added = {m["Name"]: m for m in json.loads(result.stdout)["FaceModels"]}
     assert added["dlib-faceres"]["FaceModelVersion"].startswith("fusion[dlib-resnet-v1*0.812,faceres-")
     assert added["dlib-faceres"]["ShippedCalibration"] is None
+    again = runner.invoke(app, ["--data-dir", str(data), "models", "add-faceres", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["FaceModels"] == []  # a second run adds nothing
     network.unlink()  # the cache may be cleared: the model stays
     with faceledger.open(data) as service:
         service.create_collection(collection_id="c", face_model="faceres")

@@ -133,6 +133,21 @@ def test_a_fusion_indexes_and_searches_its_collection(tmp_path: Path) -> None:
     assert fused.exit_code == 0, fused.output
     response = json.loads(fused.stdout)
     assert response["Dimension"] == 128 + DIMENSION and response["ShippedCalibration"] is None
+    same = runner.invoke(
+        app,
+        ["--data-dir", str(data), "models", "fuse", "b-mix", "--model", "dlib-resnet-v1", "--model", "wide"]
+        + ["--weight", "0.8", "--weight", "0.2", "--reference-cosine", "0.5"],
+    )
+    assert same.exit_code == 2 and "already is" in same.output  # collections find a model by its version
+    other_scale = runner.invoke(
+        app,
+        ["--data-dir", str(data), "models", "fuse", "c-mix", "--model", "dlib-resnet-v1", "--model", "wide"]
+        + ["--weight", "0.8", "--weight", "0.2", "--reference-cosine", "0.3", "--json"],
+    )
+    assert (
+        other_scale.exit_code == 0
+        and json.loads(other_scale.stdout)["FaceModelVersion"] != response["FaceModelVersion"]
+    )
     version = response["FaceModelVersion"]
     assert (
         version.startswith("fusion[dlib-resnet-v1*0.8,wide-")

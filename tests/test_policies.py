@@ -209,3 +209,33 @@ def test_a_policy_update_changes_only_what_it_names_and_ledgers_before_and_after
     assert service.get_collection_policy(collection_id="c")["MaxResults"] is None  # nothing half-written
     with pytest.raises(ResourceNotFoundException):
         service.update_collection_policy(collection_id="nope", max_results=5)
+
+
+def test_concurrent_policy_updates_both_take_effect(tmp_path: Path) -> None:
+    """An update reads the policy inside its write transaction: a change committed by another
+    process between its read and its write cannot be lost."""
+    import threading
+
+    from faceledger.config import Settings
+
+    first, second = FaceService(Settings(data_dir=tmp_path)), FaceService(Settings(data_dir=tmp_path))
+    try:
+        first.create_collection(collection_id="c")
+        first.put_collection_policy(collection_id="c", review_required=True)
+        read = first.store.policies.policy
+        other = threading.Thread(target=lambda: second.update_collection_policy(collection_id="c", min_threshold=95.0))
+
+        def read_then_let_the_other_writer_try(collection_id: str):
+            policy = read(collection_id)
+            if not other.is_alive() and other.ident is None:
+                other.start()  # it must wait for this transaction
+            return policy
+
+        first.store.policies.policy = read_then_let_the_other_writer_try  # type: ignore[method-assign]
+        first.update_collection_policy(collection_id="c", review_required=False)
+        other.join(timeout=30)
+        final = second.get_collection_policy(collection_id="c")
+        assert final["ReviewRequired"] is False and final["MinThreshold"] == 95.0
+    finally:
+        first.close()
+        second.close()

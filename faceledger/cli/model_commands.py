@@ -53,21 +53,29 @@ def models_add_faceres(
 
     converted = faceres.faceres_onnx(faceres.install_faceres(source))
     with open_service() as service:
-        registered = [
-            service.register_face_model(
-                name="faceres", onnx_file=str(converted), spec=faceres.FACERES_SPEC.to_dict(), keep_copy=True
-            ),
-            service.register_fused_face_model(
-                name=fusion.DLIB_FACERES,
-                parts=[service.models.default.model.name, "faceres"],
-                weights=fusion.DLIB_FACERES_WEIGHTS,
-                reference_cosine=fusion.DLIB_FACERES_COSINE,
-            ),
-        ]
+        known = {model["Name"] for model in service.models.listing()}  # a second run adds what is missing
+        registered = []
+        if "faceres" not in known:
+            registered.append(
+                service.register_face_model(
+                    name="faceres", onnx_file=str(converted), spec=faceres.FACERES_SPEC.to_dict(), keep_copy=True
+                )
+            )
+        if fusion.DLIB_FACERES not in known:
+            registered.append(
+                service.register_fused_face_model(
+                    name=fusion.DLIB_FACERES,
+                    parts=[service.models.default.model.name, "faceres"],
+                    weights=fusion.DLIB_FACERES_WEIGHTS,
+                    reference_cosine=fusion.DLIB_FACERES_COSINE,
+                )
+            )
 
     def show(_: object) -> None:
         for m in registered:
             render.console.print(f"Registered face model {m['Name']}: {m['FaceModelVersion']}")
+        if not registered:
+            render.console.print("faceres and dlib-faceres are registered already ('faceledger models list').")
 
     render.emit({"FaceModels": registered}, as_json, show)
 

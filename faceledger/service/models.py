@@ -98,6 +98,7 @@ class FaceModels:
             }
         }
         model = self._fused_model(name, record)
+        self._check_unique(model)
         write_private_file(self._dir / f"{name}.json", json.dumps(record).encode())
         self._add(name, model)
         return model
@@ -115,6 +116,7 @@ class FaceModels:
             path = copy
         record = {"path": str(path), "spec": {**spec, "name": name}}
         model = self._operator_model(record)
+        self._check_unique(model)
         write_private_file(self._dir / f"{name}.json", json.dumps({**record, "sha256": model.sha256}).encode())
         self._add(name, model)
         return model
@@ -148,7 +150,16 @@ class FaceModels:
             )
         return model
 
+    def _check_unique(self, model: FaceModel) -> None:
+        known = self._by_version.get(model.version)
+        if known is not None:  # collections find their model by version: it must stay theirs
+            other = next(n for n, a in self._by_name.items() if a is known)
+            raise InvalidParameterException(
+                f"Face model {other!r} already is {model.version}: make collections with it instead."
+            )
+
     def _add(self, name: str, model: FaceModel) -> None:
+        self._check_unique(model)
         analyzer = FaceAnalyzer(detector=self.default.detector, model=model)
         self._by_version[model.version] = analyzer
         self._by_name[name] = analyzer

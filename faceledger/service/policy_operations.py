@@ -60,11 +60,13 @@ class PolicyOperations:
             if name in changes and not isinstance(changes[name], bool):
                 raise InvalidParameterException(f"{_member(name)} must be true or false.")
         self._store.require_collection(collection_id)
-        before = self._store.policies.policy(collection_id)
-        after = dataclasses.replace(before, **changes)
-        _validate(after)
-        if after != before:
-            self._store.policies.put_policy(collection_id, after, time.time())
+
+        def change(policy: CollectionPolicy) -> CollectionPolicy:
+            changed = dataclasses.replace(policy, **changes)
+            _validate(changed)
+            return changed
+
+        before, after = self._store.policies.update_policy(collection_id, change, time.time())
         return _policy_reply(collection_id, after, before)
 
     def get(self, collection_id: str) -> Reply:

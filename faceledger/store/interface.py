@@ -50,6 +50,14 @@ class PolicyRepository(ABC):
     def put_policy(self, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None: ...
 
     @abstractmethod
+    def update_policy(
+        self, collection_id: str, change: Callable[[CollectionPolicy], CollectionPolicy], updated_at: float
+    ) -> tuple[CollectionPolicy, CollectionPolicy]:
+        """Read the policy and write ``change(policy)`` in one write transaction, so that no
+        other writer's change comes between (``change`` may raise to write nothing); (before,
+        after)."""
+
+    @abstractmethod
     def retained_collections(self) -> list[tuple[str, int]]:
         """(collection id, retention days) of every collection with a retention period."""
 

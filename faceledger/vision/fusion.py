@@ -55,7 +55,7 @@ DLIB_FACERES_TABLE = Path(__file__).with_name("dlib_faceres_lfw_thresholds.json"
 DLIB_FACERES_TRANSFER_MARGIN = 2.5
 # Tables measured for exactly these fusions, by version (a table holds for one version only).
 SHIPPED_TABLES: dict[str, Path] = {
-    "fusion[dlib-resnet-v1*0.812,faceres-68d563b384935331.9a9f58e7*0.188]+flip": DLIB_FACERES_TABLE,
+    "fusion[dlib-resnet-v1*0.812,faceres-68d563b384935331.9a9f58e7*0.188]@0.84+flip": DLIB_FACERES_TABLE,
 }
 
 
@@ -125,8 +125,10 @@ class FusedFaceModel:
 
     @property
     def version(self) -> str:
-        parts = ",".join(f"{part.version}*{weight:.4g}" for part, weight in zip(self.parts, self.weights, strict=True))
-        return f"fusion[{parts}]" + ("+flip" if self.flip else "")
+        """The parts' versions and weights, and the cosine that reports 80: two fusions share a
+        version exactly when their templates and their Similarity are the same."""
+        parts = ",".join(f"{part.version}*{weight!r}" for part, weight in zip(self.parts, self.weights, strict=True))
+        return f"fusion[{parts}]@{self.reference_cosine!r}" + ("+flip" if self.flip else "")
 
     @property
     def dimension(self) -> int:

@@ -47,23 +47,19 @@ class SQLitePolicies(PolicyRepository):
         purpose, floor, max_results, retention, consent, review = row
         return CollectionPolicy(bool(purpose), floor, max_results, retention, bool(consent), bool(review))
 
+    def update_policy(
+        self, collection_id: str, change: Callable[[CollectionPolicy], CollectionPolicy], updated_at: float
+    ) -> tuple[CollectionPolicy, CollectionPolicy]:
+        with self._db.write() as db:  # the read below is then inside the write transaction
+            before = self.policy(collection_id)
+            after = change(before)
+            if after != before:
+                _write_policy(db, collection_id, after, updated_at)
+        return before, after
+
     def put_policy(self, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None:
-        values = [
-            policy.purpose_required,
-            policy.min_threshold,
-            policy.max_results,
-            policy.retention_days,
-            policy.consent_required,
-            policy.review_required,
-        ]
         with self._db.write() as db:
-            db.execute(
-                f"INSERT INTO collection_policies (collection_id, {_POLICY_COLUMNS}, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET "
-                + ", ".join(f"{f.name} = excluded.{f.name}" for f in fields(CollectionPolicy))
-                + ", updated_at = excluded.updated_at",
-                (collection_id, *values, updated_at),
-            )
+            _write_policy(db, collection_id, policy, updated_at)
 
     def retained_collections(self) -> list[tuple[str, int]]:
         return (
@@ -406,4 +402,15 @@ def _ledger_entry(row: tuple) -> LedgerEntry:
         error=error,
         result=json.loads(result),
         seq=seq,
+    )
+
+
+def _write_policy(db: sqlite3.Connection, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None:
+    values = [getattr(policy, f.name) for f in fields(CollectionPolicy)]
+    db.execute(
+        f"INSERT INTO collection_policies (collection_id, {_POLICY_COLUMNS}, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET "
+        + ", ".join(f"{f.name} = excluded.{f.name}" for f in fields(CollectionPolicy))
+        + ", updated_at = excluded.updated_at",
+        (collection_id, *values, updated_at),
     )
