@@ -112,10 +112,11 @@ def main() -> None:
         exact_times.append(time.perf_counter() - t)
     projected = model.dimension > vector_index.GRAPH_DIMENSION
     factor = PROJECTED_RERANK_FACTOR if projected else vector_index.RERANK_FACTOR
-    settings = [(depth, factor) for depth in sorted({96, 128, HNSW_SEARCH_DEPTH, 256, *((384,) if projected else ())})]
-    settings += [(HNSW_SEARCH_DEPTH, f) for f in (2, 10, 20) if projected]
+    depths = (192, 256, vector_index.PROJECTED_SEARCH_DEPTH, 384) if projected else (96, 128, HNSW_SEARCH_DEPTH, 256)
+    settings = [(depth, factor) for depth in sorted(set(depths))]
+    settings += [(vector_index.PROJECTED_SEARCH_DEPTH, f) for f in (2, 10) if projected]
     for depth, factor in settings:
-        vector_index.HNSW_SEARCH_DEPTH = depth  # both read by every search
+        vector_index.HNSW_SEARCH_DEPTH = vector_index.PROJECTED_SEARCH_DEPTH = depth  # read by every search
         vector_index.PROJECTED_RERANK_FACTOR = factor
         recalls, top1, times = [], 0, []
         for probe, expected in zip(probes, truth, strict=True):

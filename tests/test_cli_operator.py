@@ -192,7 +192,9 @@ def test_ids_are_printed_whole_and_a_unique_prefix_is_taken(tmp_path: Path) -> N
     assert json.loads(out)["AssociatedFaces"] == [{"FaceId": obama}]
     absent = next(p for p in ("00000000", "11111111", "22222222") if not any(f["FaceId"].startswith(p) for f in faces))
     code, _, err = run(tmp_path, "users", "associate", "barack", absent, "-c", "c")
-    assert code == 2 and "matches no face" in err
+    assert code == 4 and "matches no face" in err
+    code, _, err = run(tmp_path, "users", "associate", "barack", obama[:8], "-c", "nope")
+    assert code == 4 and "ResourceNotFoundException" in err and "nope" in err
     code, _, err = run(tmp_path, "search", "--face-id", obama[:6], "-c", "c", "--json")
     assert code == 0, err
 
@@ -297,3 +299,43 @@ def test_the_readme_documents_every_exit_code_the_cli_uses() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", readme, re.MULTILINE)}
     assert used <= documented, sorted(used - documented)
+
+
+def test_a_read_only_database_is_refused_when_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the owner cannot be denied (tests run as root), the database is opened read-only the
+    way SQLite itself falls back when it may not write: the store must refuse at once, not at the
+    first ledger write with a traceback."""
+    import sqlite3
+
+    import faceledger.store.sqlite.connection as connection
+
+    run(tmp_path, "collection", "create", "c")
+    connect = sqlite3.connect
+    monkeypatch.setattr(
+        connection.sqlite3, "connect", lambda path, **options: connect(f"file:{path}?mode=ro", uri=True, **options)
+    )
+    code, out, err = run(tmp_path, "collection", "list")
+    assert code == 78 and "cannot be opened for writing" in err and "Traceback" not in out + err
+
+
+def test_paths_this_account_may_not_enter_are_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Path.exists raises PermissionError below a folder the account may not search (tests run
+    as root, who may search anything, so it is raised here for paths under 'locked')."""
+    run(tmp_path / "data", "collection", "create", "c")
+    exists = Path.exists
+
+    def guarded(path: Path) -> bool:
+        if "locked" in path.parts:
+            raise PermissionError(13, "Permission denied")
+        return exists(path)
+
+    monkeypatch.setattr(Path, "exists", guarded)
+    locked = tmp_path / "locked"
+    for args, code in (
+        (("detect", str(locked / "x.jpg")), 3),
+        (("index", str(locked), "-c", "c"), 2),
+    ):
+        status, out, err = run(tmp_path / "data", *args)
+        assert status == code and "Permission denied" in err and "Traceback" not in out + err, (args, err)
+    status, _, err = run(locked / "data", "collection", "list")
+    assert status == 78 and "Permission denied" in err

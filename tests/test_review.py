@@ -194,6 +194,9 @@ def test_the_cli_reviewer_is_the_os_account_or_a_reviewer_key_never_user(tmp_pat
     key = ["--access-key-id", alice["AccessKeyId"]]
     wrong = decide(*key, env={"FACELEDGER_SECRET_ACCESS_KEY": "not it"})
     assert wrong.exit_code == 7 and "do not sign in" in wrong.output
+    with faceledger.open(tmp_path) as service:
+        refused = [e for e in service.ledger.entries() if e.operation == "DecideReview" and e.outcome == "denied"]
+    assert refused and refused[-1].error == "AccessDeniedException"
     for _ in range(2):  # one reviewer twice is still one reviewer
         once = decide(*key, env={"FACELEDGER_SECRET_ACCESS_KEY": alice["SecretAccessKey"]})
         assert once.exit_code == 0, once.output

@@ -167,6 +167,21 @@ def test_a_saved_index_is_sealed_in_parts_that_cannot_be_moved(
     path.write_bytes(raw[first:second] + raw[:first] + raw[second:])  # parts 1 and 2 swapped
     with pytest.raises(InternalServerError, match="does not decrypt"):
         CollectionIndex.load(path, 4, cipher)
+    for damaged, said in ((raw[:second], "cut short"), (raw[:-5], "cut short"), (raw + b"more", "more than")):
+        path.write_bytes(damaged)
+        with pytest.raises(ValueError, match=said):
+            CollectionIndex.load(path, 4, cipher)
+    # a damaged saved index is only a cache: the registry rebuilds from the store instead
+    registry = vector_index.VectorIndexRegistry(
+        lambda _: 128,
+        lambda _: (np.arange(len(templates)), templates, 4),
+        lambda _: 4,
+        persist_dir=tmp_path,
+        cipher=lambda: cipher,
+    )
+    path.with_name("parts.faiss").write_bytes(raw[:-5])
+    rebuilt = registry.for_search("parts")
+    assert len(rebuilt) == len(templates) and rebuilt.search(probes[:1], 1)[0]
 
 
 def test_an_index_saved_whole_by_an_earlier_version_still_loads(tmp_path: Path, lfw_sample) -> None:

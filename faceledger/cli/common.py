@@ -18,6 +18,7 @@ import typer
 from faceledger.cli import render
 from faceledger.config import Settings, default_data_dir
 from faceledger.errors import (
+    AccessDeniedException,
     FaceledgerError,
     ImageTooLargeException,
     InvalidImageFormatException,
@@ -85,16 +86,25 @@ AccessKeyOption = Annotated[
 
 
 @contextmanager
-def open_service(access_key_id: str | None = None) -> Iterator[FaceService]:
+def open_service(access_key_id: str | None = None, operation: str | None = None) -> Iterator[FaceService]:
     """The service on the chosen data directory, acting as the local operator (with the
     command's --purpose and --case) for the ledger; or, with ``access_key_id``, as that access
-    key once its secret is given (a reviewer's own key: an identity the environment cannot forge)."""
+    key once its secret is given: a reviewer's own key, which ``$USER`` cannot stand in for. (Who
+    owns the data directory can create keys, so two-person review is as strong as the separation
+    of that account from the reviewers; the ledger names the keys.) A refused secret is ledgered
+    as a refusal of ``operation``."""
     service = FaceService(Settings(data_dir=CliState.data_dir or default_data_dir()))
     try:
         context = CliState.context or RequestContext(local_caller())
         if access_key_id is not None:
             secret = os.environ.get(SECRET_ENV) or typer.prompt(f"Secret of {access_key_id}", hide_input=True)
-            context = dataclasses.replace(context, caller=service.access.verify(access_key_id, secret))
+            try:
+                context = dataclasses.replace(context, caller=service.access.verify(access_key_id, secret))
+            except AccessDeniedException as refused:
+                if operation is not None:
+                    with acting_as(context):
+                        service.record_failure(operation, refused)
+                raise
         with acting_as(context):
             yield service
     finally:
@@ -102,14 +112,16 @@ def open_service(access_key_id: str | None = None) -> Iterator[FaceService]:
 
 
 def read_image(path: Path) -> bytes:
-    if not path.exists():
-        raise InvalidParameterException(f"{path} does not exist.")
-    if path.is_dir():
-        raise InvalidParameterException(f"{path} is a folder, not an image file ('faceledger index' takes folders).")
     try:
+        if not path.exists():
+            raise InvalidParameterException(f"{path} does not exist.")
+        if path.is_dir():
+            raise InvalidParameterException(
+                f"{path} is a folder, not an image file ('faceledger index' takes folders)."
+            )
         return path.read_bytes()
-    except OSError as exc:
-        raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror}.") from exc
+    except OSError as exc:  # e.g. a folder on the way that this account may not enter
+        raise InvalidImageFormatException(f"Cannot read {path}: {exc.strerror or exc}.") from None
 
 
 @contextmanager

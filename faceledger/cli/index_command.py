@@ -63,7 +63,11 @@ def index(
     """Index every image under PATH; files already indexed (same SHA-256) are skipped, so an
     interrupted run resumes when started again."""
     declare(purpose, case)
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as error:  # a folder on the way that this account may not enter
+        raise InvalidParameterException(f"Cannot read {path}: {error.strerror or error}.") from None
+    if not found:
         raise InvalidParameterException(f"{path} does not exist.")
     tally = IndexTally()
     started = time.monotonic()

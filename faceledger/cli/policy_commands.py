@@ -244,7 +244,7 @@ def review_show(case_id: str, as_json: JsonOption = False) -> None:
 
 
 def _decide(case_id: str, face_id: str, decision: str, note: str, as_json: bool, access_key_id: str | None) -> None:
-    with open_service(access_key_id) as service:
+    with open_service(access_key_id, operation="DecideReview") as service:
         response = service.decide_review(case_id=case_id, face_id=face_id, decision=decision, note=note)
     render.emit(response, as_json, _show_case)
 

@@ -10,6 +10,7 @@ are applied in step instead, without a rebuild.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from faceledger.errors import FaceledgerError
 from faceledger.keys.files import write_private_file
 from faceledger.store import FaceChange
 
+log = logging.getLogger(__name__)
 EmbeddingLoader = Callable[[str], tuple[np.ndarray, np.ndarray, int]]
 
 
@@ -58,6 +61,9 @@ SEALED_PART_BYTES = 1 << 30  # a saved index is sealed in parts of at most this 
 # on dlib's part of the template alone needed 40x re-ranking for 0.991 (benchmarks/search_scale.py).
 GRAPH_DIMENSION = 128
 PROJECTED_RERANK_FACTOR = 5
+# A projected graph is walked deeper: over a million fused templates efSearch 256 gave recall@10
+# 0.988 (p99 1.9 ms) and 384 gave 0.993 (p99 3.0 ms); this sits between (benchmarks/search_scale.py).
+PROJECTED_SEARCH_DEPTH = 320
 
 
 class CollectionIndex:
@@ -133,11 +139,12 @@ class CollectionIndex:
                 inner.k_factor = _rerank_factor(inner.d)
                 wanted_from_graph = wanted * int(inner.k_factor)
                 inner = faiss.downcast_index(inner.base_index)
+                depth = HNSW_SEARCH_DEPTH
                 if isinstance(inner, faiss.IndexPreTransform):
-                    inner = faiss.downcast_index(inner.index)
+                    inner, depth = faiss.downcast_index(inner.index), PROJECTED_SEARCH_DEPTH
             else:  # saved by an earlier version: a plain HNSW over full vectors
-                wanted_from_graph = wanted
-            inner.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, wanted_from_graph)
+                wanted_from_graph, depth = wanted, HNSW_SEARCH_DEPTH
+            inner.hnsw.efSearch = max(depth, wanted_from_graph)
         distances, ids = self._index.search(np.ascontiguousarray(probes, dtype=np.float32), wanted)
         return [
             [
@@ -187,7 +194,10 @@ class CollectionIndex:
         index = cls.__new__(cls)
         label = _label(path, generation)
         if "parts" in meta:
-            index._index = _read_index(_opened_parts(path, label, int(meta["parts"]), cipher))
+            pieces = _opened_parts(path, label, int(meta["parts"]), cipher)
+            index._index = _read_index(pieces)
+            if next(pieces, None) is not None:  # also runs the check for bytes after the last part
+                raise ValueError(f"{path} holds parts the index does not use")
         else:  # saved by an earlier version: one sealed whole
             index._index = _read_index(iter([memoryview(cipher.open_bytes(label, path.read_bytes()))]))
         index.approximate = bool(meta["approximate"])
@@ -202,11 +212,16 @@ def _rerank_factor(dimension: int) -> int:
 
 
 def _opened_parts(path: Path, label: str, parts: int, cipher: Sealer) -> Iterator[memoryview]:
-    """The decrypted parts of a saved index, one at a time (only one is held in memory)."""
+    """The decrypted parts of a saved index, one at a time (only one is held in memory); a
+    file cut short, or longer than its parts, raises ValueError."""
     with path.open("rb") as handle:
         for n in range(parts):
-            size = int.from_bytes(handle.read(8), "big")
-            yield memoryview(cipher.open_bytes(_part_label(label, n, parts), handle.read(size)))
+            prefix = handle.read(8)
+            size = int.from_bytes(prefix, "big")
+            sealed = handle.read(size) if len(prefix) == 8 else b""
+            if not size or len(sealed) != size:
+                raise ValueError(f"{path} is cut short in sealed part {n + 1} of {parts}")
+            yield memoryview(cipher.open_bytes(_part_label(label, n, parts), sealed))
         if handle.read(1):
             raise ValueError(f"{path} holds more than its {parts} sealed parts")
 
@@ -273,11 +288,7 @@ class VectorIndexRegistry:
             index = self._indexes.get(collection_id)
             if index is None or index.generation != generation:
                 path = self._path(collection_id)
-                index = (
-                    CollectionIndex.load(path, generation, self._cipher())  # type: ignore[misc]
-                    if path is not None and generation is not None
-                    else None
-                )
+                index = self._saved(collection_id, path, generation)
                 if index is None:
                     seqs, vectors, generation = self._load(collection_id)
                     index = CollectionIndex(self._dimension(collection_id), seqs, vectors, generation)
@@ -285,6 +296,17 @@ class VectorIndexRegistry:
                         index.save(path, self._cipher())  # type: ignore[misc]
                 self._indexes[collection_id] = index
             return index
+
+    def _saved(self, collection_id: str, path: Path | None, generation: int | None) -> CollectionIndex | None:
+        """The saved index of this generation, if there is one that loads: a damaged file, or one
+        sealed under another key, is only a cache, rebuilt from the store instead."""
+        if path is None or generation is None:
+            return None
+        try:
+            return CollectionIndex.load(path, generation, self._cipher())  # type: ignore[misc]
+        except (ValueError, RuntimeError, OSError, FaceledgerError) as error:
+            log.warning("saved index of %s not used (%s): rebuilding it from the store", collection_id, error)
+            return None
 
     def apply(self, change: FaceChange, vectors: np.ndarray | None = None) -> None:
         """Apply a committed change of the store; ``vectors`` are the added faces' embeddings,

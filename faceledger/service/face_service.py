@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from faceledger.config import Settings
-from faceledger.errors import DataDirectoryError, FaceledgerError, InvalidParameterException
+from faceledger.errors import DataDirectoryError, FaceledgerError, InvalidParameterException, ResourceNotFoundException
 from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
@@ -217,17 +217,21 @@ class FaceService:
     def resolve_face_ids(self, *, collection_id: str, face_ids: Sequence[str]) -> list[str]:
         """``face_ids`` with each unique prefix (at least 4 characters, as git takes a commit)
         replaced by the one face id of the collection it starts; a prefix that matches no face, or
-        several, is refused. Full ids pass unchecked: the operation given them checks them."""
+        several, is refused (ResourceNotFound, InvalidParameter). Full ids pass unchecked: the
+        operation given them checks them, and ledgers the call."""
+        if any(not _FULL_FACE_ID.fullmatch(given_id) for given_id in face_ids):
+            self.store.require_collection(collection_id)
         resolved = []
         for given_id in face_ids:
             if _FULL_FACE_ID.fullmatch(given_id) or not _FACE_ID_PREFIX.fullmatch(given_id):
                 resolved.append(given_id)
                 continue
             found = self.store.face_ids_where(collection_id, id_prefix=given_id, limit=2)
-            if len(found) != 1:
-                which = "no face" if not found else "several faces"
+            if not found:
+                raise ResourceNotFoundException(f"FaceId prefix {given_id!r} matches no face of {collection_id!r}.")
+            if len(found) > 1:
                 raise InvalidParameterException(
-                    f"FaceId prefix {given_id!r} matches {which} of collection {collection_id!r}: give more of the id."
+                    f"FaceId prefix {given_id!r} matches several faces of {collection_id!r}: give more of the id."
                 )
             resolved.append(found[0])
         return resolved
@@ -692,9 +696,9 @@ def _open_data_directory(path: Path, database: Path) -> tuple[DataDirectory, Sto
     """The data directory and its store, or one DataDirectoryError saying what is wrong and
     what to do (instead of whichever OSError or sqlite3 error met it first)."""
     advice = "use a directory this account owns (--data-dir or FACELEDGER_DATA_DIR), or fix its permissions"
-    if path.exists() and not path.is_dir():
-        raise DataDirectoryError(f"The data directory {path} is a file, not a directory: {advice}.")
     try:
+        if path.exists() and not path.is_dir():
+            raise DataDirectoryError(f"The data directory {path} is a file, not a directory: {advice}.")
         directory = DataDirectory(path)
     except OSError as error:
         reason = error.strerror or str(error)

@@ -28,6 +28,14 @@ class Database:
         connection = self.connection()
         connection.execute("PRAGMA journal_mode = WAL")
         migrate(connection)
+        # SQLite opens a file it cannot write read-only and says so only at the first write (the
+        # first ledger entry); ask for the write lock now, so that the store refuses at once
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute(f"PRAGMA user_version = {int(version)}")  # a write that changes nothing
+        finally:
+            connection.execute("ROLLBACK")
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode; use :meth:`write` for transactions)."""
