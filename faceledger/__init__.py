@@ -36,7 +36,7 @@ from faceledger.errors import (
 )
 from faceledger.service import FaceService
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def open(data_dir: str | Path | None = None, *, image_limits: ImageLimits | None = None) -> FaceService:  # noqa: A001
