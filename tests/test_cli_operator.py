@@ -339,3 +339,11 @@ def test_paths_this_account_may_not_enter_are_one_line_errors(tmp_path: Path, mo
         assert status == code and "Permission denied" in err and "Traceback" not in out + err, (args, err)
     status, _, err = run(locked / "data", "collection", "list")
     assert status == 78 and "Permission denied" in err
+
+
+def test_tables_print_text_as_written_not_as_markup(tmp_path: Path) -> None:
+    run(tmp_path, "collection", "create", "c")
+    basis = "[bold]explicit consent[/bold], GDPR Art. 9(2)(a)"
+    run(tmp_path, "consent", "record", "x", "-c", "c", "--basis", basis, "--reference", "[form]")
+    code, out, _ = run(tmp_path, "consent", "list", "-c", "c", env={"COLUMNS": "300"})
+    assert code == 0 and basis in out and "[form]" in out

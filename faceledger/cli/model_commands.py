@@ -73,7 +73,7 @@ def models_add_faceres(
 
     def show(_: object) -> None:
         for m in registered:
-            render.console.print(f"Registered face model {m['Name']}: {m['FaceModelVersion']}")
+            render.console.print(f"Registered face model {m['Name']}: {m['FaceModelVersion']}", markup=False)
         if not registered:
             render.console.print("faceres and dlib-faceres are registered already ('faceledger models list').")
 
@@ -99,7 +99,9 @@ def models_fuse(
             name=name, parts=model, weights=weight, reference_cosine=reference_cosine
         )
     render.emit(
-        response, as_json, lambda r: render.console.print(f"Registered face model {name}: {r['FaceModelVersion']}")
+        response,
+        as_json,
+        lambda r: render.console.print(f"Registered face model {name}: {r['FaceModelVersion']}", markup=False),
     )
 
 
@@ -123,5 +125,7 @@ def models_register(
     with open_service() as service:
         response = service.register_face_model(name=name, onnx_file=str(onnx), spec=description)
     render.emit(
-        response, as_json, lambda r: render.console.print(f"Registered face model {name}: {r['FaceModelVersion']}")
+        response,
+        as_json,
+        lambda r: render.console.print(f"Registered face model {name}: {r['FaceModelVersion']}", markup=False),
     )

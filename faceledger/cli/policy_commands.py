@@ -195,6 +195,7 @@ def _show_case(case: dict[str, Any]) -> None:
         f"  {case['Operation']} by {case['OpenedBy']} at {render.moment(case['OpenedAt'])}\n"
         f"  purpose: {case['Purpose'] or '-'}; case: {case['CaseReference'] or '-'}\n"
         f"  probe: {case['Probe']} (the SHA-256 of the image searched with, or the face id searched with)",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )

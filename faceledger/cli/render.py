@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 errors = Console(stderr=True)
@@ -71,18 +72,18 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[obj
     natural = sum(max([len(c), *(len(row[n]) for row in cells)]) + 3 for n, c in enumerate(columns)) + 1
     if natural > console.width and any(identifiers):
         if title:
-            console.print(title, highlight=False)
+            console.print(title, markup=False, highlight=False)
         width = max(len(column) for column in columns)
         for n, row in enumerate(cells, 1):
             console.print(f"-[ {n} ]-", style="dim", highlight=False)
             for column, value in zip(columns, row, strict=True):
-                console.print(f"{column.ljust(width)} : {value}", highlight=False, soft_wrap=True)
+                console.print(f"{column.ljust(width)} : {value}", markup=False, highlight=False, soft_wrap=True)
         return
     grid = Table(title=title, show_lines=False)
     for column, identifier in zip(columns, identifiers, strict=True):
         grid.add_column(column, no_wrap=identifier, overflow="fold")
     for row in cells:
-        grid.add_row(*row)
+        grid.add_row(*(Text(cell) for cell in row))  # as written: a note or a version with [..] is no markup
     console.print(grid)
 
 
