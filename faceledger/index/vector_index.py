@@ -61,8 +61,9 @@ SEALED_PART_BYTES = 1 << 30  # a saved index is sealed in parts of at most this 
 # on dlib's part of the template alone needed 40x re-ranking for 0.991 (benchmarks/search_scale.py).
 GRAPH_DIMENSION = 128
 PROJECTED_RERANK_FACTOR = 5
-# A projected graph is walked deeper: over a million fused templates efSearch 256 gave recall@10
-# 0.988 (p99 1.9 ms) and 384 gave 0.993 (p99 3.0 ms); this sits between (benchmarks/search_scale.py).
+# A projected graph is walked deeper: over a million fused templates recall@10 was 0.988 at
+# efSearch 256, 0.992 at 320 (p99 2.7-4.7 ms on two cores, noisy), 0.993 at 384
+# (benchmarks/search_scale.py --fused).
 PROJECTED_SEARCH_DEPTH = 320
 
 
