@@ -249,3 +249,22 @@ def test_bad_model_registrations_and_migrations_are_refused_clearly(tmp_path: Pa
             service.migrate_collection(collection_id="c", face_model="nope")
         entries = [e for e in service.ledger.entries() if e.operation in ("RegisterFaceModel", "MigrateCollection")]
     assert [e.outcome for e in entries] == ["error", "ok", "error", "error", "error"]
+
+
+def test_eval_measures_a_named_model_even_without_a_table(tmp_path: Path) -> None:
+    from conftest import data_path
+
+    network = conv_network(tmp_path / "mine.onnx")
+    data = ["--data-dir", str(tmp_path / "data")]
+    with faceledger.open(tmp_path / "data") as service:
+        service.register_face_model(name="mine", onnx_file=str(network), spec=SPEC)
+    common = ["--dataset", str(data_path("lfw")), "--limit-identities", "40", "--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(
+        app, [*data, "eval", "identification", *common, "--model", "mine", "--workers", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(result.stdout)
+    assert numbers["default_threshold"] is None and numbers["fpir_predicted_vs_observed"] == []
+    assert numbers["options"].startswith("mine-") and numbers["gallery"] > 0  # the model measured is named
+    unknown = runner.invoke(app, [*data, "eval", "identification", *common, "--model", "nope"])
+    assert unknown.exit_code == 2 and "No face model 'nope'" in unknown.output

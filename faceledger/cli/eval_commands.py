@@ -36,6 +36,20 @@ CacheOption = Annotated[
 ]
 WorkersOption = Annotated[int | None, typer.Option("--workers", help="Embedding processes (default: one per core).")]
 LimitOption = Annotated[int | None, typer.Option("--limit-identities", help="Use only the first N identity folders.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Measure this face model ('faceledger models list'; default: the default)."),
+]
+
+
+def _named_model(name: str | None) -> Any:
+    """The registered model ``name`` as the evaluations run it (they mirror chips themselves, and
+    run one network thread per worker), or None for the default."""
+    if name is None:
+        return None
+    with open_service() as service:
+        model = service.models.named(name)
+    return dataclasses.replace(model, flip=False, threads=1)
 
 
 @contextmanager
@@ -128,6 +142,7 @@ def eval_verification(
     out: OutOption = None,
     cache_dir: CacheOption = None,
     workers: WorkersOption = None,
+    model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """LFW verification: 10-fold accuracy, ROC/DET, TAR at FMR 1e-2/1e-3/1e-4, FTA."""
@@ -146,6 +161,7 @@ def eval_verification(
         workers=workers,
         out=out,
         as_json=as_json,
+        model=_named_model(model),
     )
 
 
@@ -158,6 +174,7 @@ def eval_identification(
     out: OutOption = None,
     cache_dir: CacheOption = None,
     workers: WorkersOption = None,
+    model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Open-set 1:N: FNIR at FPIR 0.01 and 0.001, rank-1 hit rate, false leads at the default threshold."""
@@ -172,6 +189,7 @@ def eval_identification(
         workers=workers,
         out=out,
         as_json=as_json,
+        model=_named_model(model),
     )
 
 
@@ -189,6 +207,7 @@ def eval_groups(
     out: OutOption = None,
     cache_dir: CacheOption = None,
     workers: WorkersOption = None,
+    model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """FMR and FNMR per group with 95% intervals, the max/min ratio, and warnings where data is thin."""
@@ -205,6 +224,7 @@ def eval_groups(
         workers=workers,
         out=out,
         as_json=as_json,
+        model=_named_model(model),
     )
 
 

@@ -15,6 +15,7 @@ from faceledger.eval.embeddings import EVAL_MODEL, EmbeddedSet, EmbeddingConfig,
 from faceledger.service.search_limits import TARGET_FPIR, fpir_threshold
 from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
 from faceledger.vision.model import FaceModel
+from faceledger.vision.onnx_model import UncalibratedModelError
 
 FTA_POLICY = (
     "An image where no face is found gives no template; every comparison with it counts as a "
@@ -51,7 +52,7 @@ class EvalOptions:
         )
 
     def describe(self) -> str:
-        return f"flip TTA {'on' if self.flip else 'off'}, subject = {self.face} face"
+        return f"{self.model.version}, flip TTA {'on' if self.flip else 'off'}, subject = {self.face} face"
 
 
 def _pct(value: float) -> str:
@@ -162,23 +163,36 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
     embedded = options.embed(dataset, images.paths)
     result = protocols.identification(embedded, images.identities, flip=options.flip)
     search = result.search
+    try:
+        table: ThresholdTable | None = options.model.threshold_table()
+    except UncalibratedModelError:  # a model of one's own: no default to measure, the rest holds
+        table = None
     # the default a collection of this gallery's size searches with (service/search_limits.py)
-    default = fpir_threshold(options.model.threshold_table(), result.gallery_size, TARGET_FPIR)[0]
+    default = fpir_threshold(table, result.gallery_size, TARGET_FPIR)[0] if table is not None else None
     rows = []
     for target in (0.01, 0.001):
         threshold = search.threshold_at_fpir(target)
         rows.append(
             (target, threshold, report.rate_text(search.fpir(threshold)), report.rate_text(search.fnir(threshold)))
         )
-    leads = {t: search.fpir(t) for t in (default, 80.0)}
-    predicted = fpir_predictions(options.model.threshold_table(), result.gallery_size, search)
+    leads = {t: search.fpir(t) for t in (default, 80.0) if t is not None}
+    predicted = fpir_predictions(table, result.gallery_size, search) if table is not None else []
     seconds = time.monotonic() - started
     out = report.Report(f"Open-set identification on {dataset.name}")
     out.summary = [
         ("gallery (enrolled people, one image each)", f"{result.gallery_size:,}"),
         ("mated probes / non-mated probes", f"{result.mated_probes:,} / {result.nonmated_probes:,}"),
         ("rank-1 hit rate (no threshold)", _pct(search.rank1_hit_rate)),
-        (f"non-mated probes with any candidate at the default threshold {default:g}", report.rate_text(leads[default])),
+        *(
+            [
+                (
+                    f"non-mated probes with any candidate at the default threshold {default:g}",
+                    report.rate_text(leads[default]),
+                )
+            ]
+            if default is not None
+            else [("default threshold", "none: the model ships no threshold table (faceledger calibrate)")]
+        ),
         ("non-mated probes with any candidate at 80", report.rate_text(leads[80.0])),
         ("failures to acquire", f"{len(embedded.failures_to_acquire)} of {len(embedded.paths):,} images"),
         ("pipeline", options.describe()),
@@ -191,22 +205,26 @@ def identification(dataset: Path, options: EvalOptions, *, limit_identities: int
         FTA_POLICY,
     ]
     out.tables.append(("FNIR at FPIR (rank 1)", ("target FPIR", "threshold", "FPIR", "FNIR"), rows))
-    out.tables.append(
-        (
-            f"FPIR predicted from the threshold table at {result.gallery_size:,} enrolled vs observed ({TARGET_FPIR:g} "
-            "target: * marks the default a collection of this size gets)",
-            ("threshold", "predicted 1-(1-FMR)^N", "bound N x FMR upper 95%", "observed FPIR", "FNIR"),
-            [
-                (
-                    f"{t:g}" + (" *" if default_here else ""),
-                    f"{p:.3%}",
-                    f"{b:.3%}",
-                    report.rate_text(o),
-                    report.rate_text(n),
-                )
-                for t, default_here, p, b, o, n in predicted
-            ],
-        )
+    out.tables += (
+        [
+            (
+                f"FPIR predicted from the threshold table at {result.gallery_size:,} enrolled vs observed ({TARGET_FPIR:g} "
+                "target: * marks the default a collection of this size gets)",
+                ("threshold", "predicted 1-(1-FMR)^N", "bound N x FMR upper 95%", "observed FPIR", "FNIR"),
+                [
+                    (
+                        f"{t:g}" + (" *" if default_here else ""),
+                        f"{p:.3%}",
+                        f"{b:.3%}",
+                        report.rate_text(o),
+                        report.rate_text(n),
+                    )
+                    for t, default_here, p, b, o, n in predicted
+                ],
+            )
+        ]
+        if predicted
+        else []
     )
     out.numbers = {
         "dataset": str(dataset),
