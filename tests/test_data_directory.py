@@ -91,3 +91,26 @@ def test_the_data_directory_and_its_files_are_the_owners_alone(tmp_path: Path) -
     os.chmod(data / "faceledger.sqlite3", 0o644)
     checked = _faceledger("check", data=data)
     assert checked.returncode == 8 and "faceledger.sqlite3" in checked.stderr + checked.stdout
+
+
+def test_opening_does_not_wait_for_or_refuse_a_database_another_process_is_writing(tmp_path: Path) -> None:
+    """The store checks at open that it may write (a read-only database is refused); a database
+    in another writer's transaction is writable, and opening neither waits for it nor refuses."""
+    import sqlite3
+    import time
+
+    import faceledger
+
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+    writer = sqlite3.connect(tmp_path / "faceledger.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # as a server in the middle of a write would
+    try:
+        started = time.monotonic()
+        service = faceledger.open(tmp_path)  # every operation writes its ledger entry: none is run here
+        assert time.monotonic() - started < 10
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    with service:
+        assert service.list_collections()["CollectionIds"] == ["c"]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from faceledger.store.sqlite.migrations import migrate
 
+BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer
+
 
 class Database:
     def __init__(self, path: str | Path) -> None:
@@ -28,20 +30,15 @@ class Database:
         connection = self.connection()
         connection.execute("PRAGMA journal_mode = WAL")
         migrate(connection)
-        # SQLite opens a file it cannot write read-only and says so only at the first write (the
-        # first ledger entry); ask for the write lock now, so that the store refuses at once
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.execute(f"PRAGMA user_version = {int(version)}")  # a write that changes nothing
-        finally:
-            connection.execute("ROLLBACK")
+        _refuse_read_only(connection)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit mode; use :meth:`write` for transactions)."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = NORMAL")
             # deleted rows are overwritten with zeros, so an erased template leaves no trace
@@ -126,3 +123,23 @@ class Database:
                 connection.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _refuse_read_only(connection: sqlite3.Connection) -> None:
+    """SQLite opens a file it may not write read-only and says so only at the first write (here,
+    the first ledger entry): make a write that changes nothing, and roll it back, so that such a
+    store is refused when it opens. Without waiting: a database another process is writing is
+    busy, and so writable."""
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            raise
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
