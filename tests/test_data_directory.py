@@ -114,3 +114,41 @@ def test_opening_does_not_wait_for_or_refuse_a_database_another_process_is_writi
         writer.close()
     with service:
         assert service.list_collections()["CollectionIds"] == ["c"]
+
+
+def test_processes_opening_a_new_data_directory_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Each migration re-reads the schema version under the write lock: four processes opening
+    one new database together all open it (one of them used to fail with 'table already exists')."""
+    import sys
+
+    script = "import sys, faceledger; faceledger.open(sys.argv[1]).close()"
+    for round_ in range(3):
+        folder = tmp_path / f"d{round_}"
+        started = [
+            subprocess.Popen([sys.executable, "-c", script, str(folder)], stderr=subprocess.PIPE) for _ in range(4)
+        ]
+        results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in started]
+        assert all(code == 0 for code, _ in results), [err[-300:] for code, err in results if code]
+
+
+def test_a_database_busy_past_the_timeout_is_a_one_line_try_again(tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    import faceledger
+    import faceledger.store.sqlite.connection as connection
+    from faceledger.cli.main import app
+
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 200)  # instead of waiting 30 s
+    writer = sqlite3.connect(tmp_path / "faceledger.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "collection", "list"])
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert result.exit_code == 75 and "ThrottlingException" in result.stderr and "try again" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -79,7 +79,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[obj
             for column, value in zip(columns, row, strict=True):
                 console.print(f"{column.ljust(width)} : {value}", markup=False, highlight=False, soft_wrap=True)
         return
-    grid = Table(title=title, show_lines=False)
+    grid = Table(title=Text(title) if title else None, show_lines=False)
     for column, identifier in zip(columns, identifiers, strict=True):
         grid.add_column(column, no_wrap=identifier, overflow="fold")
     for row in cells:

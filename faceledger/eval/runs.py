@@ -291,8 +291,12 @@ def groups(
     started = time.monotonic()
     column, group_of = read_groups(groups_csv, column)
     images = identity_folders(dataset, limit_identities=limit_identities)
+    if threshold is None:  # decided before the (long) embedding: a model without a table needs one given
+        try:
+            threshold = safe_search_threshold(options.model.threshold_table())
+        except UncalibratedModelError as error:
+            raise UncalibratedModelError(f"{error.message} Or give the operating threshold (--threshold).") from None
     embedded = options.embed(dataset, images.paths)
-    threshold = safe_search_threshold(options.model.threshold_table()) if threshold is None else threshold
     _, per_group = protocols.all_pairs(embedded, images.identities, flip=options.flip, groups=group_of)
     fmr = {g: c.fmr(threshold) for g, c in per_group.items()}
     fnmr = {g: c.fnmr(threshold) for g, c in per_group.items()}

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from faceledger.keys.files import write_private_file
+from faceledger.keys.files import create_once
 from faceledger.store import LedgerEntry, LedgerRepository
 from faceledger.store.records import GENESIS
 
@@ -101,7 +101,7 @@ class Ledger:
             raw = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
             )
-            write_private_file(self._key_path, raw)
+            return Ed25519PrivateKey.from_private_bytes(create_once(self._key_path, raw))
         return Ed25519PrivateKey.from_private_bytes(self._key_path.read_bytes())
 
     def public_key(self) -> Ed25519PublicKey:

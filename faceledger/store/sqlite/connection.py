@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from faceledger.errors import ThrottlingException
 from faceledger.store.sqlite.migrations import migrate
 
 BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer
@@ -54,11 +55,11 @@ class Database:
         connection = self.connection()
         if getattr(self._local, "unit_depth", 0):
             if not self._local.unit_began:
-                connection.execute("BEGIN IMMEDIATE")
+                _begin(connection)
                 self._local.unit_began = True
             yield connection
             return
-        connection.execute("BEGIN IMMEDIATE")
+        _begin(connection)
         try:
             yield connection
         except BaseException:
@@ -123,6 +124,19 @@ class Database:
                 connection.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _begin(connection: sqlite3.Connection) -> None:
+    """Take the write lock; another writer holding it past the busy timeout is ThrottlingException
+    (try again), as SDKs and the CLI's exit code 75 understand it, not sqlite3's error."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            raise ThrottlingException(
+                f"The database is busy: another process has been writing for {BUSY_TIMEOUT_MS // 1000} s; try again."
+            ) from None
+        raise
 
 
 def _refuse_read_only(connection: sqlite3.Connection) -> None:

@@ -193,8 +193,32 @@ def migrate(connection: sqlite3.Connection) -> int:
             f"({len(MIGRATIONS)}); upgrade faceledger."
         )
     for version in range(current + 1, len(MIGRATIONS) + 1):
-        # executescript commits first, so each migration runs in its own explicit transaction.
-        connection.executescript(
-            "BEGIN IMMEDIATE;\n" + MIGRATIONS[version - 1] + f"\nPRAGMA user_version = {version};\nCOMMIT;"
-        )
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # another process opening the same new database may have run it meanwhile: read again
+            # under the write lock, and apply only what is still missing
+            if connection.execute("PRAGMA user_version").fetchone()[0] >= version:
+                connection.execute("ROLLBACK")
+                continue
+            for statement in _statements(MIGRATIONS[version - 1]):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
     return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    """The complete statements of a migration script (``executescript`` would commit the
+    transaction it runs in)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete statement in a migration: {pending.strip()[:80]}")
+    return statements
