@@ -204,7 +204,7 @@ def test_policies_and_consents(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
     assert store.policies.policy("c") == CollectionPolicy()
     policy = CollectionPolicy(purpose_required=True, min_threshold=90.0, retention_days=30, review_required=True)
-    store.policies.put_policy("c", policy, time.time())
+    assert store.policies.update_policy("c", lambda _: policy, time.time()) == (CollectionPolicy(), policy)
     assert store.policies.policy("c") == policy and store.policies.retained_collections() == [("c", 30)]
     consent = ConsentRecord("k1", "c", "ext", "basis", "ref", 10.0, 20.0, None, 10.0)
     store.policies.add_consent(consent)

@@ -44,8 +44,8 @@ class PolicyOperations:
         """Replace the collection's policy (every demand not given is lifted)."""
         _validate(policy)
         self._store.require_collection(collection_id)
-        before = self._store.policies.policy(collection_id)
-        self._store.policies.put_policy(collection_id, policy, time.time())
+        # through update_policy, so that the 'before' the ledger keeps is the policy replaced
+        before, _ = self._store.policies.update_policy(collection_id, lambda _: policy, time.time())
         return _policy_reply(collection_id, policy, before)
 
     def update(self, collection_id: str, changes: Mapping[str, Any]) -> Reply:

@@ -47,9 +47,6 @@ class PolicyRepository(ABC):
         """The collection's policy (the default policy when none was set)."""
 
     @abstractmethod
-    def put_policy(self, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None: ...
-
-    @abstractmethod
     def update_policy(
         self, collection_id: str, change: Callable[[CollectionPolicy], CollectionPolicy], updated_at: float
     ) -> tuple[CollectionPolicy, CollectionPolicy]:

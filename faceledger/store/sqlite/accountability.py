@@ -57,10 +57,6 @@ class SQLitePolicies(PolicyRepository):
                 _write_policy(db, collection_id, after, updated_at)
         return before, after
 
-    def put_policy(self, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None:
-        with self._db.write() as db:
-            _write_policy(db, collection_id, policy, updated_at)
-
     def retained_collections(self) -> list[tuple[str, int]]:
         return (
             self._db.connection()
