@@ -42,14 +42,18 @@ ModelOption = Annotated[
 ]
 
 
+def _as_evaluated(model: Any) -> Any:
+    """``model`` as the evaluations run it: they mirror chips themselves (--flip), and run one
+    network thread per worker."""
+    return dataclasses.replace(model, flip=False, threads=1)
+
+
 def _named_model(name: str | None) -> Any:
-    """The registered model ``name`` as the evaluations run it (they mirror chips themselves, and
-    run one network thread per worker), or None for the default."""
+    """The registered model ``name`` as the evaluations run it, or None for the default."""
     if name is None:
         return None
     with open_service() as service:
-        model = service.models.named(name)
-    return dataclasses.replace(model, flip=False, threads=1)
+        return _as_evaluated(service.models.named(name))
 
 
 @contextmanager
@@ -249,9 +253,7 @@ def calibrate(
     model = None
     if collection is not None:  # measured with the model the collection's templates are made by
         with open_service() as service:
-            own = service.models.for_collection(collection).model
-        # the evaluation mirrors chips itself (--flip), and runs one network thread per worker
-        model = dataclasses.replace(own, flip=False, threads=1)
+            model = _as_evaluated(service.models.for_collection(collection).model)
     table, _ = _evaluate(
         "calibration",
         lambda options: runs.calibrate(dataset, options, limit_identities=limit_identities),

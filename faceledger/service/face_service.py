@@ -12,7 +12,6 @@ authorises, ledgers and commits every call (runner.py).
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -48,8 +47,6 @@ from faceledger.vision.calibration import ThresholdTable
 
 # CompareFaces keeps Rekognition's default 80 (dlib's d = 0.6, see vision/similarity.py); searches
 # default to the collection's calibrated threshold (see search_limits.py).
-_FULL_FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_FACE_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,34}")
 DEFAULT_SIMILARITY_THRESHOLD = 80.0
 DEFAULT_ASSOCIATION_THRESHOLD = 75.0
 
@@ -219,11 +216,11 @@ class FaceService:
         replaced by the one face id of the collection it starts; a prefix that matches no face, or
         several, is refused (ResourceNotFound, InvalidParameter). Full ids pass unchecked: the
         operation given them checks them, and ledgers the call."""
-        if any(not _FULL_FACE_ID.fullmatch(given_id) for given_id in face_ids):
+        if any(not validation.FACE_ID.fullmatch(given_id) for given_id in face_ids):
             self.store.require_collection(collection_id)
         resolved = []
         for given_id in face_ids:
-            if _FULL_FACE_ID.fullmatch(given_id) or not _FACE_ID_PREFIX.fullmatch(given_id):
+            if validation.FACE_ID.fullmatch(given_id) or not validation.FACE_ID_PREFIX.fullmatch(given_id):
                 resolved.append(given_id)
                 continue
             found = self.store.face_ids_where(collection_id, id_prefix=given_id, limit=2)

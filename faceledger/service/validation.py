@@ -12,7 +12,8 @@ MAX_PAGE_SIZE = 4096  # Rekognition's largest MaxResults / MaxFaces / FaceIds li
 _COLLECTION_ID = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
 _EXTERNAL_IMAGE_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,255}")
 _USER_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,128}")
-_FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+FACE_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,34}")  # what the CLI takes for a face id, as git takes commits
 _CLIENT_REQUEST_TOKEN = re.compile(r"[a-zA-Z0-9\-_]{1,64}")
 _TAG_PUNCTUATION = frozenset("_.:/=+-@")
 
@@ -38,7 +39,7 @@ def user_id(value: object) -> str:
 
 
 def face_id(value: object) -> str:
-    return _check(_FACE_ID, value, "FaceId", "a lower-case UUID")
+    return _check(FACE_ID, value, "FaceId", "a lower-case UUID")
 
 
 def face_ids(values: object, *, maximum: int) -> list[str]:

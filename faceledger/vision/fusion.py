@@ -98,6 +98,7 @@ class FusedFaceModel:
     threads: int = 0
     flip: bool = True
     chip_size: int = field(init=False)
+    _padding: float = field(init=False, repr=False)  # the widest of the parts' paddings
     _boxes: tuple[tuple[float, float], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,9 +111,20 @@ class FusedFaceModel:
         total = sum(self.weights)
         set_field = object.__setattr__  # normalise the frozen fields
         set_field(self, "weights", tuple(w / total for w in self.weights))
-        set_field(self, "parts", tuple(dataclasses.replace(p, flip=False, threads=self.threads) for p in self.parts))
+        # a part is copied only when it must change (copying an ONNX model reads and checks its file)
+        set_field(
+            self,
+            "parts",
+            tuple(
+                p
+                if (p.flip, p.threads) == (False, self.threads)
+                else dataclasses.replace(p, flip=False, threads=self.threads)
+                for p in self.parts
+            ),
+        )
         paddings = [chip_padding(part) for part in self.parts]
         widest = max(paddings)
+        set_field(self, "_padding", widest)
         span = 1.0 + 2.0 * widest
         # wide enough that no part's centre is stretched to reach its own size
         size = max(
@@ -140,7 +152,7 @@ class FusedFaceModel:
 
     def align(self, pixels: np.ndarray, face: Face) -> np.ndarray:
         """The widest-padded chip, ``chip_size`` square, RGB ``uint8``."""
-        return align_chip(pixels, face, size=self.chip_size, padding=max(chip_padding(p) for p in self.parts))
+        return align_chip(pixels, face, size=self.chip_size, padding=self._padding)
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """Unit-length fused templates: float32 of shape (len(chips), dimension)."""
