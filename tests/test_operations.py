@@ -58,6 +58,8 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "put_collection_policy": {"collection_id": "c", "max_results": 50},
         "update_collection_policy": {"collection_id": "c", "max_results": 40},
         "get_collection_policy": {"collection_id": "c"},
+        "put_collection_cohort": {"collection_id": "c", "cohort_collection_id": "c"},
+        "get_collection_cohort": {"collection_id": "c"},
         "record_consent": {"collection_id": "c", "external_image_id": "x", "basis": "b", "reference": "r"},
         "withdraw_consent": {"collection_id": "c", "consent_id": "unknown"},
         "list_consents": {"collection_id": "c"},

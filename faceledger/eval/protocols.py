@@ -18,7 +18,7 @@ import numpy as np
 from faceledger.eval import metrics
 from faceledger.eval.datasets import Pair
 from faceledger.eval.embeddings import EmbeddedSet
-from faceledger.vision.calibration import ThresholdRow, ThresholdTable
+from faceledger.vision.calibration import RAW_SCORING, ThresholdRow, ThresholdTable
 from faceledger.vision.similarity import SimilarityScale
 
 TARGET_FMRS = (1e-2, 1e-3, 1e-4)
@@ -135,7 +135,7 @@ class PairCounts:
         fnmr = (np.concatenate([[0], np.cumsum(self.mated)[:-1]]) + self.mated_missing) / self.mated_total
         return metrics.Curve(edges, fmr, fnmr)
 
-    def threshold_table(self, source: str, thresholds: Sequence[float]) -> ThresholdTable:
+    def threshold_table(self, source: str, thresholds: Sequence[float], scoring: str = RAW_SCORING) -> ThresholdTable:
         rows = []
         for threshold in thresholds:
             fmr, fnmr = self.fmr(threshold), self.fnmr(threshold)
@@ -153,7 +153,7 @@ class PairCounts:
                     fnmr.errors,
                 )
             )
-        return ThresholdTable(source, self.mated_total, self.nonmated_total, tuple(rows))
+        return ThresholdTable(source, self.mated_total, self.nonmated_total, tuple(rows), scoring=scoring)
 
 
 TABLE_THRESHOLDS = tuple(50.0 + 0.5 * n for n in range(101))  # 50, 50.5, ..., 100
@@ -166,10 +166,13 @@ def all_pairs(
     flip: bool,
     groups: dict[str, str] | None = None,
     block: int = 1024,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[PairCounts, dict[str, PairCounts]]:
     """Every comparison between two different images of the set, counted by score, overall and
-    (with ``groups``, identity -> group) within each group: both images' people in the group."""
+    (with ``groups``, identity -> group) within each group: both images' people in the group.
+    ``score(a, b)``: the score matrix (default: the model's Similarity)."""
     templates = embedded.templates(flip)
+    score = score or partial(similarity_matrix, scale=embedded.similarity)
     labels = np.asarray(identities)
     if len(labels) != len(templates):
         raise ValueError("all_pairs needs one identity per embedded image, in the same order")
@@ -179,7 +182,7 @@ def all_pairs(
     n = len(templates)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        scores = similarity_matrix(templates[start:stop], templates[start:], embedded.similarity)
+        scores = score(templates[start:stop], templates[start:])
         upper = np.arange(start, stop)[:, None] < np.arange(start, n)[None, :]  # each pair once
         same = labels[start:stop, None] == labels[None, start:]
         overall.add(scores[upper], same[upper])

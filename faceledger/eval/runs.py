@@ -13,7 +13,8 @@ from faceledger.eval import metrics, protocols, report
 from faceledger.eval.datasets import LabelledImages, identity_folders, read_groups, read_lfw_pairs
 from faceledger.eval.embeddings import EVAL_MODEL, EmbeddedSet, EmbeddingConfig, embed_images
 from faceledger.service.search_limits import TARGET_FPIR, fpir_threshold
-from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.vision.calibration import RAW_SCORING, SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.vision.cohort import SCORING, CohortNorm, scored_similarity
 from faceledger.vision.model import FaceModel
 from faceledger.vision.onnx_model import UncalibratedModelError
 
@@ -40,6 +41,21 @@ class EvalOptions:
     workers: int | None = None
     on_progress: Callable[[int, int], None] | None = None
     model: FaceModel = EVAL_MODEL
+    cohort: CohortNorm | None = None
+
+    @property
+    def scoring(self) -> str:
+        return RAW_SCORING if self.cohort is None else SCORING
+
+    def compared(
+        self, embedded: EmbeddedSet
+    ) -> tuple[EmbeddedSet, Callable[[np.ndarray, np.ndarray], np.ndarray] | None]:
+        """The set as pairs are scored: unchanged (the model's Similarity), or with a cohort rows
+        ``[unit template | mu | sd]`` and their AS-norm Similarity."""
+        if self.cohort is None:
+            return embedded, None
+        rows = self.cohort.scored_rows(embedded.templates(self.flip))
+        return EmbeddedSet(embedded.paths, rows, rows, embedded.found, embedded.similarity), scored_similarity
 
     def embed(self, root: Path, paths: list[str]) -> EmbeddedSet:
         return embed_images(
@@ -52,7 +68,8 @@ class EvalOptions:
         )
 
     def describe(self) -> str:
-        return f"{self.model.version}, flip TTA {'on' if self.flip else 'off'}, subject = {self.face} face"
+        scored = "" if self.cohort is None else f", {SCORING} against a cohort of {len(self.cohort):,} faces"
+        return f"{self.model.version}, flip TTA {'on' if self.flip else 'off'}, subject = {self.face} face{scored}"
 
 
 def _pct(value: float) -> str:
@@ -387,11 +404,13 @@ def calibrate(
     """A threshold table from every pair of a ``DIR/identity/images`` tree."""
     images: LabelledImages = identity_folders(dataset, limit_identities=limit_identities)
     embedded = options.embed(dataset, images.paths)
-    counts, _ = protocols.all_pairs(embedded, images.identities, flip=options.flip)
+    compared, score = options.compared(embedded)
+    counts, _ = protocols.all_pairs(compared, images.identities, flip=options.flip, score=score)
     people = len(set(images.identities))
     table = counts.threshold_table(
         f"{dataset.name}: {len(images.paths):,} images of {people:,} people, all pairs ({options.describe()})",
         protocols.TABLE_THRESHOLDS,
+        options.scoring,
     )
     out = report.Report(f"Calibration on {dataset.name}")
     try:

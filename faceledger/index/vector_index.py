@@ -156,6 +156,12 @@ class CollectionIndex:
             for row_d, row_i in zip(distances, ids, strict=True)
         ]
 
+    def vectors(self, seqs: list[int]) -> np.ndarray:
+        """The full templates of faces in the index (float32 rows, in the order of ``seqs``)."""
+        if not seqs:
+            return np.empty((0, self._index.d), dtype=np.float32)
+        return np.stack([self._index.reconstruct(int(seq)) for seq in seqs])
+
     def save(self, path: Path, cipher: Sealer) -> None:
         """Write the index, encrypted with ``cipher`` (it holds every template in the clear
         otherwise) and bound to its collection and generation, atomically. It is sealed in parts

@@ -52,7 +52,9 @@ class Role(str, Enum):
     REVIEWER = "reviewer"
 
 
-_READ = operation_names("DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy")
+_READ = operation_names(
+    "DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy", "GetCollectionCohort"
+)
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset(OPERATIONS),
     Role.INDEXER: _READ

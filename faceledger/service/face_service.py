@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from faceledger.config import Settings
-from faceledger.errors import DataDirectoryError, FaceledgerError, InvalidParameterException, ResourceNotFoundException
+from faceledger.errors import (
+    AccessDeniedException,
+    DataDirectoryError,
+    FaceledgerError,
+    InvalidParameterException,
+    ResourceNotFoundException,
+)
 from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
 from faceledger.service.access import AccessControl, load_secrets_key
 from faceledger.service.admin_operations import AdminOperations
+from faceledger.service.cohorts import CohortCollections
 from faceledger.service.collection_operations import CollectionOperations
 from faceledger.service.context import current_context
 from faceledger.service.data_directory import DataDirectory
@@ -75,6 +82,7 @@ class FaceService:
             persist_dir=data_dir / "index",
             cipher=lambda: self.templates.codec,
         )
+        self.cohorts = CohortCollections(self.store, self.templates)
         self.limits = SearchLimits(self.store, self.models)
         self._access: AccessControl | None = None
         self._runner = OperationRunner(
@@ -87,7 +95,9 @@ class FaceService:
         models = self.models
         self._collections = CollectionOperations(self.store, self.indexes, self.limits, self.settings, models)
         self._faces = FaceOperations(self.store, self.indexes, images, self.templates, self._policies, models)
-        self._search = SearchOperations(self.store, self.indexes, images, self.templates, self.limits, reviews, models)
+        self._search = SearchOperations(
+            self.store, self.indexes, images, self.templates, self.limits, reviews, models, self.cohorts
+        )
         self._users = UserOperations(self.store, self.templates, models)
         self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models, self._policies)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
@@ -525,6 +535,24 @@ class FaceService:
             lambda: self._policies.update(collection_id, changes),
             collection_id=collection_id,
         )
+
+    def put_collection_cohort(self, *, collection_id: str, cohort_collection_id: str | None = None) -> Response:
+        """Score the collection's searches by AS-norm against the faces of ``cohort_collection_id``
+        (same face model, at least MIN_COHORT_FACES faces of people never searched for); without
+        it, stop. The caller must cover both collections."""
+
+        def put() -> Reply:
+            caller = current_context().caller
+            if cohort_collection_id is not None and not caller.covers(cohort_collection_id):
+                raise AccessDeniedException(
+                    f"Access key {caller.access_key_id} does not cover collection {cohort_collection_id!r}."
+                )
+            return self.cohorts.put(collection_id, cohort_collection_id)
+
+        return self._run("PutCollectionCohort", put, collection_id=collection_id)
+
+    def get_collection_cohort(self, *, collection_id: str) -> Response:
+        return self._run("GetCollectionCohort", lambda: self.cohorts.get(collection_id), collection_id=collection_id)
 
     def get_collection_policy(self, *, collection_id: str) -> Response:
         return self._run("GetCollectionPolicy", lambda: self._policies.get(collection_id), collection_id=collection_id)

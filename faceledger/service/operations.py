@@ -67,6 +67,8 @@ OPERATIONS: dict[str, Operation] = {
             "PutCollectionPolicy",
             "UpdateCollectionPolicy",
             "GetCollectionPolicy",
+            "PutCollectionCohort",
+            "GetCollectionCohort",
             "RecordConsent",
             "WithdrawConsent",
             "ListConsents",

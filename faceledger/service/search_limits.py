@@ -17,6 +17,11 @@ default. When no tabulated threshold reaches the target at this size (the calibr
 few non-mated pairs to show so small an FMR), the strictest tabulated threshold is used and every
 response says that the target is not met: nothing that was not measured is promised.
 
+A collection searched with a cohort (service/cohorts.py) is scored by AS-norm, and priced by a
+table measured that way: its own calibration if made with a cohort, else the one shipped for its
+model, which holds only for cohorts at least as large as the one it was measured with; without
+such a table its searches are refused (UncalibratedModelError), never priced by a raw table.
+
 Then the policy's floor applies, and a caller's own threshold is taken as asked (validated); its
 meaning at the collection's size is reported all the same. A collection that demands a declared
 purpose and case refuses searches without them. The result cap is what the caller asked, never
@@ -36,7 +41,9 @@ from faceledger.service.context import current_context
 from faceledger.service.models import FaceModels
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import CollectionPolicy, Store
-from faceledger.vision.calibration import ThresholdTable, safe_search_threshold
+from faceledger.vision.calibration import RAW_SCORING, ThresholdTable, safe_search_threshold
+from faceledger.vision.cohort import SCORING, shipped_cohort_table
+from faceledger.vision.onnx_model import UncalibratedModelError
 
 DEFAULT_MAX_RESULTS = 100
 TARGET_FPIR = 0.01  # at most 1% of searches for someone not enrolled return any candidate
@@ -62,6 +69,7 @@ class ThresholdMeaning:
     status: str
     calibration: str
     transfer_margin: float = 1.0
+    scoring: str = RAW_SCORING
 
     def to_response(self) -> dict[str, Any]:
         return {
@@ -74,6 +82,7 @@ class ThresholdMeaning:
             "Status": self.status,
             "Calibration": self.calibration,
             "TransferMargin": self.transfer_margin,
+            "Scoring": self.scoring,
         }
 
     def ledger_summary(self) -> dict[str, Any]:
@@ -102,7 +111,16 @@ def threshold_meaning(
     """``default_met``: for a default threshold, whether it met the target (None: asked for)."""
     if threshold < table.rows[0].threshold - 1e-9:
         return ThresholdMeaning(
-            threshold, comparisons, None, None, None, target, "NOT_MEASURED", table.source, table.transfer_margin
+            threshold,
+            comparisons,
+            None,
+            None,
+            None,
+            target,
+            "NOT_MEASURED",
+            table.source,
+            table.transfer_margin,
+            table.scoring,
         )
     row = table.at(threshold)
     expected = comparisons * table.bound(row)
@@ -111,7 +129,16 @@ def threshold_meaning(
     else:
         status = "WITHIN_TARGET" if expected <= target else "ABOVE_TARGET"
     return ThresholdMeaning(
-        threshold, comparisons, row.fmr, table.bound(row), expected, target, status, table.source, table.transfer_margin
+        threshold,
+        comparisons,
+        row.fmr,
+        table.bound(row),
+        expected,
+        target,
+        status,
+        table.source,
+        table.transfer_margin,
+        table.scoring,
     )
 
 
@@ -129,12 +156,33 @@ class SearchLimits:
 
     def threshold_table(self, collection_id: str) -> ThresholdTable:
         """The collection's own calibration (``faceledger calibrate``), else the one shipped with
-        the face model."""
+        the face model; for a collection with a cohort, a table measured with a cohort."""
+        cohort_id = self._store.cohort_collection(collection_id)
         stored = self._store.threshold_table(collection_id)
-        if stored is not None:
-            return ThresholdTable.from_dict(json.loads(stored))
-        # an operator's model ships none: UncalibratedModelError until 'faceledger calibrate' stores one
-        return self._models.for_collection(collection_id).model.threshold_table()
+        own = ThresholdTable.from_dict(json.loads(stored)) if stored is not None else None
+        if cohort_id is None:
+            if own is not None and own.scoring == RAW_SCORING:
+                return own
+            # an operator's model ships none: UncalibratedModelError until 'faceledger calibrate' stores one
+            return self._models.for_collection(collection_id).model.threshold_table()
+        version = self._store.face_model_version(collection_id)
+        table = own if own is not None and own.scoring == SCORING else shipped_cohort_table(version)
+        if table is None:
+            raise UncalibratedModelError(
+                f"Collection {collection_id!r} is searched with cohort {cohort_id!r}, and no threshold table measured "
+                f"with a cohort ships for face model {version}: run 'faceledger calibrate DIR --collection "
+                f"{collection_id}' on your own labelled photos (it measures with the cohort), or stop using the "
+                f"cohort ('faceledger collection cohort {collection_id} --none')."
+            )
+        faces = self._store.get_collection(cohort_id).face_count
+        if table.cohort_faces is not None and faces < table.cohort_faces:
+            raise InvalidParameterException(
+                f"Cohort collection {cohort_id!r} holds {faces:,} faces, and the threshold table of {collection_id!r} "
+                f"holds only for cohorts of {table.cohort_faces:,} or more (a smaller cohort gives more false matches "
+                f"at the same threshold): add faces to the cohort, or calibrate with it ('faceledger calibrate DIR "
+                f"--collection {collection_id}')."
+            )
+        return table
 
     def default_threshold(self, collection_id: str, comparisons: int | None = None) -> float:
         """The similarity a search of the collection uses when none is asked for, at its current

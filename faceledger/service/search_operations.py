@@ -1,6 +1,7 @@
 """Searches: a collection's faces (SearchFaces, SearchFacesByImage) and users (SearchUsers,
 SearchUsersByImage). Thresholds and caps come from :class:`SearchLimits`; in a review_required
-collection the matches are held for human review."""
+collection the matches are held for human review. A collection with a cohort (service/cohorts.py)
+is scored by AS-norm: the index's ``COHORT_CANDIDATES`` nearest faces are rescored and ranked again."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from faceledger.errors import InvalidParameterException
-from faceledger.index import VectorIndexRegistry
+from faceledger.index import CollectionIndex, VectorIndexRegistry
 from faceledger.service import validation
+from faceledger.service.cohorts import Cohort, CohortCollections
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.models import FaceModels
 from faceledger.service.results import FaceSearchResult, UserSearchResult
@@ -19,6 +21,7 @@ from faceledger.service.search_limits import SearchLimits
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
+from faceledger.vision.cohort import COHORT_CANDIDATES, clamped_similarity, normalised, unit_rows
 from faceledger.vision.quality import QualityFilter
 from faceledger.vision.similarity import SimilarityScale
 
@@ -33,8 +36,10 @@ class SearchOperations:
         limits: SearchLimits,
         reviews: ReviewOperations,
         models: FaceModels,
+        cohorts: CohortCollections,
     ) -> None:
         self._store = store
+        self._cohorts = cohorts
         self._indexes = indexes
         self._images = images
         self._templates = templates
@@ -176,6 +181,9 @@ class SearchOperations:
         """The collection's faces with similarity >= ``threshold``, most similar first."""
         index = self._indexes.for_search(collection_id)
         probe = np.asarray(embedding, dtype=np.float32)[None, :]
+        cohort = self._cohorts.for_search(collection_id)
+        if cohort is not None:
+            return self._by_cohort(collection_id, index, cohort, probe, threshold, max_faces, exclude_face_ids)
         neighbours = index.search(probe, max_faces + len(exclude_face_ids))[0]
         limit = scale.max_squared_distance(threshold)
         close = [n for n in neighbours if n.squared_distance <= limit + 1e-9]
@@ -184,6 +192,34 @@ class SearchOperations:
             (scale.from_squared_distance(n.squared_distance), records[n.seq])
             for n in close
             if n.seq in records and records[n.seq].face_id not in exclude_face_ids
+        ]
+        return matches[:max_faces]
+
+    def _by_cohort(
+        self,
+        collection_id: str,
+        index: CollectionIndex,
+        cohort: Cohort,
+        probe: np.ndarray,
+        threshold: float,
+        max_faces: int,
+        exclude_face_ids: Sequence[str],
+    ) -> list[tuple[float, FaceRecord]]:
+        """AS-norm Similarity >= ``threshold`` among the index's nearest faces, highest first."""
+        neighbours = index.search(probe, max(COHORT_CANDIDATES, max_faces) + len(exclude_face_ids))[0]
+        seqs = [n.seq for n in neighbours]
+        vectors = index.vectors(seqs)
+        cosines = unit_rows(probe) @ unit_rows(vectors).T
+        z = normalised(cosines, cohort.norm.stats(probe), cohort.gallery_stats(collection_id, seqs, vectors))[0]
+        scored = sorted(
+            ((float(z[n]), seq) for n, seq in enumerate(seqs) if clamped_similarity(float(z[n])) >= threshold - 1e-9),
+            reverse=True,
+        )
+        records = self._store.faces_by_seq(collection_id, [seq for _, seq in scored])
+        matches = [
+            (clamped_similarity(score), records[seq])
+            for score, seq in scored
+            if seq in records and records[seq].face_id not in exclude_face_ids
         ]
         return matches[:max_faces]
 

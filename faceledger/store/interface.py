@@ -245,6 +245,16 @@ class Store(ABC):
     def threshold_table(self, collection_id: str) -> str | None: ...
 
     @abstractmethod
+    def set_cohort_collection(self, collection_id: str, cohort_collection_id: str | None, updated_at: float) -> None:
+        """Normalise the collection's searches against the faces of another collection (None:
+        no more); both must exist."""
+
+    @abstractmethod
+    def cohort_collection(self, collection_id: str) -> str | None:
+        """The collection the collection's searches are normalised against, if any (deleting
+        either collection removes the link)."""
+
+    @abstractmethod
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
 

@@ -19,6 +19,7 @@ from typing import Any
 from faceledger.errors import InvalidParameterException
 
 SAFE_FMR = 1e-4  # the default search threshold keeps measured FMR at or below this
+RAW_SCORING = "similarity"  # a table of the model's own Similarity (vision/cohort.py names the other)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class ThresholdTable:
     on photos unlike those it was measured on, for every promise made from it (:meth:`bound`). 1
     for a table measured on the photos searched (``faceledger calibrate``); a shipped table states
     its own, from how its thresholds transferred to other data (docs/accuracy.md).
+    ``scoring``: the score its thresholds are on, the model's Similarity (``RAW_SCORING``) or
+    Similarity after cohort normalisation (``vision.cohort.SCORING``); a table prices only searches
+    scored the same way. ``cohort_faces`` (AS-norm tables): the size of the cohort it was measured
+    with; it holds for cohorts at least that large (a smaller cohort gives more false matches at the
+    same threshold: benchmarks/asnorm_table.py).
     """
 
     source: str
@@ -51,13 +57,18 @@ class ThresholdTable:
     nonmated: int
     rows: tuple[ThresholdRow, ...]
     transfer_margin: float = 1.0
+    scoring: str = RAW_SCORING
+    cohort_faces: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ThresholdTable:
         try:
             rows = tuple(sorted((ThresholdRow(**row) for row in data["rows"]), key=lambda r: r.threshold))
             margin = float(data.get("transfer_margin", 1.0))
-            table = cls(str(data["source"]), int(data["mated"]), int(data["nonmated"]), rows, margin)
+            scoring = str(data.get("scoring", RAW_SCORING))
+            cohort = data.get("cohort_faces")
+            cohort = None if cohort is None else int(cohort)
+            table = cls(str(data["source"]), int(data["mated"]), int(data["nonmated"]), rows, margin, scoring, cohort)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidParameterException(f"Not a threshold table: {exc}.") from None
         if not rows:
@@ -77,6 +88,8 @@ class ThresholdTable:
             "nonmated": self.nonmated,
             "rows": [asdict(row) for row in self.rows],
             "transfer_margin": self.transfer_margin,
+            "scoring": self.scoring,
+            "cohort_faces": self.cohort_faces,
         }
 
     def bound(self, row: ThresholdRow) -> float:

@@ -181,6 +181,15 @@ MIGRATIONS: tuple[str, ...] = (
         FOREIGN KEY (case_id, face_id) REFERENCES review_candidates (case_id, face_id) ON DELETE CASCADE
     );
     """,
+    # 8: cohort score normalisation: the collection whose faces a collection's searches are
+    # normalised against (vision/cohort.py). Deleting the cohort collection ends the normalisation.
+    """
+    CREATE TABLE collection_cohorts (
+        collection_id        TEXT PRIMARY KEY REFERENCES collections(collection_id) ON DELETE CASCADE,
+        cohort_collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        updated_at           REAL NOT NULL
+    );
+    """,
 )
 
 

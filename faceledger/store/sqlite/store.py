@@ -199,6 +199,28 @@ class SQLiteStore(Store):
         )
         return None if row is None else str(row[0])
 
+    def set_cohort_collection(self, collection_id: str, cohort_collection_id: str | None, updated_at: float) -> None:
+        with self.database.write() as db:
+            _require_collection(db, collection_id)
+            if cohort_collection_id is None:
+                db.execute("DELETE FROM collection_cohorts WHERE collection_id = ?", (collection_id,))
+                return
+            _require_collection(db, cohort_collection_id)
+            db.execute(
+                "INSERT INTO collection_cohorts (collection_id, cohort_collection_id, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (collection_id) DO UPDATE SET cohort_collection_id = excluded.cohort_collection_id,"
+                " updated_at = excluded.updated_at",
+                (collection_id, cohort_collection_id, updated_at),
+            )
+
+    def cohort_collection(self, collection_id: str) -> str | None:
+        row = (
+            self.database.connection()
+            .execute("SELECT cohort_collection_id FROM collection_cohorts WHERE collection_id = ?", (collection_id,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
         row = (
