@@ -250,13 +250,17 @@ def calibrate(
     --collection, searches of that collection then default to its safe threshold."""
     from faceledger.eval import runs
 
-    model = None
-    if collection is not None:  # measured with the model the collection's templates are made by
+    model = cohort = None
+    if collection is not None:  # measured as the collection is searched: its model, and its cohort if any
         with open_service() as service:
             model = _as_evaluated(service.models.for_collection(collection).model)
+            named = service.cohorts.for_search(collection)
+            cohort = named.norm if named is not None else None
     table, _ = _evaluate(
         "calibration",
-        lambda options: runs.calibrate(dataset, options, limit_identities=limit_identities),
+        lambda options: runs.calibrate(
+            dataset, dataclasses.replace(options, cohort=cohort), limit_identities=limit_identities
+        ),
         flip=flip,
         face=face,
         cache_dir=cache_dir,

@@ -143,10 +143,54 @@ def collection_describe(collection_id: str, as_json: JsonOption = False) -> None
         as_json,
         lambda r: render.table(
             collection_id,
-            ("Faces", "Users", "Model", "Created"),
-            [[r["FaceCount"], r["UserCount"], r["FaceModelVersion"], r["CreationTimestamp"].isoformat()]],
+            ("Faces", "Users", "Model", "Cohort", "Created"),
+            [
+                [
+                    r["FaceCount"],
+                    r["UserCount"],
+                    r["FaceModelVersion"],
+                    r["FaceledgerCohortCollectionId"] or "none",
+                    r["CreationTimestamp"].isoformat(),
+                ]
+            ],
         ),
     )
+
+
+@collection_app.command("cohort")
+@reports_errors
+def collection_cohort(
+    collection_id: str,
+    cohort: Annotated[
+        str | None,
+        typer.Option(
+            "--cohort",
+            help="Score searches by AS-norm against this collection's faces: people never searched for, who agreed "
+            "to serve as a cohort (same face model, at least 800 faces).",
+        ),
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="Stop scoring searches against a cohort.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show, set (--cohort) or end (--none) the cohort a collection's searches are normalised
+    against; its threshold table then is one measured with a cohort (see docs/accuracy.md)."""
+    if cohort is not None and none:
+        raise InvalidParameterException("Give --cohort or --none, not both.")
+    with open_service() as service:
+        if cohort is None and not none:
+            response = service.get_collection_cohort(collection_id=collection_id)
+        else:
+            response = service.put_collection_cohort(collection_id=collection_id, cohort_collection_id=cohort)
+
+    def show(r: dict[str, Any]) -> None:
+        if "Changes" in r:
+            render.console.print(
+                f"{collection_id}: cohort {r['Changes']['Before'] or 'none'} -> {r['Changes']['After'] or 'none'}"
+            )
+        else:
+            render.console.print(f"{collection_id}: cohort {r['CohortCollectionId'] or 'none'}")
+
+    render.emit(response, as_json, show)
 
 
 @collection_app.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -412,6 +413,8 @@ def calibrate(
         protocols.TABLE_THRESHOLDS,
         options.scoring,
     )
+    if options.cohort is not None:  # it holds for cohorts at least this large
+        table = dataclasses.replace(table, cohort_faces=len(options.cohort))
     out = report.Report(f"Calibration on {dataset.name}")
     try:
         safe = f"{table.threshold_for_fmr(SAFE_FMR):g}"

@@ -70,6 +70,8 @@ class CollectionOperations:
                 "UserCount": record.user_count,
                 # what a search with the default threshold means at today's size (search_limits.py)
                 "FaceledgerSearchThreshold": self._search_threshold(collection_id, record.face_count),
+                # searches scored by AS-norm against this collection's faces (service/cohorts.py)
+                "FaceledgerCohortCollectionId": self._store.cohort_collection(collection_id),
             },
             {"FaceCount": record.face_count, "UserCount": record.user_count},
         )
