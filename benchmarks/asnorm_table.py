@@ -23,7 +23,10 @@ of ``COHORT`` images drawn at random from the *other* half, so no cohort face is
 4. how the table depends on the cohort: FMR at the table's thresholds for FMR 1e-4 and 1e-5 with
    cohorts of 800 to 6,400 faces (the table holds for cohorts of ``COHORT`` faces or more);
 5. the service's search re-ranks the raw index's top N candidates (``COHORT_CANDIDATES``): FNIR and
-   FPIR with only the raw top N rescored, against all of the gallery.
+   FPIR with only the raw top N rescored, against all of the gallery;
+6. what AS-norm adds to a search, on the service's own objects (``CollectionIndex``, ``Cohort``): the
+   half's 6,600 templates indexed, 300 probes, raw search of 200 against rescoring them; cold (each
+   gallery face's statistics computed when first met) and warm (kept, as the service keeps them).
 
 With a warm embedding cache it takes a few minutes on two cores.
 """
@@ -35,6 +38,7 @@ import dataclasses
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,8 @@ from fusion_lfw import split_halves  # noqa: E402
 from faceledger.eval import metrics, protocols, runs  # noqa: E402
 from faceledger.eval.datasets import identity_folders  # noqa: E402
 from faceledger.eval.embeddings import EmbeddedSet  # noqa: E402
+from faceledger.index import CollectionIndex  # noqa: E402
+from faceledger.service.cohorts import Cohort  # noqa: E402
 from faceledger.service.search_limits import TARGET_FPIR, fpir_threshold  # noqa: E402
 from faceledger.vision import DlibResNetModel  # noqa: E402
 from faceledger.vision.calibration import ThresholdTable, safe_search_threshold  # noqa: E402
@@ -219,8 +225,37 @@ def main() -> None:
             )
         entry["cohort_sizes"] = sizes
         report_half(entry, thresholds)
+    figures["cost_ms"] = search_cost(templates[per_half[0][0]], templates[per_half[1][1][:COHORT]])
+    print(f"\nper search (ms, median over 300 probes): {figures['cost_ms']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=float))
+
+
+def search_cost(gallery: np.ndarray, cohort: np.ndarray, probes: int = 300) -> dict[str, float]:
+    """Median ms per search: the raw top ``COHORT_CANDIDATES`` alone, and with AS-norm as the service
+    runs it (search_operations._by_cohort): the first pass over the probes (cold: statistics computed
+    for each gallery face not met before) and a second (warm)."""
+    present = gallery[~np.isnan(gallery).any(axis=1)].astype(np.float32)
+    index = CollectionIndex(present.shape[1], np.arange(len(present)), present, 1)
+    asked = present[np.random.default_rng(0).choice(len(present), probes, replace=False)]
+    cohort_state = Cohort("cohort", 1, CohortNorm(cohort))
+
+    def raw(probe: np.ndarray) -> None:
+        index.search(probe[None], COHORT_CANDIDATES)
+
+    def normed(probe: np.ndarray) -> None:
+        neighbours = index.search(probe[None], COHORT_CANDIDATES)[0]
+        cohort_state.scores("g", probe[None], neighbours, index.vectors)
+
+    out = {}
+    for name, one in (("raw", raw), ("asnorm_cold", normed), ("asnorm_warm", normed)):
+        times = []
+        for probe in asked:
+            start = time.perf_counter()
+            one(probe)
+            times.append((time.perf_counter() - start) * 1000)
+        out[name] = float(np.median(times))
+    return out
 
 
 def pct(rate: dict[str, float]) -> str:

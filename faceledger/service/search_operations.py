@@ -21,7 +21,7 @@ from faceledger.service.search_limits import SearchLimits
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
-from faceledger.vision.cohort import COHORT_CANDIDATES, clamped_similarity, normalised, unit_rows
+from faceledger.vision.cohort import COHORT_CANDIDATES, clamped_similarity
 from faceledger.vision.quality import QualityFilter
 from faceledger.vision.similarity import SimilarityScale
 
@@ -208,9 +208,7 @@ class SearchOperations:
         """AS-norm Similarity >= ``threshold`` among the index's nearest faces, highest first."""
         neighbours = index.search(probe, max(COHORT_CANDIDATES, max_faces) + len(exclude_face_ids))[0]
         seqs = [n.seq for n in neighbours]
-        vectors = index.vectors(seqs)
-        cosines = unit_rows(probe) @ unit_rows(vectors).T
-        z = normalised(cosines, cohort.norm.stats(probe), cohort.gallery_stats(collection_id, seqs, vectors))[0]
+        z = cohort.scores(collection_id, probe, neighbours, index.vectors)
         scored = sorted(
             ((float(z[n]), seq) for n, seq in enumerate(seqs) if clamped_similarity(float(z[n])) >= threshold - 1e-9),
             reverse=True,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from faceledger.vision.calibration import ThresholdTable
@@ -78,23 +79,24 @@ class CohortNorm:
             raise ValueError(f"a cohort needs more than {top} templates")
         self.cohort = np.ascontiguousarray(unit_rows(cohort))
         self.top = top
+        # FAISS, not numpy: a search alternates with the vector index's FAISS calls, and numpy's
+        # BLAS threads waiting on FAISS's made the probe's statistics take 3 ms instead of 0.1
+        self._index = faiss.IndexFlatIP(self.cohort.shape[1])
+        self._index.add(self.cohort)
 
     def __len__(self) -> int:
         return len(self.cohort)
 
-    def stats(self, templates: np.ndarray, block: int = 2048) -> np.ndarray:
+    def stats(self, templates: np.ndarray) -> np.ndarray:
         """Rows ``(mu, sd)`` of each template's ``top`` highest cosines against the cohort
         (float64; NaN for a NaN template, e.g. an image without a face)."""
         templates = np.asarray(templates, dtype=np.float32).reshape(-1, self.cohort.shape[1])
         out = np.full((len(templates), 2), np.nan)
-        for start in range(0, len(templates), block):
-            chunk = templates[start : start + block]
-            present = ~np.isnan(chunk).any(axis=1)
-            if not present.any():
-                continue
-            cosines = unit_rows(chunk[present]) @ self.cohort.T
-            best = np.partition(cosines, cosines.shape[1] - self.top, axis=1)[:, -self.top :].astype(np.float64)
-            out[start : start + block][present] = np.column_stack([best.mean(axis=1), best.std(axis=1)])
+        present = ~np.isnan(templates).any(axis=1)
+        if present.any():
+            best, _ = self._index.search(np.ascontiguousarray(unit_rows(templates[present])), self.top)
+            best = best.astype(np.float64)
+            out[present] = np.column_stack([best.mean(axis=1), best.std(axis=1)])
         return out
 
     def scored_rows(self, templates: np.ndarray) -> np.ndarray:
