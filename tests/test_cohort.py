@@ -137,6 +137,8 @@ def test_a_collection_with_a_cohort_is_scored_by_asnorm_and_priced_by_a_cohort_t
     assert again["FaceledgerThreshold"]["Scoring"] == RAW_SCORING  # the model's: the stored one is a cohort table
     entries = [e for e in cohorts.ledger.entries() if e.operation == "PutCollectionCohort"]
     assert [e.outcome for e in entries] == ["ok", "ok"]
+    searches = [e.result.get("Scoring") for e in cohorts.ledger.entries() if e.operation == "SearchFacesByImage"]
+    assert searches[-1] == RAW_SCORING and SCORING in searches  # the ledger says how each search was scored
 
 
 def test_cohorts_that_cannot_price_a_search_are_refused(cohorts: FaceService) -> None:

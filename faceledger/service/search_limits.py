@@ -90,6 +90,7 @@ class ThresholdMeaning:
             "Threshold": self.threshold,
             "ExpectedFalseCandidatesUpper95": self.expected_false_candidates,
             "ThresholdStatus": self.status,
+            "Scoring": self.scoring,
         }
 
 
