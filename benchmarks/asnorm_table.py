@@ -45,15 +45,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import require  # noqa: E402
-from fusion_lfw import split_halves  # noqa: E402
+from fusion_lfw import split_halves, subset  # noqa: E402
+from fusion_table import shipped_fusion  # noqa: E402
 
-from faceledger.eval import metrics, protocols, runs  # noqa: E402
+from faceledger.eval import metrics, protocols  # noqa: E402
 from faceledger.eval.datasets import identity_folders  # noqa: E402
 from faceledger.eval.embeddings import EmbeddedSet  # noqa: E402
 from faceledger.index import CollectionIndex  # noqa: E402
 from faceledger.service.cohorts import Cohort  # noqa: E402
 from faceledger.service.search_limits import TARGET_FPIR, fpir_threshold  # noqa: E402
-from faceledger.vision import DlibResNetModel  # noqa: E402
 from faceledger.vision.calibration import ThresholdTable, safe_search_threshold  # noqa: E402
 from faceledger.vision.cohort import (  # noqa: E402
     COHORT_CANDIDATES,
@@ -64,14 +64,9 @@ from faceledger.vision.cohort import (  # noqa: E402
     scored_similarity,
     similarity_of_z,
 )
-from faceledger.vision.faceres import faceres_model  # noqa: E402
 from faceledger.vision.fusion import (  # noqa: E402
-    DLIB_FACERES,
-    DLIB_FACERES_COSINE,
     DLIB_FACERES_TABLE,
     DLIB_FACERES_TRANSFER_MARGIN,
-    DLIB_FACERES_WEIGHTS,
-    fused_model,
 )
 
 COHORT = 3200
@@ -83,16 +78,6 @@ DEPTHS = (50, COHORT_CANDIDATES, 400)
 
 def draw(pool: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
-
-
-def subset(embedded: EmbeddedSet, rows: np.ndarray) -> EmbeddedSet:
-    return EmbeddedSet(
-        [embedded.paths[r] for r in rows],
-        embedded.vectors[rows],
-        embedded.flipped[rows],
-        embedded.found[rows],
-        embedded.similarity,
-    )
 
 
 def scored_set(norm: CohortNorm, templates: np.ndarray, half: EmbeddedSet) -> EmbeddedSet:
@@ -141,9 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     lfw = require("lfw")
 
-    parts = (DlibResNetModel(threads=1, flip=False), faceres_model(threads=1, flip=False))
-    model = fused_model(DLIB_FACERES, parts, DLIB_FACERES_WEIGHTS, DLIB_FACERES_COSINE, threads=1, flip=False)
-    options = runs.EvalOptions(flip=True, face="centre", workers=args.workers, model=model)
+    options = shipped_fusion(args.workers)
+    model = options.model
     images = identity_folders(lfw)
     embedded = options.embed(lfw, images.paths)
     templates = embedded.templates(True)

@@ -84,6 +84,14 @@ def transfer(root: Path, options: runs.EvalOptions, name: str) -> dict[str, obje
     return out
 
 
+def shipped_fusion(workers: int) -> runs.EvalOptions:
+    """How the evaluations run the model a ``dlib-faceres`` collection gets: its parts and the
+    fusion without their own flip (the evaluation mirrors each chip), one thread per worker."""
+    parts = (DlibResNetModel(threads=1, flip=False), faceres_model(threads=1, flip=False))
+    model = fused_model(DLIB_FACERES, parts, DLIB_FACERES_WEIGHTS, DLIB_FACERES_COSINE, threads=1, flip=False)
+    return runs.EvalOptions(flip=True, face="centre", workers=workers, model=model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
@@ -92,9 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     lfw, meta = require("lfw"), require("lfw_meta")
 
-    parts = (DlibResNetModel(threads=1, flip=False), faceres_model(threads=1, flip=False))
-    model = fused_model(DLIB_FACERES, parts, DLIB_FACERES_WEIGHTS, DLIB_FACERES_COSINE, threads=1, flip=False)
-    options = runs.EvalOptions(flip=True, face="centre", workers=args.workers, model=model)
+    options = shipped_fusion(args.workers)
+    model = options.model
     print(f"model {model.version}, chip {model.chip_size}, {model.dimension} floats")
 
     pairs = read_lfw_pairs(meta / "pairs.txt")
