@@ -227,3 +227,15 @@ def test_over_http_a_key_scoped_to_one_collection_cannot_name_another_as_its_coh
         assert (status, error["__type"]) == (400, "AccessDeniedException")
     refused = [e for e in cohorts.ledger.entries() if e.operation == "PutCollectionCohort" and e.outcome != "ok"]
     assert len(refused) == 3
+
+
+def test_a_cohort_of_another_face_model_is_refused(cohorts: FaceService, tmp_path: Path) -> None:
+    from test_onnx_model import DIMENSION, conv_network
+
+    network = conv_network(tmp_path / "mine.onnx")
+    spec = {"input_size": 112, "dimension": DIMENSION, "mean": [127.5] * 3, "std": [128.0] * 3}
+    cohorts.register_face_model(name="mine", onnx_file=str(network), spec=spec)
+    cohorts.create_collection(collection_id="other", face_model="mine")
+    with pytest.raises(InvalidParameterException, match="not of face model"):
+        cohorts.put_collection_cohort(collection_id="g", cohort_collection_id="other")
+    assert cohorts.get_collection_cohort(collection_id="g")["CohortCollectionId"] is None
