@@ -180,6 +180,10 @@ def test_the_cli_sets_shows_and_ends_a_cohort(cohort_copy: Path) -> None:
     assert run("--cohort", "k")["Changes"] == {"Before": None, "After": "k"}
     shown = runner.invoke(app, ["--data-dir", data, "collection", "describe", "g"])
     assert shown.exit_code == 0 and "Cohort" in shown.stdout and " k " in shown.stdout
+    with faceledger.open(cohort_copy) as service:
+        service.set_threshold_table(collection_id="g", table=_cohort_table())
+    shown = runner.invoke(app, ["--data-dir", data, "thresholds", "--collection", "g"])
+    assert shown.exit_code == 0 and f"Scores are {SCORING}" in shown.stdout and "cohorts of 60" in shown.stdout
     assert run("--none")["Changes"] == {"Before": "k", "After": None}
     both = runner.invoke(app, ["--data-dir", data, "collection", "cohort", "g", "--cohort", "k", "--none"])
     assert both.exit_code == 2 and "not both" in both.output

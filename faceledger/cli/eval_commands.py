@@ -17,7 +17,7 @@ from faceledger.cli.common import CliState, JsonOption, command_group, open_serv
 from faceledger.config import default_data_dir
 from faceledger.errors import InvalidParameterException
 from faceledger.service.search_limits import TARGET_FPIR, default_meaning
-from faceledger.vision.calibration import SAFE_FMR, ThresholdTable, safe_search_threshold
+from faceledger.vision.calibration import RAW_SCORING, SAFE_FMR, ThresholdTable, safe_search_threshold
 
 eval_app = command_group(
     help="Measure accuracy on labelled data: verification, 1:N search, groups.", no_args_is_help=True
@@ -353,3 +353,9 @@ def thresholds(
         "keep that promise; calibrate on more non-mated pairs ('faceledger calibrate').",
         highlight=False,
     )
+    if table.scoring != RAW_SCORING:
+        render.console.print(
+            f"Scores are {table.scoring}: Similarity after normalisation against a cohort (docs/accuracy.md); the "
+            f"table holds for cohorts of {table.cohort_faces or 'any number of'} faces or more.",
+            highlight=False,
+        )
