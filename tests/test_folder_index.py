@@ -31,20 +31,21 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def index_all(data_dir: Path, root: Path, workers: int) -> tuple[list, dict[tuple, np.ndarray]]:
+def index_all(data_dir: Path, root: Path, workers: int, *, ray: bool = False) -> tuple[list, dict[tuple, np.ndarray]]:
     """Outcomes, and each stored embedding keyed by (image file, face box)."""
     with faceledger.open(data_dir) as service:
         service.create_collection(collection_id="c")
-        results = list(index_files(service, "c", root, find_image_files(root), workers=workers))
+        results = list(index_files(service, "c", root, find_image_files(root), workers=workers, ray=ray))
         faces = [face for _, face in service.store.list_faces("c", limit=4096)]
     return results, {
         (f.external_image_id, tuple(sorted(f.bounding_box.items()))): service.templates.embedding(f) for f in faces
     }
 
 
-def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, folder: Path) -> None:
+@pytest.mark.parametrize("ray", [False, True], ids=["processes", "ray"])
+def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, folder: Path, ray: bool) -> None:
     alone, alone_faces = index_all(tmp_path / "one", folder, workers=1)
-    parallel, parallel_faces = index_all(tmp_path / "two", folder, workers=2)
+    parallel, parallel_faces = index_all(tmp_path / "two", folder, workers=2, ray=ray)
     summary = [(r.path, r.outcome, r.faces_indexed, r.faces_unindexed) for r in alone]
     assert [(r.path, r.outcome, r.faces_indexed, r.faces_unindexed) for r in parallel] == summary
     assert [r.path for r in parallel] == find_image_files(folder)
@@ -58,8 +59,9 @@ def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, 
         assert np.abs(parallel_faces[key] - embedding).max() < 1e-5
 
 
+@pytest.mark.parametrize("ray", [False, True], ids=["processes", "ray"])
 def test_interrupted_parallel_run_keeps_whole_images_and_resumes(
-    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, ray: bool
 ) -> None:
     files = find_image_files(folder)
     with faceledger.open(tmp_path / "data") as service:
@@ -67,13 +69,13 @@ def test_interrupted_parallel_run_keeps_whole_images_and_resumes(
         interrupt_index_faces_on_call(monkeypatch, 5)
         done = []
         with pytest.raises(KeyboardInterrupt):
-            for result in index_files(service, "c", folder, files, workers=2):
+            for result in index_files(service, "c", folder, files, workers=2, ray=ray):
                 done.append(result)
         monkeypatch.undo()
         kept = service.describe_collection(collection_id="c")["FaceCount"]
         assert kept == sum(r.faces_indexed for r in done)
 
-        rest = list(index_files(service, "c", folder, files, workers=2))
+        rest = list(index_files(service, "c", folder, files, workers=2, ray=ray))
         assert sum(r.outcome is Outcome.SKIPPED for r in rest) == sum(
             r.outcome in (Outcome.INDEXED, Outcome.NO_FACE) for r in done
         )
@@ -192,3 +194,58 @@ def test_the_same_image_is_indexed_once_per_collection_by_folder_indexing(tmp_pa
         db = service.store.database.connection()
         counts = db.execute("SELECT image_sha256, COUNT(*) FROM images GROUP BY image_sha256").fetchall()
     assert len(counts) == 12 and all(count == 1 for _, count in counts)
+
+
+def test_ctrl_c_during_a_ray_run_keeps_whole_images_and_leaves_no_ray_behind(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for person in sorted(p for p in data_path("lfw").iterdir() if p.is_dir())[:600]:
+        shutil.copytree(person, photos / person.name)
+    data = tmp_path / "data"
+    with faceledger.open(data) as service:
+        service.create_collection(collection_id="c")
+    command = subprocess.Popen(
+        [
+            shutil.which("faceledger"),
+            "--data-dir",
+            str(data),
+            "index",
+            str(photos),
+            "-c",
+            "c",
+            "--ray",
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the actors have indexed something
+        with faceledger.open(data) as service:
+            if service.describe_collection(collection_id="c")["FaceCount"]:
+                break
+        time.sleep(0.5)
+    os.killpg(command.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group, Ray's processes too
+    _, errors = command.communicate(timeout=120)
+    assert command.returncode == 130 and "Traceback" not in errors, errors[-2000:]
+    assert "Interrupted" in errors
+    with faceledger.open(data) as service:
+        kept = service.describe_collection(collection_id="c")["FaceCount"]
+        assert 0 < kept < 700 and service.check_data_directory()["Problems"] == []
+        # the store and the index agree on what was kept (whole images, each in one transaction)
+        assert len(service.indexes.for_search("c")) == kept
+    left = [
+        cmdline
+        for cmdline in (Path(f"/proc/{pid}/cmdline") for pid in os.listdir("/proc") if pid.isdigit())
+        if cmdline.exists() and any(name in _read(cmdline) for name in (b"raylet", b"gcs_server", b"ray::"))
+    ]
+    assert left == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""

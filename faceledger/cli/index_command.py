@@ -56,6 +56,16 @@ def index(
             "--exclude", help="Skip files whose path below PATH matches this glob (e.g. '_test/*'); repeatable."
         ),
     ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray", help="Decode and detect on Ray actors (a local Ray started for this run; --workers actors)."
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Run on this Ray cluster instead ('auto', or ray://HOST:PORT); implies --ray."),
+    ] = None,
     purpose: PurposeOption = None,
     case: CaseOption = None,
     as_json: JsonOption = False,
@@ -79,7 +89,10 @@ def index(
             path if path.is_dir() else path.parent,
             files,
             store_images=keep_images,
-            workers=workers or _default_workers(len(files)),
+            # on Ray, 0 workers means one actor per CPU the cluster offers
+            workers=workers if ray or ray_address else workers or _default_workers(len(files)),
+            ray=ray,
+            ray_address=ray_address,
             **given(quality_filter=quality_filter, max_faces=max_faces),
         )
         _tally_with_progress(results, len(files), tally, visible=not as_json)

@@ -15,14 +15,19 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from faceledger.config import ImageLimits
-from faceledger.errors import AccessDeniedException, ImageTooLargeException, InvalidImageFormatException
+from faceledger.errors import (
+    AccessDeniedException,
+    ImageTooLargeException,
+    InvalidImageFormatException,
+    InvalidParameterException,
+)
 from faceledger.service import validation
 from faceledger.service.face_service import FaceService
 from faceledger.vision import AnalyzedImage, FaceAnalyzer, decode_image
@@ -135,6 +140,58 @@ def _start_pool(run: _FolderRun, workers: int) -> ProcessPoolExecutor:
     return pool
 
 
+class _AnalyzerActor:
+    """A Ray actor that analyses images: its models load once, when it starts."""
+
+    def __init__(self, limits: ImageLimits, detector: FaceDetector, model: FaceModel) -> None:
+        self._analyzer = FaceAnalyzer(detector=detector, model=model)
+        self._limits = limits
+
+    def analyze(self, data: bytes) -> AnalyzedImage | str:
+        return _analyze(self._analyzer, data, self._limits)
+
+
+class _RayPool:
+    """Decoding and detection on Ray actors, one analyser each, spread over a local Ray
+    (``address`` None: ``ray.init()`` starts one for this run) or an existing cluster (its
+    address, or ``auto``); the same submit/shutdown as a process pool, so the run around it (file
+    order, batched embedding, one transaction per image, resumption) is the same."""
+
+    def __init__(self, run: _FolderRun, address: str | None, workers: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise InvalidParameterException(
+                "--ray needs Ray: python3 -m pip install 'faceledger[ray]' (or: pip install ray)."
+            ) from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        count = workers if workers > 0 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actor = ray.remote(num_cpus=1)(_AnalyzerActor)
+        analyzer = run.analyzer
+        self._actors = [
+            actor.remote(run.service.settings.image_limits, analyzer.detector, analyzer.model) for _ in range(count)
+        ]
+        self._turn = 0
+
+    @property
+    def workers(self) -> int:
+        return len(self._actors)
+
+    def submit(self, data: bytes) -> Future:
+        actor = self._actors[self._turn % len(self._actors)]
+        self._turn += 1
+        return actor.analyze.remote(data).future()
+
+    def shutdown(self) -> None:
+        for actor in self._actors:
+            self._ray.kill(actor)
+        if self._started:
+            self._ray.shutdown()
+
+
 def _analyze(analyzer: FaceAnalyzer, data: bytes, limits: ImageLimits) -> AnalyzedImage | str:
     """Decode and analyse one image; a decoding error comes back as its message (it must cross
     a process boundary)."""
@@ -159,6 +216,8 @@ def index_files(
     max_faces: int | None = None,
     store_images: bool = False,
     workers: int = 1,
+    ray: bool = False,
+    ray_address: str | None = None,
 ) -> Iterator[FileResult]:
     """Index ``files`` (found under ``root``), yielding the outcome of each in file order.
 
@@ -166,7 +225,8 @@ def index_files(
     accepted faces of several images in one batch and writes each image in its own transaction.
     At most a few images per worker are in flight, so memory stays bounded whatever the number
     of files; the store only ever holds whole images, so an interrupted run loses nothing that
-    was acknowledged and resumes by SHA-256.
+    was acknowledged and resumes by SHA-256. With ``ray`` (or a ``ray_address``), Ray actors
+    decode and detect instead of processes (``workers`` of them; 0: one per CPU Ray offers).
     """
     service.store.require_collection(collection_id)
     # images are analysed (in workers too) with the face model the collection records
@@ -174,7 +234,10 @@ def index_files(
     run = _FolderRun(
         service, analyzer, collection_id, root, validation.quality_filter(quality_filter), max_faces, store_images
     )
-    if workers <= 1:
+    if ray or ray_address is not None:
+        pool = _RayPool(run, ray_address, workers)
+        yield from _index_in_workers(run, files, pool.submit, pool.workers, pool.shutdown)
+    elif workers <= 1:
         for path in files:
             item = run.read(path)
             if isinstance(item, _Pending):
@@ -183,11 +246,26 @@ def index_files(
             else:
                 yield item
     else:
-        yield from _index_in_workers(run, files, workers)
+        pool = _start_pool(run, workers)
+        yield from _index_in_workers(
+            run,
+            files,
+            lambda data: pool.submit(_analyze_in_worker, data),
+            workers,
+            # interrupted or finished: drop what is queued, let running analyses end
+            lambda: pool.shutdown(wait=True, cancel_futures=True),
+        )
 
 
-def _index_in_workers(run: _FolderRun, files: list[Path], workers: int) -> Iterator[FileResult]:
-    pool = _start_pool(run, workers)
+def _index_in_workers(
+    run: _FolderRun,
+    files: list[Path],
+    submit: Callable[[bytes], Future],
+    workers: int,
+    shutdown: Callable[[], None],
+) -> Iterator[FileResult]:
+    """Analyse ``files`` through ``submit`` (a pool of ``workers``), store them in file order,
+    and ``shutdown`` the pool however the run ends; nothing half-done is kept."""
     try:
         window: deque[_Pending | FileResult] = deque()
         paths = iter(files)
@@ -200,12 +278,11 @@ def _index_in_workers(run: _FolderRun, files: list[Path], workers: int) -> Itera
                     break
                 item = run.read(path)
                 if isinstance(item, _Pending):
-                    item.analysis = pool.submit(_analyze_in_worker, item.data)
+                    item.analysis = submit(item.data)
                 window.append(item)
             yield from _take_ready(run, window)
     finally:
-        # Interrupted or finished: drop what is queued, let running analyses end, keep nothing half-done.
-        pool.shutdown(wait=True, cancel_futures=True)
+        shutdown()
 
 
 def _take_ready(run: _FolderRun, window: deque[_Pending | FileResult]) -> Iterator[FileResult]:
