@@ -222,7 +222,7 @@ def search_cost(gallery: np.ndarray, cohort: np.ndarray, probes: int = 300) -> d
     present = gallery[~np.isnan(gallery).any(axis=1)].astype(np.float32)
     index = CollectionIndex(present.shape[1], np.arange(len(present)), present, 1)
     asked = present[np.random.default_rng(0).choice(len(present), probes, replace=False)]
-    cohort_state = Cohort("cohort", 1, CohortNorm(cohort))
+    cohort_state = Cohort(1, CohortNorm(cohort))
 
     def raw(probe: np.ndarray) -> None:
         index.search(probe[None], COHORT_CANDIDATES)

@@ -27,10 +27,9 @@ from faceledger.vision.cohort import (
     clamped_similarity,
     normalised,
     shipped_cohort_table,
-    unit_rows,
 )
 from faceledger.vision.model import DlibResNetModel
-from faceledger.vision.onnx_model import UncalibratedModelError
+from faceledger.vision.onnx_model import UncalibratedModelError, unit_length
 
 from conftest import FACEREC_PEOPLE, data_path, image_bytes
 
@@ -88,7 +87,7 @@ def _expected_similarities(service: FaceService, probe: np.ndarray) -> dict[str,
     norm = CohortNorm(cohort)
     faces = [r for _, r in service.store.list_faces("g", limit=1000)]
     gallery = np.stack([service.templates.embedding(r) for r in faces])
-    z = normalised(unit_rows(probe[None]) @ unit_rows(gallery).T, norm.stats(probe[None]), norm.stats(gallery))[0]
+    z = normalised(unit_length(probe[None]) @ unit_length(gallery).T, norm.stats(probe[None]), norm.stats(gallery))[0]
     return {r.face_id: clamped_similarity(float(v)) for r, v in zip(faces, z, strict=True)}
 
 

@@ -34,7 +34,6 @@ from faceledger.vision.cohort import MIN_COHORT_FACES, CohortNorm, normalised
 class Cohort:
     """A cohort collection at one generation, and what is known of the gallery faces met so far."""
 
-    collection_id: str
     generation: int
     norm: CohortNorm
     # (collection, seq) -> (mu, sd, template length): kept so that a search meets a face's
@@ -117,7 +116,7 @@ class CohortCollections:
             if cohort is None or cohort.generation != generation:
                 _, vectors, generation = self._templates.load(cohort_id)
                 self._check_size(collection_id, cohort_id, len(vectors))
-                cohort = Cohort(cohort_id, generation, CohortNorm(vectors))
+                cohort = Cohort(generation, CohortNorm(vectors))
                 self._cohorts[cohort_id] = cohort
         return cohort
 

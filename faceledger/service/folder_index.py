@@ -168,13 +168,17 @@ class _RayPool:
         self._started = not ray.is_initialized()
         if self._started:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        count = workers if workers > 0 else max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actor = ray.remote(num_cpus=1)(_AnalyzerActor)
-        analyzer = run.analyzer
-        self._actors = [
-            actor.remote(run.service.settings.image_limits, analyzer.detector, analyzer.model) for _ in range(count)
-        ]
+        self._actors: list = []
         self._turn = 0
+        try:
+            count = workers if workers > 0 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+            actor = ray.remote(num_cpus=1)(_AnalyzerActor)
+            analyzer = run.analyzer
+            limits = run.service.settings.image_limits
+            self._actors = [actor.remote(limits, analyzer.detector, analyzer.model) for _ in range(count)]
+        except BaseException:  # a Ray started here is not left running (Ctrl-C while the actors start)
+            self.shutdown()
+            raise
 
     @property
     def workers(self) -> int:

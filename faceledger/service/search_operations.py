@@ -207,16 +207,15 @@ class SearchOperations:
     ) -> list[tuple[float, FaceRecord]]:
         """AS-norm Similarity >= ``threshold`` among the index's nearest faces, highest first."""
         neighbours = index.search(probe, max(COHORT_CANDIDATES, max_faces) + len(exclude_face_ids))[0]
-        seqs = [n.seq for n in neighbours]
         z = cohort.scores(collection_id, probe, neighbours, index.vectors)
-        scored = sorted(
-            ((float(z[n]), seq) for n, seq in enumerate(seqs) if clamped_similarity(float(z[n])) >= threshold - 1e-9),
-            reverse=True,
-        )
-        records = self._store.faces_by_seq(collection_id, [seq for _, seq in scored])
+        # ranked on z itself: Similarity's clamp at 100 would tie the strongest matches
+        ranked = sorted(zip(z.tolist(), (n.seq for n in neighbours), strict=True), reverse=True)
+        close = [(clamped_similarity(score), seq) for score, seq in ranked]
+        close = [(similarity, seq) for similarity, seq in close if similarity >= threshold - 1e-9]
+        records = self._store.faces_by_seq(collection_id, [seq for _, seq in close])
         matches = [
-            (clamped_similarity(score), records[seq])
-            for score, seq in scored
+            (similarity, records[seq])
+            for similarity, seq in close
             if seq in records and records[seq].face_id not in exclude_face_ids
         ]
         return matches[:max_faces]

@@ -23,12 +23,14 @@ distance gives it directly for unit-vector models (fused models, faceres, operat
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from faceledger.vision.calibration import ThresholdTable
+from faceledger.vision.onnx_model import unit_length
 
 COHORT_TOP = 50  # K: chosen on LFW held out (any images, 3,200 faces: best on both halves' quarters)
 # The fewest faces a cohort may have. The statistics of a cohort's top K move with its size: at the
@@ -50,6 +52,7 @@ SHIPPED_COHORT_TABLES: dict[str, Path] = {
 }
 
 
+@cache  # read on every search of a collection with a cohort
 def shipped_cohort_table(model_version: str) -> ThresholdTable | None:
     """The AS-norm table measured for exactly this model version, if one ships."""
     path = SHIPPED_COHORT_TABLES.get(model_version)
@@ -62,12 +65,7 @@ def similarity_of_z(z: np.ndarray) -> np.ndarray:
 
 
 def clamped_similarity(z: float) -> float:
-    return float(min(100.0, max(0.0, COHORT_SIMILARITY_AT_ZERO + COHORT_SIMILARITY_PER_Z * z)))
-
-
-def unit_rows(templates: np.ndarray) -> np.ndarray:
-    templates = np.asarray(templates, dtype=np.float32)
-    return templates / np.linalg.norm(templates, axis=-1, keepdims=True)
+    return float(min(100.0, max(0.0, similarity_of_z(z))))
 
 
 class CohortNorm:
@@ -77,7 +75,7 @@ class CohortNorm:
         cohort = np.asarray(cohort, dtype=np.float32)
         if cohort.ndim != 2 or len(cohort) <= top:
             raise ValueError(f"a cohort needs more than {top} templates")
-        self.cohort = np.ascontiguousarray(unit_rows(cohort))
+        self.cohort = np.ascontiguousarray(unit_length(cohort))
         self.top = top
         # FAISS, not numpy: a search alternates with the vector index's FAISS calls, and numpy's
         # BLAS threads waiting on FAISS's made the probe's statistics take 3 ms instead of 0.1
@@ -94,14 +92,14 @@ class CohortNorm:
         out = np.full((len(templates), 2), np.nan)
         present = ~np.isnan(templates).any(axis=1)
         if present.any():
-            best, _ = self._index.search(np.ascontiguousarray(unit_rows(templates[present])), self.top)
+            best, _ = self._index.search(np.ascontiguousarray(unit_length(templates[present])), self.top)
             best = best.astype(np.float64)
             out[present] = np.column_stack([best.mean(axis=1), best.std(axis=1)])
         return out
 
     def scored_rows(self, templates: np.ndarray) -> np.ndarray:
         """Rows ``[unit template | mu | sd]``, which :func:`scored_similarity` compares."""
-        return np.hstack([unit_rows(templates).astype(np.float64), self.stats(templates)])
+        return np.hstack([unit_length(templates).astype(np.float64), self.stats(templates)])
 
 
 def normalised(cosines: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
