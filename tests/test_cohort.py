@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import faceledger
 from faceledger.cli.main import app
-from faceledger.errors import AccessDeniedException, InvalidParameterException
+from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
 from faceledger.eval import runs
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
@@ -143,6 +143,12 @@ def test_a_collection_with_a_cohort_is_scored_by_asnorm_and_priced_by_a_cohort_t
 def test_cohorts_that_cannot_price_a_search_are_refused(cohorts: FaceService) -> None:
     with pytest.raises(InvalidParameterException, match="own cohort"):
         cohorts.put_collection_cohort(collection_id="g", cohort_collection_id="g")
+    with pytest.raises(ResourceNotFoundException):
+        cohorts.put_collection_cohort(collection_id="g", cohort_collection_id="nowhere")
+    with pytest.raises(InvalidParameterException):
+        cohorts.put_collection_cohort(collection_id="g", cohort_collection_id="not a collection id!")
+    with pytest.raises(ResourceNotFoundException):
+        cohorts.put_collection_cohort(collection_id="nowhere", cohort_collection_id="k")
     with pytest.raises(InvalidParameterException, match=f"at least {MIN_FACES}"):
         cohorts.put_collection_cohort(collection_id="k", cohort_collection_id="g")  # 'g' is too small
     scoped = Caller("FLADMINSCOPED0000000", Role.ADMIN, ("g",))

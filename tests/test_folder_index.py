@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import faceledger
+from faceledger.errors import InvalidParameterException
 from faceledger.service import Outcome, find_image_files, index_files
 
 from conftest import data_path, interrupt_index_faces_on_call
@@ -249,3 +251,14 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:  # the process ended meanwhile
         return b""
+
+
+def test_ray_asked_for_but_not_installed_is_a_clear_error(
+    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with faceledger.open(tmp_path / "data") as service:
+        service.create_collection(collection_id="c")
+        with pytest.raises(InvalidParameterException, match=r"pip install 'faceledger\[ray\]'"):
+            list(index_files(service, "c", folder, find_image_files(folder), ray=True))
+        assert service.describe_collection(collection_id="c")["FaceCount"] == 0
