@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceledger.config import ImageLimits, Settings
+from faceledger.config import ImageLimits, Settings, default_data_dir
 from faceledger.errors import (
     AccessDeniedException,
     ConflictException,
@@ -39,11 +39,16 @@ from faceledger.service import FaceService
 __version__ = "0.2.0"
 
 
-def open(data_dir: str | Path | None = None, *, image_limits: ImageLimits | None = None) -> FaceService:  # noqa: A001
-    """Open the face service on a data directory (default: see :func:`config.default_data_dir`)."""
-    settings = Settings() if data_dir is None else Settings(data_dir=Path(data_dir))
-    if image_limits is not None:
-        settings = Settings(data_dir=settings.data_dir, image_limits=image_limits)
+def open(  # noqa: A001
+    data_dir: str | Path | None = None, *, image_limits: ImageLimits | None = None, database_url: str | None = None
+) -> FaceService:
+    """Open the face service on a data directory (default: see :func:`config.default_data_dir`);
+    ``database_url``: the PostgreSQL database its store is in (see Settings.database_url)."""
+    settings = Settings(
+        data_dir=default_data_dir() if data_dir is None else Path(data_dir),
+        image_limits=image_limits or ImageLimits(),
+        database_url=database_url,
+    )
     return FaceService(settings)
 
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DATA_DIR_ENV = "FACELEDGER_DATA_DIR"
+# the PostgreSQL database a new data directory keeps its store in (docs/scaling.md)
+DATABASE_URL_ENV = "FACELEDGER_DATABASE_URL"
+SQLITE_FILE = "faceledger.sqlite3"  # a data directory's embedded store
 
 
 def default_data_dir() -> Path:
@@ -55,7 +58,11 @@ class Settings:
     # keys/templates.py and ledger/chain.py. Never turn them off where real faces are kept.
     encrypt_templates: bool = True
     audit_ledger: bool = True
+    # A postgresql:// URL: the database the data directory's store is in (it must be the one
+    # the directory already has). None: the directory's own store (data_directory.py).
+    database_url: str | None = None
 
     @property
     def database_path(self) -> Path:
-        return self.data_dir / "faceledger.sqlite3"
+        """The SQLite file of a data directory that keeps its store embedded."""
+        return self.data_dir / SQLITE_FILE

@@ -110,6 +110,15 @@ class InternalServerError(FaceledgerError):
     exit_code = 70
 
 
+class ServiceUnavailableException(FaceledgerError):
+    """The database cannot be reached just now (a PostgreSQL server restarting, a network cut):
+    nothing was written; SDKs retry a 503 by themselves, and the store reconnects on its own."""
+
+    code = "ServiceUnavailableException"
+    http_status = 503
+    exit_code = 69
+
+
 class DataDirectoryError(FaceledgerError):
     """The data directory (or its database) cannot be used: not a directory, not writable, or a
     database that cannot be opened for writing. Only met when a service opens."""

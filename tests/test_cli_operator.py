@@ -301,6 +301,7 @@ def test_the_readme_documents_every_exit_code_the_cli_uses() -> None:
     assert used <= documented, sorted(used - documented)
 
 
+@pytest.mark.backends("sqlite")  # how SQLite falls back on a file it may not write
 def test_a_read_only_database_is_refused_when_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As the owner cannot be denied (tests run as root), the database is opened read-only the
     way SQLite itself falls back when it may not write: the store must refuse at once, not at the

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +66,10 @@ def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cohort_copy(cohort_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cohort_copy(cohort_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_data_directory) -> Path:
     """A fresh copy of the cohort data directory (tests change it)."""
     monkeypatch.setattr("faceledger.service.cohorts.MIN_COHORT_FACES", MIN_FACES)
-    copy = tmp_path / "data"
-    shutil.copytree(cohort_dir, copy)
-    return copy
+    return copy_data_directory(cohort_dir, tmp_path / "data")
 
 
 @pytest.fixture

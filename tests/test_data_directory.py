@@ -16,9 +16,10 @@ import pytest
 
 import faceledger
 from faceledger.keys.templates import TemplateCipher
+from faceledger.service.data_directory import DATABASE_RECORD
 
 from api_server import free_loopback_port
-from conftest import image_bytes
+from conftest import database_beneath, image_bytes
 
 
 def _faceledger(*args: str, data: Path) -> subprocess.CompletedProcess:
@@ -88,11 +89,14 @@ def test_the_data_directory_and_its_files_are_the_owners_alone(tmp_path: Path) -
     exported = tmp_path / "ledger.jsonl"
     assert _faceledger("audit", "export", "--out", str(exported), data=data).returncode == 0
     assert exported.stat().st_mode & 0o077 == 0
-    os.chmod(data / "faceledger.sqlite3", 0o644)
+    # the store's file: the SQLite database, or the record of which PostgreSQL database it is
+    store_file = next(name for name in ("faceledger.sqlite3", DATABASE_RECORD) if (data / name).exists())
+    os.chmod(data / store_file, 0o644)
     checked = _faceledger("check", data=data)
-    assert checked.returncode == 8 and "faceledger.sqlite3" in checked.stderr + checked.stdout
+    assert checked.returncode == 8 and store_file in checked.stderr + checked.stdout
 
 
+@pytest.mark.backends("sqlite")  # SQLite's read-only check at open; PostgreSQL has no such file mode
 def test_opening_does_not_wait_for_or_refuse_a_database_another_process_is_writing(tmp_path: Path) -> None:
     """The store checks at open that it may write (a read-only database is refused); a database
     in another writer's transaction is writable, and opening neither waits for it nor refuses."""
@@ -116,7 +120,7 @@ def test_opening_does_not_wait_for_or_refuse_a_database_another_process_is_writi
         assert service.list_collections()["CollectionIds"] == ["c"]
 
 
-def test_processes_opening_a_new_data_directory_at_once_migrate_it_once(tmp_path: Path) -> None:
+def test_processes_opening_a_new_data_directory_at_once_migrate_it_once(tmp_path: Path, new_store) -> None:
     """Each migration re-reads the schema version under the write lock: four processes opening
     one new database together all open it (one of them used to fail with 'table already exists')."""
     import sys
@@ -124,6 +128,7 @@ def test_processes_opening_a_new_data_directory_at_once_migrate_it_once(tmp_path
     script = "import sys, faceledger; faceledger.open(sys.argv[1]).close()"
     for round_ in range(3):
         folder = tmp_path / f"d{round_}"
+        new_store()
         started = [
             subprocess.Popen([sys.executable, "-c", script, str(folder)], stderr=subprocess.PIPE) for _ in range(4)
         ]
@@ -131,24 +136,31 @@ def test_processes_opening_a_new_data_directory_at_once_migrate_it_once(tmp_path
         assert all(code == 0 for code, _ in results), [err[-300:] for code, err in results if code]
 
 
-def test_a_database_busy_past_the_timeout_is_a_one_line_try_again(tmp_path: Path, monkeypatch) -> None:
-    import sqlite3
-
+def test_a_database_busy_past_the_timeout_is_a_one_line_try_again(
+    tmp_path: Path, monkeypatch, store_backend: str
+) -> None:
     from typer.testing import CliRunner
 
     import faceledger
-    import faceledger.store.sqlite.connection as connection
+    import faceledger.store.postgresql.connection as postgresql
+    import faceledger.store.sqlite.connection as sqlite
     from faceledger.cli.main import app
 
     with faceledger.open(tmp_path) as service:
         service.create_collection(collection_id="c")
-    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 200)  # instead of waiting 30 s
-    writer = sqlite3.connect(tmp_path / "faceledger.sqlite3", isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")
-    try:
-        result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "collection", "list"])
-    finally:
-        writer.execute("ROLLBACK")
-        writer.close()
+    # instead of waiting 30 s
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(postgresql, "LOCK_TIMEOUT_MS", 200)
+    with database_beneath(tmp_path) as writer:
+        # another process in the middle of a write holds the writer lock
+        if store_backend == "sqlite":
+            writer.execute("BEGIN IMMEDIATE")
+        else:
+            writer.execute("BEGIN")
+            writer.execute(f"SELECT pg_advisory_xact_lock({postgresql.WRITER_LOCK})")
+        try:
+            result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "collection", "list"])
+        finally:
+            writer.execute("ROLLBACK")
     assert result.exit_code == 75 and "ThrottlingException" in result.stderr and "try again" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)

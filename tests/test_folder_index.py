@@ -45,8 +45,11 @@ def index_all(data_dir: Path, root: Path, workers: int, *, ray: bool = False) ->
 
 
 @pytest.mark.parametrize("ray", [False, True], ids=["processes", "ray"])
-def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, folder: Path, ray: bool) -> None:
+def test_workers_give_the_same_outcomes_and_faces_in_file_order(
+    tmp_path: Path, folder: Path, ray: bool, new_store
+) -> None:
     alone, alone_faces = index_all(tmp_path / "one", folder, workers=1)
+    new_store()
     parallel, parallel_faces = index_all(tmp_path / "two", folder, workers=2, ray=ray)
     summary = [(r.path, r.outcome, r.faces_indexed, r.faces_unindexed) for r in alone]
     assert [(r.path, r.outcome, r.faces_indexed, r.faces_unindexed) for r in parallel] == summary
@@ -63,7 +66,7 @@ def test_workers_give_the_same_outcomes_and_faces_in_file_order(tmp_path: Path, 
 
 @pytest.mark.parametrize("ray", [False, True], ids=["processes", "ray"])
 def test_interrupted_parallel_run_keeps_whole_images_and_resumes(
-    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, ray: bool
+    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, ray: bool, new_store
 ) -> None:
     files = find_image_files(folder)
     with faceledger.open(tmp_path / "data") as service:
@@ -81,6 +84,7 @@ def test_interrupted_parallel_run_keeps_whole_images_and_resumes(
         assert sum(r.outcome is Outcome.SKIPPED for r in rest) == sum(
             r.outcome in (Outcome.INDEXED, Outcome.NO_FACE) for r in done
         )
+        new_store()
         expected, _ = index_all(tmp_path / "fresh", folder, workers=1)
         total = service.describe_collection(collection_id="c")["FaceCount"]
         assert total == sum(r.faces_indexed for r in expected)  # every face exactly once

@@ -4,7 +4,6 @@ hash-chained and signed, and any edit, deletion or reordering found by ``audit v
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from faceledger.ledger.chain import SIGN_EVERY, Ledger, entry_hash
 from faceledger.service import FaceService
 
 from api_server import running_server
-from conftest import data_path, image_bytes
+from conftest import data_path, database_beneath, image_bytes, stored_bytes
 
 runner = CliRunner()
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
@@ -95,11 +94,11 @@ def test_no_action_without_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyP
         def ledger_fails_once(ledger, entry):
             calls["n"] += 1
             if calls["n"] == 1:
-                raise sqlite3.OperationalError("disk I/O error")
+                raise OSError("disk I/O error")
             return real_append(ledger, entry)
 
         monkeypatch.setattr(Ledger, "append", ledger_fails_once)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(OSError):
             service.index_faces(collection_id="c", image=image_bytes(*OBAMA))
         monkeypatch.setattr(Ledger, "append", real_append)
         assert service.describe_collection(collection_id="c")["FaceCount"] == 0  # rolled back with it
@@ -114,7 +113,7 @@ def _ledger_with_entries(tmp_path: Path) -> Path:
         for _ in range(4):
             service.list_faces(collection_id="c")
         service.ledger.sign_head()
-    return tmp_path / "faceledger.sqlite3"
+    return tmp_path
 
 
 def _verify(tmp_path: Path) -> tuple[int, str]:
@@ -129,62 +128,58 @@ def test_audit_verify_passes_an_intact_ledger(tmp_path: Path) -> None:
 
 
 def test_audit_verify_finds_an_edited_entry(tmp_path: Path) -> None:
-    db = sqlite3.connect(_ledger_with_entries(tmp_path))
-    db.execute("UPDATE ledger SET access_key_id = 'someone-else' WHERE seq = 3")
-    db.commit()
+    with database_beneath(_ledger_with_entries(tmp_path)) as db:
+        db.execute("UPDATE ledger SET access_key_id = 'someone-else' WHERE seq = 3")
     code, output = _verify(tmp_path)
     assert code == 8 and "entry 3 (ListFaces) was edited" in output
 
 
 def test_audit_verify_finds_a_deleted_entry(tmp_path: Path) -> None:
-    db = sqlite3.connect(_ledger_with_entries(tmp_path))
-    db.execute("DELETE FROM ledger WHERE seq = 2")
-    db.commit()
+    with database_beneath(_ledger_with_entries(tmp_path)) as db:
+        db.execute("DELETE FROM ledger WHERE seq = 2")
     code, output = _verify(tmp_path)
     assert code == 8 and "entry 2 is missing: deleted from the middle" in output
     assert "does not follow entry" not in output  # no second problem naming an entry that is gone
 
 
 def test_audit_verify_finds_reordered_entries(tmp_path: Path) -> None:
-    db = sqlite3.connect(_ledger_with_entries(tmp_path))
-    columns = "operation, started_at, ended_at, result, prev_hash, entry_hash"
-    two = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 2").fetchone()
-    one = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 1").fetchone()
-    for seq, row in ((1, two), (2, one)):
-        db.execute(
-            "UPDATE ledger SET operation=?, started_at=?, ended_at=?, result=?, prev_hash=?, entry_hash=? WHERE seq=?",
-            (*row, seq),
-        )
-    db.commit()
+    with database_beneath(_ledger_with_entries(tmp_path)) as db:
+        columns = "operation, started_at, ended_at, result, prev_hash, entry_hash"
+        two = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 2").fetchone()
+        one = db.execute(f"SELECT {columns} FROM ledger WHERE seq = 1").fetchone()
+        for seq, row in ((1, two), (2, one)):
+            db.execute(
+                "UPDATE ledger SET operation=?, started_at=?, ended_at=?, result=?, prev_hash=?, entry_hash=? WHERE seq=?",
+                (*row, seq),
+            )
     code, output = _verify(tmp_path)
     assert code == 8 and "entry 1 does not follow" in output
 
 
-def test_audit_verify_finds_a_rewritten_chain_and_a_cut_tail(tmp_path: Path) -> None:
+def test_audit_verify_finds_a_rewritten_chain_and_a_cut_tail(tmp_path: Path, new_store) -> None:
     path = _ledger_with_entries(tmp_path)
     # the forger edits entry 2 and recomputes every hash after it: the chain is consistent again,
     # but the signed head no longer matches
     with faceledger.open(tmp_path) as service:
         entries = list(service.ledger.entries())
-    db = sqlite3.connect(path)
-    previous = db.execute("SELECT entry_hash FROM ledger WHERE seq = 1").fetchone()[0]
-    for entry in entries[1:]:
-        if entry.seq == 2:
-            entry.access_key_id = "forged"
-        digest = entry_hash(previous, entry)
-        db.execute(
-            "UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
-            (entry.access_key_id, previous, digest, entry.seq),
-        )
-        previous = digest
-    db.commit()
+    with database_beneath(path) as db:
+        previous = db.execute("SELECT entry_hash FROM ledger WHERE seq = 1").fetchone()[0]
+        for entry in entries[1:]:
+            if entry.seq == 2:
+                entry.access_key_id = "forged"
+            digest = entry_hash(previous, entry)
+            db.execute(
+                "UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+                (entry.access_key_id, previous, digest, entry.seq),
+            )
+            previous = digest
     code, output = _verify(tmp_path)
     assert code == 8 and "entries up to 5 were rewritten after the head was signed" in output
 
     other = tmp_path / "cut"
-    cut_db = sqlite3.connect(_ledger_with_entries(other))
-    cut_db.execute("DELETE FROM ledger WHERE seq = 5")
-    cut_db.commit()
+    new_store()
+    with database_beneath(_ledger_with_entries(other)) as cut_db:
+        cut_db.execute("DELETE FROM ledger WHERE seq = 5")
     code, output = _verify(other)
     assert code == 8 and "entry 5 was signed but is gone" in output
 
@@ -230,26 +225,25 @@ def test_key_changes_are_ledgered_without_their_secret(tmp_path: Path) -> None:
         assert operations == ["CreateAccessKey", "SetAccessKeyEnabled", "DeleteAccessKey"]
         exported = json.dumps([e.result for e in service.ledger.entries()])
     assert created["SecretAccessKey"] not in exported
-    assert created["SecretAccessKey"].encode() not in (tmp_path / "faceledger.sqlite3").read_bytes()
+    assert created["SecretAccessKey"].encode() not in stored_bytes(tmp_path)
 
 
-def _rewrite(path: Path, tmp_path: Path, seq: int, who: str) -> None:
+def _rewrite(tmp_path: Path, seq: int, who: str) -> None:
     """The forger's rewrite: edit entry ``seq`` and recompute every hash after it."""
     with faceledger.open(tmp_path) as service:
         entries = list(service.ledger.entries())
-    db = sqlite3.connect(path)
-    previous = db.execute("SELECT entry_hash FROM ledger WHERE seq = ?", (seq - 1,)).fetchone()[0]
-    for entry in entries[seq - 1 :]:
-        if entry.seq == seq:
-            entry.access_key_id = who
-        digest = entry_hash(previous, entry)
-        db.execute(
-            "UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
-            (entry.access_key_id, previous, digest, entry.seq),
-        )
-        previous = digest
-    db.execute("DELETE FROM ledger_signatures")
-    db.commit()
+    with database_beneath(tmp_path) as db:
+        previous = db.execute("SELECT entry_hash FROM ledger WHERE seq = ?", (seq - 1,)).fetchone()[0]
+        for entry in entries[seq - 1 :]:
+            if entry.seq == seq:
+                entry.access_key_id = who
+            digest = entry_hash(previous, entry)
+            db.execute(
+                "UPDATE ledger SET access_key_id = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+                (entry.access_key_id, previous, digest, entry.seq),
+            )
+            previous = digest
+        db.execute("DELETE FROM ledger_signatures")
 
 
 def test_deleting_the_signatures_after_a_rewrite_does_not_pass_verify(tmp_path: Path) -> None:
@@ -259,7 +253,7 @@ def test_deleting_the_signatures_after_a_rewrite_does_not_pass_verify(tmp_path: 
         service.create_collection(collection_id="c")
         for _ in range(SIGN_EVERY + 5):
             service.list_faces(collection_id="c")
-    _rewrite(tmp_path / "faceledger.sqlite3", tmp_path, 50, "forged")
+    _rewrite(tmp_path, 50, "forged")
     code, output = _verify(tmp_path)
     assert code == 8 and f"the signature of entry {SIGN_EVERY} is missing" in output
 
@@ -273,7 +267,7 @@ def test_an_anchor_outside_the_data_directory_catches_a_forger_who_has_it_all(tm
     assert result.exit_code == 0, result.output
     assert json.loads(anchor.read_text().splitlines()[-1])["seq"] == 5  # the head, signed now
     assert _verify_with(data, anchor) == (0, "intact")
-    _rewrite(data / "faceledger.sqlite3", data, 3, "forged")
+    _rewrite(data, 3, "forged")
     with faceledger.open(data) as service:
         service.ledger.sign_head()  # re-signed with the key the forger also has
     assert _verify(data)[0] == 0  # alone, the data directory cannot tell
@@ -309,9 +303,8 @@ def test_audit_verify_says_a_signed_entry_was_deleted_from_the_middle(tmp_path: 
     path = _ledger_with_entries(tmp_path)  # entry 5 is a signed head
     with faceledger.open(tmp_path) as service:
         service.list_faces(collection_id="c")
-    db = sqlite3.connect(path)
-    db.execute("DELETE FROM ledger WHERE seq = 5")
-    db.commit()
+    with database_beneath(path) as db:
+        db.execute("DELETE FROM ledger WHERE seq = 5")
     code, output = _verify(tmp_path)
     assert code == 8 and "entry 5 was signed but is gone: entries were deleted from the middle" in output
     assert "from the end" not in output and "entry 5 is missing: deleted from the middle" in output

@@ -14,6 +14,7 @@ import pytest
 from botocore.config import Config
 
 from api_server import free_loopback_port
+from conftest import stored_bytes
 
 
 def _faceledger() -> str:
@@ -40,7 +41,7 @@ def test_keys_then_serve_then_graceful_stop(tmp_path: Path) -> None:
     assert [k["AccessKeyId"] for k in json.loads(listed.stdout)["AccessKeys"]] == [key["AccessKeyId"]]
     assert key["SecretAccessKey"] not in listed.stdout
     assert (tmp_path / "secrets.key").stat().st_mode & 0o077 == 0
-    assert key["SecretAccessKey"].encode() not in (tmp_path / "faceledger.sqlite3").read_bytes()
+    assert key["SecretAccessKey"].encode() not in stored_bytes(tmp_path)
 
     port = free_loopback_port()
     server = subprocess.Popen(

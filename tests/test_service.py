@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from faceledger.errors import (
     ResourceNotFoundException,
 )
 from faceledger.service import FaceService
-from faceledger.store.sqlite import SQLiteStore
+from faceledger.store.sql.store import SQLStore
 from faceledger.vision import decode_image
 
 from conftest import FACEREC_PEOPLE, data_path, image_bytes
@@ -196,7 +195,7 @@ def test_delete_really_removes(service: FaceService) -> None:
     with pytest.raises(ResourceNotFoundException):
         service.search_faces(collection_id="c", face_id=ids["obama"])
     # and nothing of it is left in the database file, image record included
-    db = sqlite3.connect(service.settings.database_path)
+    db = service.store.database.connection()
     assert db.execute("SELECT COUNT(*) FROM faces WHERE face_id = ?", (ids["obama"],)).fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1
 
@@ -338,14 +337,14 @@ def test_bad_image_bytes_are_refused_without_writing(service: FaceService) -> No
     service.create_collection(collection_id="c")
     with pytest.raises(InvalidImageFormatException):
         service.index_faces(collection_id="c", image=b"GIF89a not really")
-    db = sqlite3.connect(service.settings.database_path)
+    db = service.store.database.connection()
     assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
 
 
 def test_failure_mid_index_leaves_nothing_half_written(service: FaceService, monkeypatch: pytest.MonkeyPatch) -> None:
     service.create_collection(collection_id="c")
     group = image_bytes("detection_multi", "images", "facenetpt_multiface.jpg")
-    real_face_row = SQLiteStore._face_row
+    real_face_row = SQLStore._face_row
     calls = {"n": 0}
 
     def crash_on_fourth_face(face):
@@ -354,13 +353,13 @@ def test_failure_mid_index_leaves_nothing_half_written(service: FaceService, mon
             raise OSError("disk died")
         return real_face_row(face)
 
-    monkeypatch.setattr(SQLiteStore, "_face_row", staticmethod(crash_on_fourth_face))
+    monkeypatch.setattr(SQLStore, "_face_row", staticmethod(crash_on_fourth_face))
     with pytest.raises(OSError):
         service.index_faces(collection_id="c", image=group, quality_filter="NONE")
-    monkeypatch.setattr(SQLiteStore, "_face_row", staticmethod(real_face_row))
+    monkeypatch.setattr(SQLStore, "_face_row", staticmethod(real_face_row))
     assert service.describe_collection(collection_id="c")["FaceCount"] == 0
     assert service.list_faces(collection_id="c")["Faces"] == []
-    db = sqlite3.connect(service.settings.database_path)
+    db = service.store.database.connection()
     assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
     # the same image indexes fully afterwards, and search sees exactly the stored faces
     result = service.index_faces(collection_id="c", image=group, quality_filter="NONE")
@@ -414,7 +413,7 @@ def test_image_bytes_are_kept_only_when_asked(service: FaceService) -> None:
     kept = image_bytes("facerec_examples", "biden", "biden2.jpg")
     service.index_faces(collection_id="c", image=plain)
     service.index_faces(collection_id="c", image=kept, store_image=True)
-    db = sqlite3.connect(service.settings.database_path)
+    db = service.store.database.connection()
     stored = dict(db.execute("SELECT image_sha256, content FROM images").fetchall())
     assert stored[hashlib.sha256(plain).hexdigest()] is None
     assert stored[hashlib.sha256(kept).hexdigest()] == kept

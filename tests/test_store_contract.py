@@ -1,6 +1,7 @@
 """The store contract (store/interface.py): what every backend must do, tested on each.
 
-A new backend is added to BACKENDS and must pass every test here unchanged.
+A new backend is added to BACKENDS and must pass every test here unchanged. Each is given the
+test's temporary folder and the session's PostgreSQL server (tests/postgres.py).
 """
 
 from __future__ import annotations
@@ -33,14 +34,21 @@ from faceledger.store import (
     open_store,
 )
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp: open_store(tmp / "store.sqlite3"),
+from postgres import PostgreSQLServer
+
+# this module chooses its backends itself, below
+pytestmark = pytest.mark.backends("sqlite")
+
+BACKENDS: dict[str, Callable[[Path, PostgreSQLServer], Store]] = {
+    "sqlite": lambda tmp, _server: open_store(tmp / "store.sqlite3"),
+    "postgresql": lambda _tmp, server: open_store(server.new_database()),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = BACKENDS[request.param](tmp_path)
+    server = request.getfixturevalue("postgresql_server") if request.param == "postgresql" else None
+    opened = BACKENDS[request.param](tmp_path, server)
     try:
         yield opened
     finally:

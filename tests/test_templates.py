@@ -14,8 +14,9 @@ import faceledger
 from faceledger.cli.main import app
 from faceledger.errors import InternalServerError
 from faceledger.keys.templates import TEMPLATE_KEY_ENV, TemplateCipher, template_key_path
+from faceledger.service.data_directory import DATABASE_RECORD
 
-from conftest import image_bytes
+from conftest import image_bytes, stored_bytes
 
 
 def _index_two(data_dir: Path) -> tuple[list[str], np.ndarray]:
@@ -31,14 +32,10 @@ def _index_two(data_dir: Path) -> tuple[list[str], np.ndarray]:
         return ids, service.templates.embedding(record).copy()
 
 
-def _files(data_dir: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in data_dir.glob("faceledger.sqlite3*"))
-
-
 def test_database_files_hold_no_plaintext_template(tmp_path: Path) -> None:
     ids, vector = _index_two(tmp_path)
     raw = vector.astype(np.float32).tobytes()
-    stored = _files(tmp_path)
+    stored = stored_bytes(tmp_path)
     assert len(stored) > 10_000
     for start in range(0, len(raw) - 16, 16):  # not even 4 consecutive floats of it
         assert raw[start : start + 16] not in stored
@@ -50,8 +47,10 @@ def test_the_database_alone_gives_no_template(tmp_path: Path, monkeypatch: pytes
     _index_two(tmp_path)
     stolen = tmp_path / "stolen"
     stolen.mkdir()
-    for path in tmp_path.glob("faceledger.sqlite3*"):
+    for path in tmp_path.glob("faceledger.sqlite3*"):  # the database alone: its files, or its address
         (stolen / path.name).write_bytes(path.read_bytes())
+    if (tmp_path / DATABASE_RECORD).exists():
+        (stolen / DATABASE_RECORD).write_bytes((tmp_path / DATABASE_RECORD).read_bytes())
     with pytest.raises(InternalServerError, match="template"):
         faceledger.open(stolen)  # a fresh key is made there, and refused
     monkeypatch.setenv(TEMPLATE_KEY_ENV, base64.b64encode(os.urandom(32)).decode())
@@ -64,7 +63,7 @@ def test_rotation_reencrypts_everything_and_retires_the_old_key(
 ) -> None:
     ids, vector = _index_two(tmp_path)
     old_key = template_key_path(tmp_path).read_bytes()
-    before = _files(tmp_path)
+    before = stored_bytes(tmp_path)
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "keys", "rotate-template-key"])
     assert result.exit_code == 0 and "Re-encrypted 2" in result.stdout
     assert template_key_path(tmp_path).read_bytes() != old_key
@@ -75,7 +74,7 @@ def test_rotation_reencrypts_everything_and_retires_the_old_key(
             collection_id="c", image=image_bytes("facerec_examples", "obama", "obama2.jpg")
         )
         assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [ids[0]]
-    assert before != _files(tmp_path)
+    assert before != stored_bytes(tmp_path)
     monkeypatch.setenv(TEMPLATE_KEY_ENV, base64.b64encode(old_key).decode())
     with pytest.raises(InternalServerError):
         faceledger.open(tmp_path)

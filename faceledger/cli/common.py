@@ -53,6 +53,7 @@ class CliState:
     """Global options, set by the top-level callback before any command runs."""
 
     data_dir: Path | None = None
+    database: str | None = None
     context: RequestContext | None = None
 
 
@@ -93,7 +94,7 @@ def open_service(access_key_id: str | None = None, operation: str | None = None)
     owns the data directory can create keys, so two-person review is as strong as the separation
     of that account from the reviewers; the ledger names the keys.) A refused secret is ledgered
     as a refusal of ``operation``."""
-    service = FaceService(Settings(data_dir=CliState.data_dir or default_data_dir()))
+    service = FaceService(Settings(data_dir=CliState.data_dir or default_data_dir(), database_url=CliState.database))
     try:
         context = CliState.context or RequestContext(local_caller())
         if access_key_id is not None:

@@ -36,7 +36,7 @@ from faceledger.cli.index_command import index
 from faceledger.cli.model_commands import models_app
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
 from faceledger.cli.server import keys_app, serve
-from faceledger.config import DATA_DIR_ENV
+from faceledger.config import DATA_DIR_ENV, DATABASE_URL_ENV
 from faceledger.errors import InvalidParameterException, NoUsableFaceException, ResourceNotFoundException
 from faceledger.service.context import RequestContext, local_caller
 
@@ -73,6 +73,14 @@ def main(
         Path | None,
         typer.Option("--data-dir", help=f"Data directory (default ${DATA_DIR_ENV} or ~/.local/share/faceledger)."),
     ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            help="PostgreSQL URL of the data directory's store (postgresql://...; default: the store the directory"
+            f" has, or ${DATABASE_URL_ENV} for a new one, else an SQLite file inside it).",
+        ),
+    ] = None,
     purpose: PurposeOption = None,
     case: CaseOption = None,
     version: Annotated[
@@ -80,6 +88,7 @@ def main(
     ] = False,
 ) -> None:
     CliState.data_dir = data_dir
+    CliState.database = database
     # every operation this command runs is ledgered as the local operator, with this purpose
     CliState.context = RequestContext(local_caller(), purpose=purpose, case_ref=case)
 

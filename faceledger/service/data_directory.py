@@ -10,13 +10,22 @@ command) has the directory open.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from faceledger.config import SQLITE_FILE
+from faceledger.errors import DataDirectoryError
+from faceledger.store import is_postgresql_url, same_database, without_password
+
 LOCK_FILE = "faceledger.lock"
+# the PostgreSQL database holding this directory's store, as a URL without its password
+DATABASE_RECORD = "database.url"
+
+log = logging.getLogger(__name__)
 
 
 class DataDirectory:
@@ -40,6 +49,53 @@ class DataDirectory:
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_SH)
 
+    def store_location(self, database: str | None, for_new: str | None) -> str | Path:
+        """Where this directory's store is: its SQLite file, or the PostgreSQL database it
+        records. A directory's store is fixed when it is first opened, so that its keys never
+        meet another store's templates and ledger: ``database`` (--database) must name the one
+        it has, and ``for_new`` (FACELEDGER_DATABASE_URL) only chooses for a directory that has
+        none yet (faceledger migrate moves a store). A URL's password is taken from whichever of
+        the two names the recorded database, and is never written here."""
+        sqlite = self.path / SQLITE_FILE
+        recorded_file = self.path / DATABASE_RECORD
+        recorded = recorded_file.read_text().strip() if recorded_file.exists() else None
+        has_sqlite = sqlite.exists()
+        if database is not None and not is_postgresql_url(database):
+            raise DataDirectoryError(f"--database takes a postgresql:// URL, not {database!r}.")
+        given = database or for_new
+        if recorded is None and not has_sqlite:
+            if given is None:
+                return sqlite
+            if is_postgresql_url(given):
+                self._record(without_password(given))
+                return given
+            raise DataDirectoryError(f"FACELEDGER_DATABASE_URL must be a postgresql:// URL, not {given!r}.")
+        here = recorded if recorded is not None else sqlite
+        for url in (database, for_new):
+            if url is None:
+                continue
+            if recorded is not None and same_database(url, recorded):
+                return url
+            message = (
+                f"{self.path} keeps its store in {_shown(here)}, not in {without_password(url)}; "
+                "faceledger migrate --to moves a store."
+            )
+            if url is database:
+                raise DataDirectoryError(message)
+            log.warning("FACELEDGER_DATABASE_URL is set, but only chooses for a new data directory: %s", message)
+        return here
+
+    def _record(self, url: str) -> None:
+        """Write the record whole and then rename it into place, so that another process opening
+        the same new directory at once reads either no record or all of it."""
+        partial = self.path / f".{DATABASE_RECORD}.{os.getpid()}"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(url + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, self.path / DATABASE_RECORD)
+
     def loose_modes(self) -> list[str]:
         """Problems with who may read the directory and its files (anyone but the owner)."""
         problems = []
@@ -53,3 +109,7 @@ class DataDirectory:
 
     def close(self) -> None:
         os.close(self._lock)
+
+
+def _shown(store: str | Path) -> str:
+    return f"the SQLite file {store}" if isinstance(store, Path) else without_password(store)

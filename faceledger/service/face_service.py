@@ -12,13 +12,14 @@ authorises, ledgers and commits every call (runner.py).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from faceledger.config import Settings
+from faceledger.config import DATABASE_URL_ENV, Settings
 from faceledger.errors import (
     AccessDeniedException,
     DataDirectoryError,
@@ -48,7 +49,7 @@ from faceledger.service.search_operations import SearchOperations
 from faceledger.service.shapes import Response
 from faceledger.service.templates import TemplateVault
 from faceledger.service.user_operations import UserOperations
-from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, Store, open_store
+from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, Store, open_store, without_password
 from faceledger.vision import FaceAnalyzer
 from faceledger.vision.calibration import ThresholdTable
 
@@ -70,7 +71,7 @@ class FaceService:
     def __init__(self, settings: Settings | None = None, analyzer: FaceAnalyzer | None = None) -> None:
         self.settings = settings or Settings()
         data_dir = self.settings.data_dir
-        self.data_directory, self.store = _open_data_directory(data_dir, self.settings.database_path)
+        self.data_directory, self.store = _open_data_directory(data_dir, self.settings.database_url)
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
         self.ledger = Ledger(self.store.ledger, ledger_key_path(data_dir))
         self.analyzer = analyzer or FaceAnalyzer()
@@ -717,7 +718,7 @@ class FaceService:
         return self._run("ExportLedger", lambda: self._admin.export_ledger(write, filters))
 
 
-def _open_data_directory(path: Path, database: Path) -> tuple[DataDirectory, Store]:
+def _open_data_directory(path: Path, database_url: str | None) -> tuple[DataDirectory, Store]:
     """The data directory and its store, or one DataDirectoryError saying what is wrong and
     what to do (instead of whichever OSError or sqlite3 error met it first)."""
     advice = "use a directory this account owns (--data-dir or FACELEDGER_DATA_DIR), or fix its permissions"
@@ -728,14 +729,20 @@ def _open_data_directory(path: Path, database: Path) -> tuple[DataDirectory, Sto
     except OSError as error:
         reason = error.strerror or str(error)
         raise DataDirectoryError(f"The data directory {path} cannot be used ({reason}): {advice}.") from None
+    location: str | Path = path
     try:
-        return directory, open_store(database)
+        location = directory.store_location(database_url, os.environ.get(DATABASE_URL_ENV) or None)
+        return directory, open_store(location)
     except (OSError, sqlite3.Error) as error:
         directory.close()
+        shown = location if isinstance(location, Path) else without_password(location)
         raise DataDirectoryError(
-            f"The database {database} cannot be opened for writing ({error}): {advice}; faceledger writes its "
+            f"The database {shown} cannot be opened for writing ({error}): {advice}; faceledger writes its "
             "store, keys and ledger there."
         ) from None
+    except BaseException:
+        directory.close()
+        raise
 
 
 def _check_max(value: int | None, name: str, maximum: int = validation.MAX_PAGE_SIZE) -> None:

@@ -1,5 +1,6 @@
-"""The store: faceledger's source of truth, behind one interface (interface.py), with the
-embedded SQLite backend in store/sqlite/. Open one with :func:`open_store`."""
+"""The store: faceledger's source of truth, behind one interface (interface.py), written once in
+SQL (store/sql/) over two engines: the embedded SQLite (store/sqlite/, the default) and
+PostgreSQL for server mode (store/postgresql/). Open one with :func:`open_store`."""
 
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from faceledger.store.interface import (
     ReviewRepository,
     Store,
 )
+from faceledger.store.location import is_postgresql_url, same_database, without_password
 from faceledger.store.records import (
     AccessKey,
     Candidate,
@@ -27,7 +29,12 @@ from faceledger.store.records import (
 
 
 def open_store(database: str | Path) -> Store:
-    """The store at ``database``: today the path of an SQLite file (created if missing)."""
+    """The store at ``database``: a ``postgresql://`` URL (store/postgresql/), else the path of
+    an SQLite file (created if missing)."""
+    if isinstance(database, str) and is_postgresql_url(database):
+        from faceledger.store.postgresql import PostgreSQLStore
+
+        return PostgreSQLStore(database)
     from faceledger.store.sqlite import SQLiteStore
 
     return SQLiteStore(database)
@@ -51,5 +58,8 @@ __all__ = [
     "ReviewRepository",
     "Store",
     "UserRecord",
+    "is_postgresql_url",
     "open_store",
+    "same_database",
+    "without_password",
 ]

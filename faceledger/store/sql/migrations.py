@@ -1,11 +1,18 @@
-"""Schema migrations, applied in order at open; ``PRAGMA user_version`` records the last one.
+"""Schema migrations, applied in order at open; the engine records the last one applied
+(SQLite: ``PRAGMA user_version``; PostgreSQL: the ``schema_version`` table).
 
-Never edit a migration that has shipped: append a new one.
+They are written once, in SQLite's types, and each engine renders a statement in its own
+(store/postgresql/: BYTEA for BLOB, DOUBLE PRECISION for REAL, ...), so that both engines hold the
+same tables at the same version. Never edit a migration that has shipped: append a new one.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faceledger.store.sql.database import Connection, Database
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: collections, users, indexed images and faces.
@@ -193,25 +200,25 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def migrate(connection: sqlite3.Connection) -> int:
+def migrate(database: Database, connection: Connection) -> int:
     """Bring the schema up to date; returns the schema version now in force."""
-    current = connection.execute("PRAGMA user_version").fetchone()[0]
+    current = database.schema_version(connection)
     if current > len(MIGRATIONS):
         raise RuntimeError(
             f"The database has schema version {current}, newer than this faceledger "
             f"({len(MIGRATIONS)}); upgrade faceledger."
         )
     for version in range(current + 1, len(MIGRATIONS) + 1):
-        connection.execute("BEGIN IMMEDIATE")
+        database.begin_migration(connection)
         try:
             # another process opening the same new database may have run it meanwhile: read again
             # under the write lock, and apply only what is still missing
-            if connection.execute("PRAGMA user_version").fetchone()[0] >= version:
+            if database.schema_version(connection) >= version:
                 connection.execute("ROLLBACK")
                 continue
             for statement in _statements(MIGRATIONS[version - 1]):
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {version}")
+                connection.execute(database.render_ddl(statement))
+            database.set_schema_version(connection, version)
         except BaseException:
             connection.execute("ROLLBACK")
             raise

@@ -1,16 +1,17 @@
-"""The embedded store: collections, images, faces, users and tags in one SQLite file.
+"""The SQL store: collections, images, faces, users and tags, on any engine of store/sql/database.py.
 
-Each operation that changes faces is one transaction (see connection.py), so a crash in the
-middle of indexing an image leaves either all of its faces or none.
+Each operation that changes faces is one transaction (see database.py), so a crash in the
+middle of indexing an image leaves either all of its faces or none. The SQL is written once, in
+what SQLite and PostgreSQL both speak; nothing here relies on an engine's error for a decision
+(a failed statement aborts a PostgreSQL transaction): duplicates are found with ``ON CONFLICT DO
+NOTHING`` and the count of rows written.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 from faceledger.errors import (
     ConflictException,
@@ -26,14 +27,14 @@ from faceledger.store.records import (
     ImageRecord,
     UserRecord,
 )
-from faceledger.store.sqlite.accountability import (
-    SQLiteAccessKeys,
-    SQLiteLedger,
-    SQLitePolicies,
-    SQLiteRequestTokens,
-    SQLiteReviews,
+from faceledger.store.sql.accountability import (
+    SQLAccessKeys,
+    SQLLedger,
+    SQLPolicies,
+    SQLRequestTokens,
+    SQLReviews,
 )
-from faceledger.store.sqlite.connection import Database
+from faceledger.store.sql.database import Connection, Database
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
@@ -41,20 +42,20 @@ _FACE_COLUMNS = (
 )
 
 
-class SQLiteStore(Store):
-    """Everything of one data directory in one SQLite file (WAL, a connection per thread)."""
+class SQLStore(Store):
+    """Everything of one data directory in one SQL database."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.database = Database(path)
-        self.policies = SQLitePolicies(self.database)
-        self.reviews = SQLiteReviews(self.database)
-        self.access_keys = SQLiteAccessKeys(self.database)
-        self.request_tokens = SQLiteRequestTokens(self.database)
-        self.ledger = SQLiteLedger(self.database)
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.policies = SQLPolicies(self.database)
+        self.reviews = SQLReviews(self.database)
+        self.access_keys = SQLAccessKeys(self.database)
+        self.request_tokens = SQLRequestTokens(self.database)
+        self.ledger = SQLLedger(self.database)
 
-    @property
-    def path(self) -> Path:
-        return self.database.path
+    def describe(self) -> str:
+        """Where the store is, for messages (never with a password)."""
+        return self.database.describe()
 
     def unit_of_work(self) -> AbstractContextManager[None]:
         return self.database.unit_of_work()
@@ -66,9 +67,7 @@ class SQLiteStore(Store):
         self.database.close()
 
     def erase_traces(self) -> None:
-        """Fold the write-ahead log into the database file and empty it, so that pages
-        overwritten by a deletion (``secure_delete`` zeroes them) survive nowhere."""
-        self.database.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.database.erase_traces()
 
     def template_key(self) -> str | None:
         row = self.database.connection().execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
@@ -94,13 +93,13 @@ class SQLiteStore(Store):
         self, collection_id: str, face_model_version: str, created_at: float, tags: dict[str, str] | None = None
     ) -> None:
         with self.database.write() as db:
-            try:
-                db.execute(
-                    "INSERT INTO collections (collection_id, created_at, face_model_version) VALUES (?, ?, ?)",
-                    (collection_id, created_at, face_model_version),
-                )
-            except sqlite3.IntegrityError:
-                raise ResourceAlreadyExistsException(f"Collection {collection_id!r} already exists.") from None
+            created = db.execute(
+                "INSERT INTO collections (collection_id, created_at, face_model_version) VALUES (?, ?, ?)"
+                " ON CONFLICT (collection_id) DO NOTHING",
+                (collection_id, created_at, face_model_version),
+            )
+            if created.rowcount == 0:
+                raise ResourceAlreadyExistsException(f"Collection {collection_id!r} already exists.")
             _put_tags(db, collection_id, tags or {})
 
     def tag_collection(self, collection_id: str, tags: dict[str, str], max_tags: int) -> None:
@@ -262,9 +261,9 @@ class SQLiteStore(Store):
             )
             seqs = [
                 db.execute(
-                    f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO faces ({_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                     self._face_row(face),
-                ).lastrowid
+                ).fetchone()[0]
                 for face in faces
             ]
         return FaceChange(
@@ -357,7 +356,7 @@ class SQLiteStore(Store):
         with self.database.write() as db:
             before = self._bump_generation(db, collection_id)
             rows = []
-            for chunk in self._chunks(db, face_ids):
+            for chunk in self._chunks(face_ids):
                 placeholders = ",".join("?" * len(chunk))
                 rows += db.execute(
                     f"SELECT face_id, seq, image_id FROM faces WHERE collection_id = ? AND face_id IN ({placeholders})",
@@ -402,14 +401,12 @@ class SQLiteStore(Store):
             params.append(limit)
         return [row[0] for row in self.database.connection().execute(sql, params)]
 
-    @staticmethod
-    def _chunks(db: sqlite3.Connection, ids: Sequence[str]) -> list[Sequence[str]]:
-        """``ids`` in pieces that fit one statement beside a few other parameters (SQLite builds
-        cap the variables of a statement: 999 in old ones, 32,766 since 3.32)."""
-        size = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 8)
+    def _chunks(self, ids: Sequence[str]) -> list[Sequence[str]]:
+        """``ids`` in pieces that fit one statement beside a few other parameters."""
+        size = max(1, self.database.max_parameters() - 8)
         return [ids[start : start + size] for start in range(0, len(ids), size)]
 
-    def _bump_generation(self, db: sqlite3.Connection, collection_id: str) -> int:
+    def _bump_generation(self, db: Connection, collection_id: str) -> int:
         row = db.execute(
             "UPDATE collections SET generation = generation + 1 WHERE collection_id = ? RETURNING generation",
             (collection_id,),
@@ -423,13 +420,13 @@ class SQLiteStore(Store):
     def create_user(self, collection_id: str, user_id: str, created_at: float) -> None:
         with self.database.write() as db:
             _require_collection(db, collection_id)
-            try:
-                db.execute(
-                    "INSERT INTO users (collection_id, user_id, created_at) VALUES (?, ?, ?)",
-                    (collection_id, user_id, created_at),
-                )
-            except sqlite3.IntegrityError:
-                raise ConflictException(f"User {user_id!r} already exists in collection {collection_id!r}.") from None
+            created = db.execute(
+                "INSERT INTO users (collection_id, user_id, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (collection_id, user_id) DO NOTHING",
+                (collection_id, user_id, created_at),
+            )
+            if created.rowcount == 0:
+                raise ConflictException(f"User {user_id!r} already exists in collection {collection_id!r}.")
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         """Delete a user; its faces stay in the collection, no longer associated."""
@@ -525,7 +522,7 @@ class SQLiteStore(Store):
         )
 
 
-def _put_tags(db: sqlite3.Connection, collection_id: str, tags: dict[str, str]) -> None:
+def _put_tags(db: Connection, collection_id: str, tags: dict[str, str]) -> None:
     db.executemany(
         "INSERT INTO collection_tags (collection_id, tag_key, tag_value) VALUES (?, ?, ?)"
         " ON CONFLICT (collection_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
@@ -533,7 +530,7 @@ def _put_tags(db: sqlite3.Connection, collection_id: str, tags: dict[str, str]) 
     )
 
 
-def _require_collection(db: sqlite3.Connection, collection_id: str) -> None:
+def _require_collection(db: Connection, collection_id: str) -> None:
     found = db.execute("SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
     if found is None:
         raise _collection_not_found(collection_id)

@@ -1,10 +1,9 @@
-"""The SQLite repositories of accountability: policies and consent, review cases, access keys,
+"""The SQL repositories of accountability: policies and consent, review cases, access keys,
 idempotency tokens and the audit ledger's rows."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 
@@ -26,13 +25,13 @@ from faceledger.store.records import (
     LedgerEntry,
     ReviewCase,
 )
-from faceledger.store.sqlite.connection import Database
+from faceledger.store.sql.database import Connection, Database
 
 _POLICY_COLUMNS = ", ".join(f.name for f in fields(CollectionPolicy))
 _CONSENT_COLUMNS = ", ".join(f.name for f in fields(ConsentRecord))
 
 
-class SQLitePolicies(PolicyRepository):
+class SQLPolicies(PolicyRepository):
     def __init__(self, database: Database) -> None:
         self._db = database
 
@@ -98,7 +97,7 @@ class SQLitePolicies(PolicyRepository):
 _CASE_COLUMNS = "case_id, collection_id, operation, opened_by, opened_at, purpose, case_ref, probe"
 
 
-class SQLiteReviews(ReviewRepository):
+class SQLReviews(ReviewRepository):
     def __init__(self, database: Database) -> None:
         self._db = database
 
@@ -164,7 +163,7 @@ class SQLiteReviews(ReviewRepository):
 _KEY_COLUMNS = "access_key_id, role, collections, enabled, created_at, description"
 
 
-class SQLiteAccessKeys(AccessKeyRepository):
+class SQLAccessKeys(AccessKeyRepository):
     """The nonce of a sealed secret is kept in its own column (the schema predates one sealing
     wrapper for everything); it is split off on the way in and joined on the way out."""
 
@@ -243,7 +242,7 @@ def _access_key(row: tuple) -> AccessKey:
     )
 
 
-class SQLiteRequestTokens(RequestTokenRepository):
+class SQLRequestTokens(RequestTokenRepository):
     def __init__(self, database: Database) -> None:
         self._db = database
 
@@ -262,14 +261,12 @@ class SQLiteRequestTokens(RequestTokenRepository):
     def record(self, operation: str, token: str, digest: str, response: dict, now: float, expire_before: float) -> None:
         with self._db.write() as db:
             db.execute("DELETE FROM request_tokens WHERE created_at <= ?", (expire_before,))
-            try:
-                db.execute(
-                    "INSERT INTO request_tokens (token, operation, request_hash, response, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (token, operation, digest, json.dumps(response), now),
-                )
-            except sqlite3.IntegrityError:
-                pass  # a concurrent retry recorded it first; its answer stands
+            # a concurrent retry that recorded it first keeps its answer
+            db.execute(
+                "INSERT INTO request_tokens (token, operation, request_hash, response, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (operation, token) DO NOTHING",
+                (token, operation, digest, json.dumps(response), now),
+            )
 
 
 _LEDGER_COLUMNS = (
@@ -278,7 +275,7 @@ _LEDGER_COLUMNS = (
 )
 
 
-class SQLiteLedger(LedgerRepository):
+class SQLLedger(LedgerRepository):
     def __init__(self, database: Database) -> None:
         self._db = database
 
@@ -401,8 +398,9 @@ def _ledger_entry(row: tuple) -> LedgerEntry:
     )
 
 
-def _write_policy(db: sqlite3.Connection, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None:
-    values = [getattr(policy, f.name) for f in fields(CollectionPolicy)]
+def _write_policy(db: Connection, collection_id: str, policy: CollectionPolicy, updated_at: float) -> None:
+    # flags as 0/1: the columns are INTEGER on every engine (PostgreSQL has no implicit cast from boolean)
+    values = [_column_value(getattr(policy, f.name)) for f in fields(CollectionPolicy)]
     db.execute(
         f"INSERT INTO collection_policies (collection_id, {_POLICY_COLUMNS}, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET "
@@ -410,3 +408,7 @@ def _write_policy(db: sqlite3.Connection, collection_id: str, policy: Collection
         + ", updated_at = excluded.updated_at",
         (collection_id, *values, updated_at),
     )
+
+
+def _column_value(value: object) -> object:
+    return int(value) if isinstance(value, bool) else value
