@@ -33,6 +33,10 @@ class PostgreSQLServer:
         self._admin.execute(f"CREATE DATABASE {name} TEMPLATE {conninfo_to_dict(url)['dbname']}")
         return self._server.get_uri(name)
 
+    def terminate(self, backend_pid: int) -> None:
+        """End one connection from the server's side."""
+        self._admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+
     def close(self) -> None:
         self._admin.close()
         self._server.cleanup()
