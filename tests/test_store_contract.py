@@ -55,6 +55,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         opened.close()
 
 
+@pytest.fixture
+def reopen(store: Store) -> Callable[[], Store]:
+    """Open the same store again, as another process would."""
+    database = store.database  # type: ignore[attr-defined]
+    return lambda: open_store(getattr(database, "url", None) or database.path)
+
+
 def _image(collection_id: str, faces: int, sha: str | None = None) -> tuple[ImageRecord, list[FaceRecord]]:
     image_id = str(uuid.uuid4())
     image = ImageRecord(image_id, collection_id, sha or uuid.uuid4().hex, "ext", 640, 480, faces, time.time())
@@ -104,20 +111,67 @@ def test_after_commit_outside_a_unit_runs_at_once(store: Store) -> None:
     assert ran == [1]
 
 
-def test_generations_move_with_every_face_change(store: Store) -> None:
+def test_generations_move_with_every_face_change_and_are_never_reused(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
-    assert store.generation("c") == 0 and store.generation("missing") is None
+    created = store.generation("c")
+    assert created is not None and store.generation("missing") is None
     added = store.add_image(*_image("c", 3))
-    assert (added.before, added.after, added.added) == (0, 1, True) and len(set(added.seqs.values())) == 3
+    assert (added.before, added.added) == (created, True) and added.after > created
+    assert len(set(added.seqs.values())) == 3
     seqs = list(added.seqs.values())
     assert seqs == sorted(seqs) and list(added.seqs) == [record.face_id for _, record in store.list_faces("c")]
     store.create_user("c", "u", time.time())
-    assert store.generation("c") == 1  # users do not change what the index holds
+    assert store.generation("c") == added.after  # users do not change what the index holds
     face_ids = [record.face_id for _, record in store.list_faces("c")]
     removed = store.delete_faces("c", face_ids[:1] + ["00000000-0000-0000-0000-000000000000"])
-    assert (removed.before, removed.after, removed.added) == (1, 2, False) and removed.seqs == {face_ids[0]: seqs[0]}
+    assert (removed.before, removed.added) == (added.after, False) and removed.after > added.after
+    assert removed.seqs == {face_ids[0]: seqs[0]}
     ids, templates, generation = store.load_templates("c")
-    assert ids == seqs[1:] and generation == 2 and [face_id for face_id, _ in templates] == face_ids[1:]
+    assert ids == seqs[1:] and generation == removed.after and [face_id for face_id, _ in templates] == face_ids[1:]
+    # a collection deleted and created again never shows a generation its old self had
+    seen = {created, added.after, removed.after}
+    store.delete_collection("c")
+    store.create_collection("c", "model-v1", time.time())
+    again = store.add_image(*_image("c", 1))
+    assert not {again.before, again.after} & seen
+
+
+def test_the_change_log_says_what_changed_since_a_generation(store: Store) -> None:
+    store.create_collection("c", "model-v1", time.time())
+    start = store.generation("c")
+    first = store.add_image(*_image("c", 2))
+    second = store.add_image(*_image("c", 2))
+    # one face of each image goes: the first's was there at ``first.after``, the second's was not
+    gone = [next(iter(first.seqs)), next(iter(second.seqs))]
+    removed = store.delete_faces("c", gone)
+    since_first = store.face_changes_since("c", first.after)
+    assert since_first is not None and since_first.generation == removed.after
+    assert since_first.added_seqs == [list(second.seqs.values())[1]]
+    assert [face_id for face_id, _ in since_first.added_templates] == [list(second.seqs)[1]]
+    assert since_first.removed_seqs == [first.seqs[gone[0]]]
+    since_start = store.face_changes_since("c", start)
+    assert since_start is not None and since_start.removed_seqs == []
+    assert since_start.added_seqs == [seq for seq, _ in store.list_faces("c")]
+    nothing = store.face_changes_since("c", removed.after)
+    assert nothing is not None and nothing.added_seqs == nothing.removed_seqs == []
+    # a generation the log does not know, a move to another model, a collection gone: read it all
+    assert store.face_changes_since("c", start - 1) is None
+    store.move_to_model("c", "model-v2", {})
+    assert store.face_changes_since("c", removed.after) is None
+    store.delete_collection("c")
+    assert store.face_changes_since("c", start) is None
+
+
+def test_a_background_duty_is_held_by_one_process_at_a_time(store: Store, reopen) -> None:
+    other = reopen()
+    try:
+        with store.duty("purge") as mine:
+            with other.duty("purge") as theirs, other.duty("sign") as signing:
+                assert mine and not theirs and signing
+        with other.duty("purge") as theirs:
+            assert theirs
+    finally:
+        other.close()
 
 
 def test_templates_are_opaque_bytes_kept_as_given(store: Store) -> None:
@@ -182,19 +236,20 @@ def test_collections_users_and_faces_list_in_order(store: Store) -> None:
 def test_a_collection_moves_to_another_model_in_one_step(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
     image, records = _image("c", 3)
-    store.add_image(image, records)
+    added = store.add_image(image, records)
     assert [i.image_id for i in store.list_images("c")] == [image.image_id]
     moved = {r.face_id: b"new" + r.template for r in records}
     store.move_to_model("c", "model-v2", moved)
-    assert store.face_model_version("c") == "model-v2" and store.generation("c") == 2
+    assert store.face_model_version("c") == "model-v2" and store.generation("c") > added.after
     assert {r.face_id: r.template for _, r in store.list_faces("c")} == moved
 
 
 def test_an_image_can_be_stored_only_if_new(store: Store) -> None:
     store.create_collection("c", "model-v1", time.time())
-    assert store.add_image(*_image("c", 1, sha="ef" * 32), unique=True) is not None
+    first = store.add_image(*_image("c", 1, sha="ef" * 32), unique=True)
+    assert first is not None
     assert store.add_image(*_image("c", 2, sha="ef" * 32), unique=True) is None  # nothing written
-    assert store.get_collection("c").face_count == 1 and store.generation("c") == 1
+    assert store.get_collection("c").face_count == 1 and store.generation("c") == first.after
     assert store.add_image(*_image("c", 1, sha="ef" * 32)) is not None  # asked for: duplicates allowed
 
 

@@ -101,9 +101,12 @@ def serve_in_thread(
 def background_duties(service: FaceService, sign_every: float = 60.0, purge_every: float = 3600.0) -> Iterator[None]:
     """While the server runs: sign the audit ledger's head every ``sign_every`` seconds (so at
     most that much of the ledger rests on the hash chain alone) and purge faces past their
-    retention or consent every ``purge_every`` seconds; sign once more when it stops. First of all,
-    load every collection's vector index, so the first searches do not wait for it (a search that
-    comes earlier waits for its collection's index only)."""
+    retention or consent every ``purge_every`` seconds, each duty done by one node at a time where
+    several share the store (a node that finds another doing it skips its turn); sign once more
+    when it stops. Apply the changes other nodes commit to this node's vector indexes as the store
+    announces them (PostgreSQL). First of all, load every collection's vector index, so the first
+    searches do not wait for it (a search that comes earlier waits for its collection's index
+    only)."""
     stop = threading.Event()
 
     def load_indexes() -> None:
@@ -120,14 +123,19 @@ def background_duties(service: FaceService, sign_every: float = 60.0, purge_ever
         while True:
             try:
                 if time.monotonic() >= next_purge:
-                    service.purge()
+                    with service.store.duty("purge") as mine:
+                        if mine:
+                            service.purge()
                     next_purge = time.monotonic() + purge_every
-                service.ledger.sign_head()
+                with service.store.duty("sign") as mine:
+                    if mine:
+                        service.ledger.sign_head()
             except Exception:  # noqa: BLE001 - a failed duty must not stop the server; it is logged
                 log.exception("background duty failed")
             if stop.wait(sign_every):
                 return
 
+    stop_watching = service.store.watch_changes(service.indexes.refresh)
     threading.Thread(target=load_indexes, name="faceledger-index-loader", daemon=True).start()
     thread = threading.Thread(target=run, name="faceledger-duties", daemon=True)
     thread.start()
@@ -136,4 +144,6 @@ def background_duties(service: FaceService, sign_every: float = 60.0, purge_ever
     finally:
         stop.set()
         thread.join(timeout=30)
+        if stop_watching is not None:
+            stop_watching()
         service.ledger.sign_head()

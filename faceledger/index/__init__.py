@@ -2,8 +2,9 @@
 
 from faceledger.index.vector_index import (
     CollectionIndex,
+    IndexChanges,
     Neighbour,
     VectorIndexRegistry,
 )
 
-__all__ = ["CollectionIndex", "Neighbour", "VectorIndexRegistry"]
+__all__ = ["CollectionIndex", "IndexChanges", "Neighbour", "VectorIndexRegistry"]

@@ -1,10 +1,13 @@
 """Per-collection vector search, always rebuildable from the store.
 
 Each collection's index remembers the store generation it reflects. Before every search the
-generation is compared with the store's (one indexed SQLite read): when another process or thread
-changed the collection, the index is rebuilt from the store, so nothing is searchable that is not
-in the store and nothing in the store is missing from search. Changes made through this process
-are applied in step instead, without a rebuild.
+generation is compared with the store's (one indexed read): when another process or node changed
+the collection, the index first catches up from the store's change log (the faces added and
+removed since), or, where the log no longer reaches back, is rebuilt from the store; so nothing
+is searchable that is not in the store and nothing in the store is missing from search. Changes
+made through this process are applied in step, and a store that pushes changes (PostgreSQL's
+NOTIFY) has them applied as they are announced (:meth:`VectorIndexRegistry.refresh`), before
+the next search needs them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ from faceledger.store import FaceChange
 
 log = logging.getLogger(__name__)
 EmbeddingLoader = Callable[[str], tuple[np.ndarray, np.ndarray, int]]
+# (collection id, generation) -> (added index ids, their embeddings, removed index ids, generation
+# now), or None when the change log cannot say
+ChangeLoader = Callable[[str, int], "IndexChanges | None"]
+
+
+@dataclass(frozen=True)
+class IndexChanges:
+    """A collection's faces added and removed since some generation, in the clear."""
+
+    added_seqs: list[int]
+    added_vectors: np.ndarray
+    removed_seqs: list[int]
+    generation: int
 
 
 class Sealer(Protocol):
@@ -273,12 +289,15 @@ class VectorIndexRegistry:
         current_generation: Callable[[str], int | None],
         persist_dir: Path | None = None,
         cipher: Callable[[], Sealer] | None = None,
+        changes: ChangeLoader | None = None,
     ) -> None:
         """``dimension``: a collection's template length (its face model's). ``persist_dir``: where
         approximate (HNSW) indexes are saved, so that a restart loads them instead of rebuilding;
-        a saved index is used only if it reflects the store's current generation."""
+        a saved index is used only if it reflects the store's current generation. ``changes``:
+        what changed since a generation (without it, every change made elsewhere is a rebuild)."""
         self._dimension = dimension
         self._load = load
+        self._changes = changes
         self._current_generation = current_generation
         self._persist_dir = persist_dir if cipher is not None else None
         self._cipher = cipher
@@ -289,11 +308,13 @@ class VectorIndexRegistry:
         return None if self._persist_dir is None else self._persist_dir / f"{collection_id}.faiss"
 
     def for_search(self, collection_id: str) -> CollectionIndex:
-        """The collection's index, rebuilt first if the store has moved on."""
+        """The collection's index, first caught up with the store (or rebuilt) if it has moved on."""
         generation = self._current_generation(collection_id)
         with self._lock:
             index = self._indexes.get(collection_id)
-            if index is None or index.generation != generation:
+            if index is not None and generation is not None and index.generation != generation:
+                index = self._caught_up(collection_id, index)  # may pass ``generation``: newer still
+            if index is None or generation is None:
                 path = self._path(collection_id)
                 index = self._saved(collection_id, path, generation)
                 if index is None:
@@ -303,6 +324,37 @@ class VectorIndexRegistry:
                         index.save(path, self._cipher())  # type: ignore[misc]
                 self._indexes[collection_id] = index
             return index
+
+    def refresh(self, collection_id: str | None) -> None:
+        """Bring the loaded index of ``collection_id`` (None: of every collection) in step with
+        the store now, as a search would; a collection not loaded is left until it is searched."""
+        with self._lock:
+            loaded = list(self._indexes) if collection_id is None else [collection_id]
+        for name in loaded:
+            generation = self._current_generation(name)
+            with self._lock:
+                index = self._indexes.get(name)
+                if index is None or index.generation == generation:
+                    continue
+                if generation is None:  # deleted
+                    del self._indexes[name]
+                else:
+                    self._caught_up(name, index)
+
+    def _caught_up(self, collection_id: str, index: CollectionIndex) -> CollectionIndex | None:
+        """``index`` with the changes made elsewhere since its generation applied, or None (and
+        dropped, to be rebuilt) when the store's change log cannot say what they were."""
+        changes = self._changes(collection_id, index.generation) if self._changes is not None else None
+        if changes is None:
+            self._indexes.pop(collection_id, None)
+            return None
+        index.remove(changes.removed_seqs)
+        index.add(changes.added_seqs, changes.added_vectors)
+        index.generation = changes.generation
+        if index.needs_rebuild:
+            self._indexes.pop(collection_id, None)
+            return None
+        return index
 
     def _saved(self, collection_id: str, path: Path | None, generation: int | None) -> CollectionIndex | None:
         """The saved index of this generation, if there is one that loads: a damaged file, or one
@@ -324,7 +376,7 @@ class VectorIndexRegistry:
         """
         with self._lock:
             index = self._indexes.get(change.collection_id)
-            if index is None:
+            if index is None or index.generation >= change.after:  # generations only grow: applied already
                 return
             if index.generation != change.before:
                 del self._indexes[change.collection_id]

@@ -82,6 +82,7 @@ class FaceService:
             self.store.generation,
             persist_dir=data_dir / "index",
             cipher=lambda: self.templates.codec,
+            changes=self.templates.changes_since,
         )
         self.cohorts = CohortCollections(self.store, self.templates)
         self.limits = SearchLimits(self.store, self.models)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from faceledger.errors import InternalServerError
+from faceledger.index import IndexChanges
 from faceledger.keys.templates import (
     PlainTemplates,
     TemplateCodec,
@@ -53,6 +54,20 @@ class TemplateVault:
         if not templates:
             return ids, np.empty((0, 0), dtype=np.float32), generation
         return ids, np.stack([self.codec.open(face_id, sealed) for face_id, sealed in templates]), generation
+
+    def changes_since(self, collection_id: str, generation: int) -> IndexChanges | None:
+        """The collection's faces added (with their embeddings) and removed since ``generation``,
+        for an index to catch up; None when the store cannot say (read it all again)."""
+        changes = self._store.face_changes_since(collection_id, generation)
+        if changes is None:
+            return None
+        vectors = [self.codec.open(face_id, sealed) for face_id, sealed in changes.added_templates]
+        return IndexChanges(
+            changes.added_seqs,
+            np.stack(vectors) if vectors else np.empty((0, 0), dtype=np.float32),
+            changes.removed_seqs,
+            changes.generation,
+        )
 
     def undecryptable(self, collection_id: str) -> int:
         """How many of the collection's templates do not open under the current key."""

@@ -6,10 +6,12 @@ every backend must keep is written down as tests (tests/test_store_contract.py):
 - **Unit of work.** Every write made inside :meth:`Store.unit_of_work` commits together or not at
   all; callbacks given to :meth:`Store.after_commit` run once it has committed, never after a
   rollback. Nested units join the outermost one. A write outside a unit is its own transaction.
-- **Generations.** Every change to a collection's faces bumps its generation in the same
-  transaction and is returned as a :class:`FaceChange` (generations before and after, index ids),
-  so an in-memory vector index can apply the change or notice it missed one
-  (index/vector_index.py).
+- **Generations.** Every change to a collection's faces gives it a new generation in the same
+  transaction (the store's next change number: never reused, not even by a collection created
+  again under the same id) and is returned as a :class:`FaceChange` (generations before and
+  after, index ids), so an in-memory vector index can apply the change or notice it missed one
+  (index/vector_index.py). The changes are also logged, so that an index that missed some (made
+  by another process or node) catches up with :meth:`Store.face_changes_since`.
 - **Opaque templates.** Face templates arrive sealed (keys/templates.py) and leave as they came;
   the store never sees an embedding in the clear and holds no key.
 - **Errors.** Missing things raise ResourceNotFoundException, duplicates
@@ -28,6 +30,7 @@ from faceledger.store.records import (
     CollectionRecord,
     ConsentRecord,
     FaceChange,
+    FaceChanges,
     FaceRecord,
     ImageRecord,
     LedgerEntry,
@@ -256,7 +259,25 @@ class Store(ABC):
 
     @abstractmethod
     def generation(self, collection_id: str) -> int | None:
-        """The collection's change counter, or None when it does not exist."""
+        """The number of the collection's last change, or None when it does not exist."""
+
+    @abstractmethod
+    def face_changes_since(self, collection_id: str, generation: int) -> FaceChanges | None:
+        """What changed in the collection's faces since ``generation``, in one snapshot; None when
+        the collection is gone, or the change log no longer reaches back that far, or a change
+        since replaced every template (a move to another face model): read it all again."""
+
+    @abstractmethod
+    def watch_changes(self, changed: Callable[[str | None], None]) -> Callable[[], None] | None:
+        """Call ``changed(collection_id)`` soon after any process commits a change of the
+        collection's faces (``changed(None)``: changes may have been missed), until the returned
+        function is called; None where the engine cannot push changes (then the generation read
+        before each search is how a process learns of them)."""
+
+    @abstractmethod
+    def duty(self, name: str) -> AbstractContextManager[bool]:
+        """Try to hold the named background duty (``purge``, ``sign``) alone among all processes
+        on this store for the enclosed block, without waiting; yields whether this one holds it."""
 
     # -- images and faces ------------------------------------------------------------------
 

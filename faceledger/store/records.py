@@ -66,6 +66,18 @@ class FaceChange:
 
 
 @dataclass(frozen=True)
+class FaceChanges:
+    """What changed in a collection's faces since a generation, read from the store's change log
+    in one snapshot: the faces added since and still there (index ids and sealed templates, in
+    seq order) and the index ids of faces removed since that were there at the generation."""
+
+    generation: int  # the collection's generation now
+    added_seqs: list[int]
+    added_templates: list[tuple[str, bytes]]  # (face id, sealed template)
+    removed_seqs: list[int]
+
+
+@dataclass(frozen=True)
 class UserRecord:
     collection_id: str
     user_id: str

@@ -8,13 +8,22 @@ gets ThrottlingException, as on SQLite. A connection that is lost (the server re
 network cut) is dropped and the call answers ServiceUnavailableException; the next call
 connects again, so a node recovers by itself.
 
+Every change of a collection's faces is announced with NOTIFY on ``CHANGES_CHANNEL`` (delivered
+at commit, never for a transaction rolled back); :meth:`PostgreSQLDatabase.watch` LISTENs on its
+own connection, so that every node applies another's change to its vector index at once instead of
+at its next search. Background duties (purge, ledger signing) are held by one node at a time
+with session-level advisory locks.
+
 Snapshots are REPEATABLE READ transactions. Text columns use the "C" collation, so that ids sort
 byte by byte as on SQLite whatever the database's locale.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +41,12 @@ CONNECT_TIMEOUT_S = 10
 # the one advisory lock every write transaction (and migration) holds: any 64-bit number no
 # other program on the database uses; this is b"faceledg" read as a big-endian integer
 WRITER_LOCK = 0x66_61_63_65_6C_65_64_67
+# NOTIFY channel of face changes; the payload is the collection id
+CHANGES_CHANNEL = "faceledger_face_changes"
+# how long a watcher gathers notifications before applying them (one refresh per collection)
+WATCH_BATCH_SECONDS = 0.05
+# how long a watcher that lost its connection waits before connecting again, at most
+WATCH_RECONNECT_MAX_SECONDS = 5.0
 MAX_PARAMETERS = 65_535  # PostgreSQL's wire protocol counts a statement's parameters in 16 bits
 
 _DDL_TYPES = (
@@ -41,6 +56,9 @@ _DDL_TYPES = (
     (re.compile(r"\bINTEGER\b"), "BIGINT"),
     (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
 )
+
+
+log = logging.getLogger(__name__)
 
 
 def describe_url(url: str) -> str:
@@ -141,6 +159,26 @@ class PostgreSQLDatabase(Database):
     def max_parameters(self) -> int:
         return MAX_PARAMETERS
 
+    def notify_change(self, connection: Connection, collection_id: str) -> None:
+        connection.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, collection_id))
+
+    def watch(self, changed: Callable[[str | None], None]) -> Callable[[], None]:
+        watcher = _ChangeWatcher(self.url, changed)
+        return watcher.stop
+
+    @contextmanager
+    def duty(self, name: str) -> Iterator[bool]:
+        """A session-level advisory lock on this thread's connection, tried without waiting; the
+        server releases it if the node dies or its connection is lost."""
+        key = int.from_bytes(hashlib.sha256(f"faceledger duty {name}".encode()).digest()[:8], "big", signed=True)
+        connection = self.connection()
+        held = bool(connection.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0])
+        try:
+            yield held
+        finally:
+            if held and not connection.raw.closed:  # type: ignore[attr-defined]
+                connection.execute("SELECT pg_advisory_unlock(?)", (key,))
+
     def erase_traces(self) -> None:
         """Nothing PostgreSQL offers removes deleted rows from its WAL, replicas and backups;
         see docs/scaling.md for what erasure means on this engine."""
@@ -167,3 +205,44 @@ class PostgreSQLDatabase(Database):
         for pattern, replacement in _DDL_TYPES:
             statement = pattern.sub(replacement, statement)
         return statement
+
+
+class _ChangeWatcher:
+    """A thread LISTENing for face changes on a connection of its own; it connects again after
+    losing the server (with a growing pause), and then reports that changes may have been missed."""
+
+    def __init__(self, url: str, changed: Callable[[str | None], None]) -> None:
+        self._url = url
+        self._changed = changed
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faceledger-change-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pause = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="faceledger-watch"
+                ) as connection:
+                    connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._report(None)  # whatever changed while not listening
+                    pause = 0.1
+                    while not self._stopping.is_set():
+                        changed = {n.payload for n in connection.notifies(timeout=WATCH_BATCH_SECONDS)}
+                        for collection_id in sorted(changed):
+                            self._report(collection_id)
+            except psycopg.Error as error:
+                log.warning("watching the store for changes: %s; connecting again", _first_line(error))
+            self._stopping.wait(pause)
+            pause = min(2 * pause, WATCH_RECONNECT_MAX_SECONDS)
+
+    def _report(self, collection_id: str | None) -> None:
+        try:
+            self._changed(collection_id)
+        except Exception:  # noqa: BLE001 - a failed refresh is redone at the next search; keep watching
+            log.exception("applying a change of %s", collection_id or "the store")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)

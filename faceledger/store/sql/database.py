@@ -93,6 +93,23 @@ class Database(ABC):
         """A migration statement (written in SQLite's types) in this engine's."""
         return statement
 
+    def notify_change(self, connection: Connection, collection_id: str) -> None:
+        """Inside a write: tell the processes watching (:meth:`watch`) that the collection's faces
+        changed, once (and only if) the transaction commits. Engines that cannot push do nothing."""
+        return None
+
+    def watch(self, changed: Callable[[str | None], None]) -> Callable[[], None] | None:
+        """Call ``changed(collection_id)`` after each change another process commits, and
+        ``changed(None)`` when changes may have been missed (after a reconnection); returns a
+        function that stops watching, or None where the engine cannot push changes."""
+        return None
+
+    @contextmanager
+    def duty(self, name: str) -> Iterator[bool]:
+        """Try to hold the named background duty (purge, ledger signing) alone among every
+        process on this database for the enclosed block; yields whether this process holds it."""
+        yield True
+
     # -- shared --------------------------------------------------------------------------
 
     def connection(self) -> Connection:

@@ -197,6 +197,25 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at           REAL NOT NULL
     );
     """,
+    # 9: every node keeps its vector indexes in step from a log of face changes. A collection's
+    # generation becomes the number of its last change, drawn from one counter for the whole
+    # store: never reused, so that a collection deleted and created again never shows another
+    # node the generation its old index was at. Each change records the index ids it added or
+    # removed, so a node behind applies them instead of reading the whole collection again.
+    """
+    CREATE TABLE change_counter (
+        last_change INTEGER NOT NULL
+    );
+    INSERT INTO change_counter (last_change) SELECT COALESCE(MAX(generation), 0) FROM collections;
+    CREATE TABLE face_changes (
+        collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+        generation    INTEGER NOT NULL,
+        previous      INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        seqs          TEXT NOT NULL,
+        PRIMARY KEY (collection_id, generation)
+    );
+    """,
 )
 
 

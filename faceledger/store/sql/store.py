@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 from faceledger.errors import (
     ConflictException,
@@ -23,6 +24,7 @@ from faceledger.store.interface import Reseal, Store
 from faceledger.store.records import (
     CollectionRecord,
     FaceChange,
+    FaceChanges,
     FaceRecord,
     ImageRecord,
     UserRecord,
@@ -35,6 +37,11 @@ from faceledger.store.sql.accountability import (
     SQLReviews,
 )
 from faceledger.store.sql.database import Connection, Database
+
+T = TypeVar("T")
+# How many of the store's latest changes the face change log keeps: a node that fell further
+# behind on a collection reads the whole collection again instead.
+CHANGE_LOG_KEPT = 100_000
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
@@ -94,9 +101,9 @@ class SQLStore(Store):
     ) -> None:
         with self.database.write() as db:
             created = db.execute(
-                "INSERT INTO collections (collection_id, created_at, face_model_version) VALUES (?, ?, ?)"
-                " ON CONFLICT (collection_id) DO NOTHING",
-                (collection_id, created_at, face_model_version),
+                "INSERT INTO collections (collection_id, created_at, face_model_version, generation)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (collection_id) DO NOTHING",
+                (collection_id, created_at, face_model_version, _next_change(db)),
             )
             if created.rowcount == 0:
                 raise ResourceAlreadyExistsException(f"Collection {collection_id!r} already exists.")
@@ -220,6 +227,12 @@ class SQLStore(Store):
         )
         return None if row is None else str(row[0])
 
+    def watch_changes(self, changed: Callable[[str | None], None]) -> Callable[[], None] | None:
+        return self.database.watch(changed)
+
+    def duty(self, name: str) -> AbstractContextManager[bool]:
+        return self.database.duty(name)
+
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
         row = (
@@ -241,7 +254,7 @@ class SQLStore(Store):
                 ).fetchone()
             ):
                 return None
-            before = self._bump_generation(db, image.collection_id)
+            before, after = self._bump_generation(db, image.collection_id)
             db.execute(
                 "INSERT INTO images (image_id, collection_id, image_sha256, external_image_id, width,"
                 " height, face_count, indexed_at, source_path, content)"
@@ -266,8 +279,9 @@ class SQLStore(Store):
                 ).fetchone()[0]
                 for face in faces
             ]
+            _log_change(db, image.collection_id, before, after, "added", seqs)
         return FaceChange(
-            image.collection_id, before, before + 1, {f.face_id: int(s) for f, s in zip(faces, seqs, strict=True)}, True
+            image.collection_id, before, after, {f.face_id: int(s) for f, s in zip(faces, seqs, strict=True)}, True
         )
 
     def list_images(self, collection_id: str) -> Iterator[ImageRecord]:
@@ -281,7 +295,8 @@ class SQLStore(Store):
 
     def move_to_model(self, collection_id: str, face_model_version: str, templates: dict[str, bytes]) -> None:
         with self.database.write() as db:
-            self._bump_generation(db, collection_id)
+            before, after = self._bump_generation(db, collection_id)
+            _log_change(db, collection_id, before, after, "replaced", [])
             db.execute(
                 "UPDATE collections SET face_model_version = ? WHERE collection_id = ?",
                 (face_model_version, collection_id),
@@ -354,7 +369,7 @@ class SQLStore(Store):
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceChange:
         with self.database.write() as db:
-            before = self._bump_generation(db, collection_id)
+            before, after = self._bump_generation(db, collection_id)
             rows = []
             for chunk in self._chunks(face_ids):
                 placeholders = ",".join("?" * len(chunk))
@@ -367,6 +382,7 @@ class SQLStore(Store):
                     [collection_id, *chunk],
                 )
             rows.sort(key=lambda row: row[1])
+            _log_change(db, collection_id, before, after, "removed", [row[1] for row in rows])
             # An image whose last face is gone is forgotten too (with any stored pixels), so that
             # nothing of it remains and a later folder index treats it as new.
             db.executemany(
@@ -374,7 +390,7 @@ class SQLStore(Store):
                 " AND NOT EXISTS (SELECT 1 FROM faces WHERE faces.image_id = images.image_id)",
                 [(image_id,) for image_id in {row[2] for row in rows}],
             )
-        return FaceChange(collection_id, before, before + 1, {row[0]: int(row[1]) for row in rows}, False)
+        return FaceChange(collection_id, before, after, {row[0]: int(row[1]) for row in rows}, False)
 
     def face_ids_where(
         self,
@@ -401,19 +417,62 @@ class SQLStore(Store):
             params.append(limit)
         return [row[0] for row in self.database.connection().execute(sql, params)]
 
-    def _chunks(self, ids: Sequence[str]) -> list[Sequence[str]]:
+    def _chunks(self, ids: Sequence[T]) -> list[Sequence[T]]:
         """``ids`` in pieces that fit one statement beside a few other parameters."""
         size = max(1, self.database.max_parameters() - 8)
         return [ids[start : start + size] for start in range(0, len(ids), size)]
 
-    def _bump_generation(self, db: Connection, collection_id: str) -> int:
-        row = db.execute(
-            "UPDATE collections SET generation = generation + 1 WHERE collection_id = ? RETURNING generation",
-            (collection_id,),
-        ).fetchone()
+    def _bump_generation(self, db: Connection, collection_id: str) -> tuple[int, int]:
+        """Give the collection a new generation (the store's next change number); (before, after)."""
+        row = db.execute("SELECT generation FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
         if row is None:
             raise _collection_not_found(collection_id)
-        return int(row[0]) - 1
+        after = _next_change(db)
+        db.execute("UPDATE collections SET generation = ? WHERE collection_id = ?", (after, collection_id))
+        self.database.notify_change(db, collection_id)
+        return int(row[0]), after
+
+    def face_changes_since(self, collection_id: str, generation: int) -> FaceChanges | None:
+        with self.database.snapshot() as db:
+            current = self.generation(collection_id)
+            if current is None:
+                return None
+            rows = db.execute(
+                "SELECT generation, previous, kind, seqs FROM face_changes"
+                " WHERE collection_id = ? AND generation > ? ORDER BY generation",
+                (collection_id, generation),
+            ).fetchall()
+            # the log must reach back to ``generation`` unbroken, and hold no wholesale change
+            expected = generation
+            for row in rows:
+                if int(row[1]) != expected or row[2] == "replaced":
+                    return None
+                expected = int(row[0])
+            if expected != current:
+                return None
+            added, removed = [], set()
+            for _, _, kind, seqs in rows:
+                numbers = [int(n) for n in seqs.split(",") if n]
+                if kind == "added":
+                    added += numbers
+                else:
+                    removed.update(numbers)
+            new = set(added)
+            # faces added and removed since are in neither the index nor the store
+            still_there = [seq for seq in added if seq not in removed]
+            templates = []
+            for chunk in self._chunks(still_there):
+                templates += db.execute(
+                    f"SELECT seq, face_id, embedding FROM faces WHERE collection_id = ?"
+                    f" AND seq IN ({','.join('?' * len(chunk))}) ORDER BY seq",
+                    [collection_id, *chunk],
+                ).fetchall()
+        return FaceChanges(
+            current,
+            [int(row[0]) for row in templates],
+            [(row[1], row[2]) for row in templates],
+            sorted(removed - new),
+        )
 
     # -- users -----------------------------------------------------------------------------
 
@@ -542,3 +601,23 @@ def _collection_not_found(collection_id: str) -> ResourceNotFoundException:
 
 def _user_not_found(collection_id: str, user_id: str) -> ResourceNotFoundException:
     return ResourceNotFoundException(f"User {user_id!r} does not exist in collection {collection_id!r}.")
+
+
+def _next_change(db: Connection) -> int:
+    """The store's next change number (writers are serialised, so numbers follow commit order)."""
+    return int(
+        db.execute("UPDATE change_counter SET last_change = last_change + 1 RETURNING last_change").fetchone()[0]
+    )
+
+
+def _log_change(db: Connection, collection_id: str, before: int, after: int, kind: str, seqs: Sequence[int]) -> None:
+    """Record a change of the collection's faces for other nodes (face_changes_since), and forget
+    this collection's changes older than the store's last ``CHANGE_LOG_KEPT``."""
+    db.execute(
+        "INSERT INTO face_changes (collection_id, generation, previous, kind, seqs) VALUES (?, ?, ?, ?, ?)",
+        (collection_id, after, before, kind, ",".join(str(int(seq)) for seq in seqs)),
+    )
+    db.execute(
+        "DELETE FROM face_changes WHERE collection_id = ? AND generation <= ?",
+        (collection_id, after - CHANGE_LOG_KEPT),
+    )

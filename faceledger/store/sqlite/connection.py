@@ -7,7 +7,11 @@ the 30-second busy timeout makes concurrent writers queue instead of failing.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from faceledger.errors import ThrottlingException
@@ -67,6 +71,21 @@ class SQLiteDatabase(Database):
 
     def describe(self) -> str:
         return str(self.path)
+
+    @contextmanager
+    def duty(self, name: str) -> Iterator[bool]:
+        """An advisory lock on a file beside the database, tried without waiting (processes
+        sharing an SQLite file share its machine)."""
+        lock = os.open(self.path.with_name(f"{self.path.name}-{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+            yield held
+        finally:
+            os.close(lock)  # releases the lock
 
     def schema_version(self, connection: Connection) -> int:
         return int(connection.execute("PRAGMA user_version").fetchone()[0])
