@@ -37,6 +37,17 @@ class PostgreSQLServer:
         """End one connection from the server's side."""
         self._admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
 
+    def restart(self) -> None:
+        """Stop the server (ending every connection) and start it again, as an operator's restart
+        does; it listens where it listened before."""
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self._server.pgdata, user=self._server.system_user, timeout=60)
+        self._admin.close()
+        import psycopg
+
+        self._admin = psycopg.connect(self._server.get_uri(), autocommit=True)
+
     def close(self) -> None:
         self._admin.close()
         self._server.cleanup()

@@ -4,12 +4,15 @@ Tests with real ``serve`` processes and boto3 are in tests/test_server_nodes.py.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 import faceledger
+from faceledger.errors import DataDirectoryError
 from faceledger.service import FaceService
 
 from conftest import image_bytes
@@ -107,3 +110,24 @@ def test_a_change_committed_on_one_node_reaches_another_nodes_index_within_a_sec
             assert loads == []
         finally:
             stop_watching()
+
+
+@pytest.mark.backends("postgresql")
+def test_a_node_must_hold_the_keys_the_store_is_used_with(tmp_path: Path, postgresql_server) -> None:
+    url = postgresql_server.new_database()
+    first = tmp_path / "first"
+    with faceledger.open(first, database_url=url) as service:
+        service.create_collection(collection_id="c")
+        _index(service, OBAMA, "obama")
+    second = tmp_path / "second"
+    for missing in ("template.key", "ledger.key", "secrets.key"):
+        with pytest.raises(DataDirectoryError, match=f"copy {missing} \\(mode 0600\\) from the data directory"):
+            faceledger.open(second, database_url=url)
+        shutil.copy2(first / missing, second / missing)
+    (second / "secrets.key").write_bytes(os.urandom(32))  # another key than the store's
+    with pytest.raises(DataDirectoryError, match="secrets.key .* is not the key the store"):
+        faceledger.open(second, database_url=url)
+    shutil.copy2(first / "secrets.key", second / "secrets.key")
+    with faceledger.open(second, database_url=url) as service:
+        assert _found(service, OBAMA_PROBE) == {"obama"}
+        assert service.ledger.verify() == []

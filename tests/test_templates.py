@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import faceledger
 from faceledger.cli.main import app
-from faceledger.errors import InternalServerError
+from faceledger.errors import DataDirectoryError, InternalServerError
 from faceledger.keys.templates import TEMPLATE_KEY_ENV, TemplateCipher, template_key_path
 from faceledger.service.data_directory import DATABASE_RECORD
 
@@ -51,8 +51,9 @@ def test_the_database_alone_gives_no_template(tmp_path: Path, monkeypatch: pytes
         (stolen / path.name).write_bytes(path.read_bytes())
     if (tmp_path / DATABASE_RECORD).exists():
         (stolen / DATABASE_RECORD).write_bytes((tmp_path / DATABASE_RECORD).read_bytes())
-    with pytest.raises(InternalServerError, match="template"):
-        faceledger.open(stolen)  # a fresh key is made there, and refused
+    with pytest.raises(DataDirectoryError, match="sealed with a template key this data directory does not hold"):
+        faceledger.open(stolen)  # refused, without making a key there
+    assert not template_key_path(stolen).exists()
     monkeypatch.setenv(TEMPLATE_KEY_ENV, base64.b64encode(os.urandom(32)).decode())
     with pytest.raises(InternalServerError, match="template"):
         faceledger.open(tmp_path)

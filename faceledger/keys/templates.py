@@ -79,6 +79,16 @@ def _pending_path(data_dir: Path) -> Path:
     return path.with_name(path.name + ".next")
 
 
+def template_key_present(data_dir: Path) -> bool:
+    """Whether a template key is configured (set in the environment, or a file, or the new key
+    of a rotation interrupted after it committed) rather than still to be made."""
+    return (
+        bool(os.environ.get(TEMPLATE_KEY_ENV))
+        or template_key_path(data_dir).exists()
+        or _pending_path(data_dir).exists()
+    )
+
+
 def open_template_cipher(data_dir: Path, recorded_fingerprint: str | None) -> TemplateCipher:
     """The cipher of the configured template key. A rotation interrupted after its transaction
     committed left the new key in ``template.key.next``: it is the right key then, and is

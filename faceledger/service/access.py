@@ -41,7 +41,11 @@ def load_secrets_key(data_dir: Path) -> bytes:
     passwords; they are sealed under this key, which lives outside the database, so that a copy of
     the database alone reveals no secret. The access key id is the label, so a ciphertext moved
     to another key's row does not open."""
-    return load_or_create_key(data_dir / "secrets.key", SECRETS_KEY_ENV)
+    return load_or_create_key(secrets_key_path(data_dir), SECRETS_KEY_ENV)
+
+
+def secrets_key_path(data_dir: Path) -> Path:
+    return data_dir / "secrets.key"
 
 
 class Role(str, Enum):

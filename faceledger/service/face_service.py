@@ -40,6 +40,7 @@ from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.migration import ModelMigration
 from faceledger.service.models import FaceModels
+from faceledger.service.node_keys import check_shared_keys, shared_keys
 from faceledger.service.policy_operations import UNCHANGED, PolicyOperations, Unchanged
 from faceledger.service.results import IndexFacesResult, Reply
 from faceledger.service.review_operations import ReviewOperations
@@ -74,6 +75,7 @@ class FaceService:
         self.data_directory, self.store = _open_data_directory(data_dir, self.settings.database_url)
         self.templates = TemplateVault(self.store, data_dir, encrypt=self.settings.encrypt_templates)
         self.ledger = Ledger(self.store.ledger, ledger_key_path(data_dir))
+        check_shared_keys(self.store, shared_keys(data_dir, self.ledger))
         self.analyzer = analyzer or FaceAnalyzer()
         self.models = FaceModels(self.analyzer, data_dir, self.store)
         self.indexes = VectorIndexRegistry(

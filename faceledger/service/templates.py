@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from faceledger.errors import InternalServerError
+from faceledger.errors import DataDirectoryError, InternalServerError
 from faceledger.index import IndexChanges
 from faceledger.keys.templates import (
+    TEMPLATE_KEY_ENV,
     PlainTemplates,
     TemplateCodec,
     open_template_cipher,
     promote_new_template_key,
     stage_new_template_key,
+    template_key_present,
 )
 from faceledger.store import FaceRecord, Store
 
@@ -30,6 +32,12 @@ class TemplateVault:
         self._store = store
         self._data_dir = data_dir
         recorded = store.template_key()
+        if encrypt and recorded not in (None, PlainTemplates.fingerprint) and not template_key_present(data_dir):
+            raise DataDirectoryError(
+                f"The face templates in {store.describe()} are sealed with a template key this data directory "
+                f"does not hold: copy template.key (mode 0600) from the data directory of a node already using "
+                f"the store (or set {TEMPLATE_KEY_ENV})."
+            )
         self.codec: TemplateCodec = open_template_cipher(data_dir, recorded) if encrypt else PlainTemplates()
         if recorded is None:
             # a store made before templates were sealed: seal them now, and record the key

@@ -203,6 +203,15 @@ class Store(ABC):
         """Fingerprint of the key that sealed the templates (None: never recorded)."""
 
     @abstractmethod
+    def key_fingerprint(self, name: str) -> str | None:
+        """The fingerprint recorded for the key ``name`` (``ledger_key``, ``secrets_key``), if any."""
+
+    @abstractmethod
+    def record_key_fingerprint(self, name: str, fingerprint: str) -> str:
+        """Record ``fingerprint`` for the key ``name`` unless one is recorded already; returns
+        the one recorded (the first process's, where several record at once)."""
+
+    @abstractmethod
     def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
         """Replace every template by ``reseal(face_id, template)`` and record ``fingerprint``, in
         one transaction; returns how many templates there were."""

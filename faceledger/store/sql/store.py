@@ -77,8 +77,18 @@ class SQLStore(Store):
         self.database.erase_traces()
 
     def template_key(self) -> str | None:
-        row = self.database.connection().execute("SELECT value FROM store_meta WHERE name = 'template_key'").fetchone()
+        return self.key_fingerprint("template_key")
+
+    def key_fingerprint(self, name: str) -> str | None:
+        row = self.database.connection().execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
+
+    def record_key_fingerprint(self, name: str, fingerprint: str) -> str:
+        with self.database.write() as db:
+            db.execute(
+                "INSERT INTO store_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, fingerprint)
+            )
+            return str(db.execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()[0])
 
     def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
         with self.database.write() as db:
