@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
@@ -226,6 +227,42 @@ def test_throttling_when_too_many_requests_wait(tmp_path: Path) -> None:
             for thread in threads:
                 thread.join()
     assert "ok" in outcomes and "throttled" in outcomes
+
+
+def test_cheap_calls_do_not_wait_behind_image_analysis(tmp_path: Path, monkeypatch) -> None:
+    """Every image worker busy and none waiting allowed: a search by face id, a listing, still run."""
+    with faceledger.open(tmp_path) as service:
+        service.create_collection(collection_id="c")
+        face_id = service.index_faces(collection_id="c", image=image_bytes(*OBAMA))["FaceRecords"][0]["Face"]["FaceId"]
+        analysing, release = threading.Event(), threading.Event()
+        real_detect = service.detect_faces
+
+        @functools.wraps(real_detect)  # the same parameters, for the wire's validation
+        def slow_detect(**kwargs):
+            analysing.set()
+            release.wait(30)
+            return real_detect(**kwargs)
+
+        monkeypatch.setattr(service, "detect_faces", slow_detect)
+        with running_server(service, ApiSettings(worker_threads=1, max_waiting=0)) as busy:
+            client = busy.client_with_role("admin")
+            photo = image_bytes("detection_multi", "images", "deepface_couple.jpg")
+            detected: list[int] = []
+            detecting = threading.Thread(
+                target=lambda: detected.append(len(client.detect_faces(Image={"Bytes": photo})["FaceDetails"]))
+            )
+            detecting.start()
+            try:
+                assert analysing.wait(30)
+                with pytest.raises(client.exceptions.ThrottlingException):  # the image path is full
+                    client.detect_faces(Image={"Bytes": photo})
+                assert client.list_collections()["CollectionIds"] == ["c"]
+                assert client.search_faces(CollectionId="c", FaceId=face_id)["SearchedFaceId"] == face_id
+                assert detected == []  # all of it while the image analysis was still running
+            finally:
+                release.set()
+                detecting.join(60)
+            assert detected == [2]
 
 
 def test_roles_and_collection_scopes_are_enforced(server: RunningServer, admin) -> None:

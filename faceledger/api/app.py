@@ -32,6 +32,7 @@ from faceledger.errors import FaceledgerError, InternalServerError, InvalidParam
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
+from faceledger.service.operations import IMAGE_OPERATIONS
 from faceledger.store import AccessKey
 
 access_log = logging.getLogger("faceledger.access")
@@ -57,9 +58,13 @@ class ApiSettings:
 
     ``auth``: verify SigV4 (turned off only by ``serve --insecure-no-auth``).
     ``max_body_bytes``: largest request body read (CompareFaces carries two 5 MB images in
-    base64). ``worker_threads``: requests run at once; ``max_waiting``: requests queued beyond
-    that before ThrottlingException (a request takes its place only once its body has arrived and
-    its signature holds). ``clock_skew_seconds``: how far X-Amz-Date may be off.
+    base64). Requests run on two sets of worker threads, each with its own queue: those that
+    analyse an image (service/operations.py's IMAGE_OPERATIONS: hundreds of milliseconds each) on
+    ``worker_threads``, every other request (a millisecond or two: searches by face id, lists,
+    deletes) on ``quick_threads``, so that cheap calls never wait behind image analysis.
+    ``max_waiting``: requests queued beyond the running ones, on each path, before
+    ThrottlingException (a request takes its place only once its body has arrived and its
+    signature holds). ``clock_skew_seconds``: how far X-Amz-Date may be off.
 
     Slow and abusive clients: ``header_timeout_seconds`` from a connection's start (or a further
     request's first byte) to the end of its headers, then 408 and close; ``body_timeout_seconds``
@@ -82,6 +87,7 @@ class ApiSettings:
     auth: bool = True
     max_body_bytes: int = 16 * 1024 * 1024
     worker_threads: int = 4
+    quick_threads: int = 8
     max_waiting: int = 64
     clock_skew_seconds: int = 300
     header_timeout_seconds: float = 10.0
@@ -108,10 +114,12 @@ class _CallHeaders:
 
 def create_app(service: FaceService, settings: ApiSettings | None = None) -> Starlette:
     settings = settings or ApiSettings()
-    workers = anyio.CapacityLimiter(settings.worker_threads)
+    paths = {
+        image: (anyio.CapacityLimiter(threads), Admission(threads + settings.max_waiting))
+        for image, threads in ((True, settings.worker_threads), (False, settings.quick_threads))
+    }
     # signature checks (key lookup, body hash, HMAC) run off the event loop, before admission
-    verifiers = anyio.CapacityLimiter(settings.worker_threads)
-    admission = Admission(settings.worker_threads + settings.max_waiting)
+    verifiers = anyio.CapacityLimiter(settings.worker_threads + settings.quick_threads)
     budget = BodyBudget(settings.unauthenticated_body_bytes)
     replays = (
         ReplayCache(settings.replay_cache_entries, timedelta(seconds=2 * settings.clock_skew_seconds))
@@ -145,6 +153,7 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
                     )
             record["access_key_id"] = caller.access_key_id
             rates.take(caller.access_key_id)
+            workers, admission = paths[_analyses_an_image(headers.target)]
             with admission:
                 result = await anyio.to_thread.run_sync(
                     _handle, service, caller, verified, headers, body, record, replays, refusals, limiter=workers
@@ -203,6 +212,12 @@ def _handle(
             service.record_failure(operation.name, error)  # refused on the wire: still one entry
             raise
         return method(**arguments)  # authorised for the collection and ledgered by the service
+
+
+def _analyses_an_image(target: str | None) -> bool:
+    """Whether X-Amz-Target names an operation that analyses an image (one that names no operation
+    is refused by _handle, cheaply)."""
+    return target is not None and target.rpartition(".")[2] in IMAGE_OPERATIONS
 
 
 def _declared(values: list[str], header: str, max_chars: int) -> str | None:

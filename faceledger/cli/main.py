@@ -35,7 +35,7 @@ from faceledger.cli.eval_commands import calibrate, eval_app, thresholds
 from faceledger.cli.index_command import index
 from faceledger.cli.model_commands import models_app
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
-from faceledger.cli.server import keys_app, serve
+from faceledger.cli.server import keys_app, migrate, serve
 from faceledger.config import DATA_DIR_ENV, DATABASE_URL_ENV
 from faceledger.errors import InvalidParameterException, NoUsableFaceException, ResourceNotFoundException
 from faceledger.service.context import RequestContext, local_caller
@@ -57,6 +57,7 @@ app.command("purge")(purge)
 app.command("check")(check)
 collection_app.command("policy")(collection_policy)
 app.command("serve")(serve)
+app.command("migrate")(migrate)
 app.command("calibrate")(calibrate)
 app.command("thresholds")(thresholds)
 

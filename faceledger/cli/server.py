@@ -19,7 +19,13 @@ keys_app = command_group(help="Access keys of the HTTP API (SigV4 credentials)."
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    worker_threads: Annotated[int, typer.Option(help="Requests processed at once.")] = 4,
+    worker_threads: Annotated[
+        int, typer.Option(help="Requests that analyse an image (detect, compare, index, search by image) run at once.")
+    ] = 4,
+    quick_threads: Annotated[
+        int,
+        typer.Option(help="Other requests (searches by face id, lists, deletes) run at once, on workers of their own."),
+    ] = 8,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Accept unsigned requests (tests only; logs a warning).")
     ] = False,
@@ -31,10 +37,50 @@ def serve(
 
     configure_logging()
     with open_service() as service, background_duties(service):
-        settings = ApiSettings(auth=not insecure_no_auth, worker_threads=worker_threads)
+        settings = ApiSettings(auth=not insecure_no_auth, worker_threads=worker_threads, quick_threads=quick_threads)
         server = build_server(service, host, port, settings)
         render.errors.print(f"faceledger serving the Rekognition face API on http://{host}:{port}/")
         server.run()
+
+
+@reports_errors
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The PostgreSQL database to move the store into (postgresql://...).")],
+    keep_sqlite: Annotated[
+        bool,
+        typer.Option(
+            "--keep-sqlite",
+            help="Keep the SQLite database aside (renamed *.before-migration) instead of removing it; "
+            "erasures made from then on do not reach it.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Move this data directory's store into PostgreSQL: copy every row (templates stay sealed,
+    the ledger keeps its chain), verify the copy, then switch the directory to it. Resumable: run
+    it again after an interruption. Stop the server first."""
+
+    def progress(table: str, rows: int) -> None:
+        if rows % 10_000 == 0:
+            render.errors.print(f"  {table}: {rows:,} rows copied", markup=False)
+
+    with open_service() as service:
+        response = service.migrate_store(to=to, keep_sqlite=keep_sqlite, progress=progress)
+
+    def human(r: dict[str, Any]) -> None:
+        render.table(None, ("Table", "Rows"), [[t["Table"], t["Rows"]] for t in r["Tables"]])
+        render.console.print(
+            f"Copied and verified (row counts, ledger chain and head); this data directory now uses {r['To']}.",
+            markup=False,
+        )
+        if r["KeptSQLite"]:
+            render.console.print(
+                f"The SQLite database is kept at {r['KeptSQLite']}: erasures made from now on do not reach it; "
+                "delete it once you no longer need it.",
+                markup=False,
+            )
+
+    render.emit(response, as_json, human)
 
 
 @keys_app.command("create")

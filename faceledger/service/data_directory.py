@@ -85,6 +85,10 @@ class DataDirectory:
             log.warning("FACELEDGER_DATABASE_URL is set, but only chooses for a new data directory: %s", message)
         return here
 
+    def switch_store(self, url: str) -> None:
+        """Record that this directory's store is now the database at ``url`` (a migrated store)."""
+        self._record(without_password(url))
+
     def _record(self, url: str) -> None:
         """Write the record whole and then rename it into place, so that another process opening
         the same new directory at once reads either no record or all of it."""

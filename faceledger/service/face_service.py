@@ -22,6 +22,7 @@ from typing import Any
 from faceledger.config import DATABASE_URL_ENV, Settings
 from faceledger.errors import (
     AccessDeniedException,
+    ConflictException,
     DataDirectoryError,
     FaceledgerError,
     InvalidParameterException,
@@ -48,6 +49,7 @@ from faceledger.service.runner import OperationRunner
 from faceledger.service.search_limits import SearchLimits
 from faceledger.service.search_operations import SearchOperations
 from faceledger.service.shapes import Response
+from faceledger.service.store_migration import StoreMigration
 from faceledger.service.templates import TemplateVault
 from faceledger.service.user_operations import UserOperations
 from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, Store, open_store, without_password
@@ -89,6 +91,7 @@ class FaceService:
         self.cohorts = CohortCollections(self.store, self.templates)
         self.limits = SearchLimits(self.store, self.models)
         self._access: AccessControl | None = None
+        self._moved_to: str | None = None  # set once migrate_store has moved the store elsewhere
         self._runner = OperationRunner(
             self.store, self.ledger if self.settings.audit_ledger else None, lambda: self.access
         )
@@ -114,8 +117,9 @@ class FaceService:
         return self._access
 
     def close(self) -> None:
-        self.indexes.save()
-        self.store.close()
+        if self._moved_to is None:
+            self.indexes.save()
+            self.store.close()
         self.data_directory.close()
 
     def __enter__(self) -> FaceService:
@@ -135,6 +139,8 @@ class FaceService:
     ) -> Any:
         """Run one operation and return its typed result. A collection id is checked inside the
         run, so that a malformed one is ledgered like any refusal."""
+        if self._moved_to is not None:
+            raise ConflictException(f"This data directory's store moved to {self._moved_to}: open the directory again.")
         named = collection_id if isinstance(collection_id, str) else None
 
         def checked() -> Any:
@@ -672,6 +678,34 @@ class FaceService:
             lambda: self._migration.migrate(collection_id, face_model, root, drop_unavailable),
             collection_id=collection_id,
         )
+
+    def migrate_store(
+        self, *, to: str, keep_sqlite: bool = False, progress: Callable[[str, int], None] | None = None
+    ) -> Response:
+        """Move this data directory's store into the PostgreSQL database at ``to`` (empty, or
+        holding this store's copy cut short: then the copy resumes), verify the copy (row counts,
+        the ledger up to the same head) and switch the directory to it (service/store_migration.py).
+        Needs the data directory alone. The service is closed for operations afterwards: open the
+        directory again to use the new store. ``progress(table, rows copied)`` after each batch."""
+        with self.data_directory.exclusive() as alone:
+            if not alone:
+                raise ConflictException(
+                    "Another process (a server, another command) has the data directory open: stop it first, "
+                    "so that nothing is written to the store while it is copied."
+                )
+            migration = StoreMigration(self.store, self.data_directory, ledger_key_path(self.settings.data_dir))
+            shown = migration.check_target(to)
+            self._run("MigrateStore", lambda: migration.announce(to))
+            counts = migration.copy(to, progress)
+            self.indexes.save()
+            self.store.close()
+            self._moved_to = shown
+            kept = migration.switch(to, keep_sqlite)
+        return {
+            "To": shown,
+            "Tables": [{"Table": c.table, "Rows": c.target_rows} for c in counts],
+            "KeptSQLite": None if kept is None else str(kept),
+        }
 
     def register_face_model(
         self, *, name: str, onnx_file: str, spec: dict[str, Any], keep_copy: bool = False

@@ -65,7 +65,7 @@ def check_shared_keys(store: Store, keys: list[SharedKey]) -> None:
     """Refuse (DataDirectoryError) a data directory whose keys are not those the store's other
     nodes use; record the fingerprints the store does not know yet."""
     for key in keys:
-        recorded = store.key_fingerprint(key.name)
+        recorded = store.store_fact(key.name)
         if recorded is not None and not key.present():
             raise DataDirectoryError(
                 f"The store {store.describe()} is used with a {key.path.name} this data directory does not "
@@ -74,7 +74,7 @@ def check_shared_keys(store: Store, keys: list[SharedKey]) -> None:
             )
         mine = key.fingerprint()
         if recorded is None:
-            recorded = store.record_key_fingerprint(key.name, mine)
+            recorded = store.record_store_fact(key.name, mine)
         if recorded != mine:
             raise DataDirectoryError(
                 f"This data directory's {key.path.name} ({mine}) is not the key the store {store.describe()} "

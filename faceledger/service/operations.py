@@ -89,6 +89,7 @@ OPERATIONS: dict[str, Operation] = {
             "RegisterFaceModel",
             "RegisterFusedFaceModel",
             "MigrateCollection",
+            "MigrateStore",
         ),
     )
 }
@@ -106,3 +107,11 @@ def operation_names(*names: str) -> frozenset[str]:
     if unknown:
         raise ValueError(f"not operations: {sorted(unknown)}")
     return frozenset(names)
+
+
+# Operations that decode and analyse an image (detection, alignment, embedding): a few hundred
+# milliseconds of CPU each, where the others take a millisecond or two. The HTTP API runs them on
+# workers of their own, so that cheap calls never queue behind them (api/app.py).
+IMAGE_OPERATIONS = operation_names(
+    "DetectFaces", "CompareFaces", "IndexFaces", "SearchFacesByImage", "SearchUsersByImage"
+)

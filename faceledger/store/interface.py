@@ -203,13 +203,14 @@ class Store(ABC):
         """Fingerprint of the key that sealed the templates (None: never recorded)."""
 
     @abstractmethod
-    def key_fingerprint(self, name: str) -> str | None:
-        """The fingerprint recorded for the key ``name`` (``ledger_key``, ``secrets_key``), if any."""
+    def store_fact(self, name: str) -> str | None:
+        """A fact the store records about itself, if recorded: its ``store_id``, or the
+        fingerprint of a key it is used with (``template_key``, ``ledger_key``, ``secrets_key``)."""
 
     @abstractmethod
-    def record_key_fingerprint(self, name: str, fingerprint: str) -> str:
-        """Record ``fingerprint`` for the key ``name`` unless one is recorded already; returns
-        the one recorded (the first process's, where several record at once)."""
+    def record_store_fact(self, name: str, value: str) -> str:
+        """Record ``value`` for the fact ``name`` unless one is recorded already; returns the one
+        recorded (the first process's, where several record at once)."""
 
     @abstractmethod
     def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:

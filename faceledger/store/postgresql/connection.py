@@ -159,6 +159,12 @@ class PostgreSQLDatabase(Database):
     def max_parameters(self) -> int:
         return MAX_PARAMETERS
 
+    def continue_identity(self, connection: Connection, table: str, column: str) -> None:
+        connection.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+            f" (SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}), false)"
+        )
+
     def notify_change(self, connection: Connection, collection_id: str) -> None:
         connection.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, collection_id))
 

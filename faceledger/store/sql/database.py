@@ -93,6 +93,12 @@ class Database(ABC):
         """A migration statement (written in SQLite's types) in this engine's."""
         return statement
 
+    def continue_identity(self, connection: Connection, table: str, column: str) -> None:
+        """After rows were copied in with their own ``column`` values (store/sql/copy.py), make
+        the next row inserted without one number past them. SQLite's AUTOINCREMENT does so by
+        itself."""
+        return None
+
     def notify_change(self, connection: Connection, collection_id: str) -> None:
         """Inside a write: tell the processes watching (:meth:`watch`) that the collection's faces
         changed, once (and only if) the transaction commits. Engines that cannot push do nothing."""

@@ -77,16 +77,16 @@ class SQLStore(Store):
         self.database.erase_traces()
 
     def template_key(self) -> str | None:
-        return self.key_fingerprint("template_key")
+        return self.store_fact("template_key")
 
-    def key_fingerprint(self, name: str) -> str | None:
+    def store_fact(self, name: str) -> str | None:
         row = self.database.connection().execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
 
-    def record_key_fingerprint(self, name: str, fingerprint: str) -> str:
+    def record_store_fact(self, name: str, value: str) -> str:
         with self.database.write() as db:
             db.execute(
-                "INSERT INTO store_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, fingerprint)
+                "INSERT INTO store_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, value)
             )
             return str(db.execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()[0])
 
