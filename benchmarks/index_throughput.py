@@ -17,6 +17,9 @@ same order:
 
 Prints images/s and faces/s for each, the ratio against face_recognition, and peak resident
 memory of this process and of the largest worker.
+
+``--postgresql``: also the worker-process run into a PostgreSQL store (PostgreSQL 16 from the
+``pgserver`` package, started here on a Unix socket), with its ratio to the same run into SQLite.
 """
 
 from __future__ import annotations
@@ -65,9 +68,9 @@ def run_peer(files: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - started, len(embeddings)
 
 
-def run_faceledger(files: list[Path], workers: int = 1) -> tuple[float, int]:
+def run_faceledger(files: list[Path], workers: int = 1, database_url: str | None = None) -> tuple[float, int]:
     root = Path(os.path.commonpath([str(f.parent) for f in files]))
-    with tempfile.TemporaryDirectory() as data_dir, faceledger.open(data_dir) as service:
+    with tempfile.TemporaryDirectory() as data_dir, faceledger.open(data_dir, database_url=database_url) as service:
         service.create_collection(collection_id="bench")
         started = time.perf_counter()
         faces = sum(
@@ -77,6 +80,25 @@ def run_faceledger(files: list[Path], workers: int = 1) -> tuple[float, int]:
         return time.perf_counter() - started, faces
 
 
+def postgresql_databases(folder: Path):
+    """A function giving the URL of a new database on a PostgreSQL started in ``folder``."""
+    import itertools
+
+    import pgserver
+    import psycopg
+
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    admin = psycopg.connect(server.get_uri(), autocommit=True)
+    names = (f"bench{n}" for n in itertools.count())
+
+    def new_database() -> str:
+        name = next(names)
+        admin.execute(f"CREATE DATABASE {name}")
+        return server.get_uri(name)
+
+    return new_database
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path)
@@ -84,6 +106,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="faceledger worker processes")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each pipeline (best is kept)")
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition (memory runs on big folders)")
+    parser.add_argument("--postgresql", action="store_true", help="also index into PostgreSQL (pgserver)")
     args = parser.parse_args()
     folders = args.folders or [
         require("facerec_examples"),
@@ -106,12 +129,22 @@ def main() -> None:
     }
     if args.no_peer:
         runs = {name: run for name, run in runs.items() if name.startswith(f"faceledger, {args.workers}")}
-    peer_rate = None
+    postgresql = tempfile.TemporaryDirectory() if args.postgresql else None
+    if postgresql is not None:
+        new_database = postgresql_databases(Path(postgresql.name))
+        runs[f"faceledger, {args.workers} workers, PostgreSQL"] = lambda fs: run_faceledger(
+            fs, args.workers, new_database()
+        )
+    peer_rate = sqlite_rate = None
     for name, runner in runs.items():
         seconds, faces = min(runner(files) for _ in range(args.repeat))
         if name.startswith("face_recognition"):
             peer_rate = len(files) / seconds
         ratio = f", x{len(files) / seconds / peer_rate:.2f} the peer's images/s" if peer_rate else ""
+        if name == f"faceledger, {args.workers} workers":
+            sqlite_rate = len(files) / seconds
+        if name.endswith("PostgreSQL") and sqlite_rate:
+            ratio += f", x{len(files) / seconds / sqlite_rate:.2f} SQLite's"
         print(
             f"{name:26s} {faces:5d} faces in {seconds:6.1f} s: {len(files) / seconds:6.2f} images/s, "
             f"{faces / seconds:6.2f} faces/s{ratio}"

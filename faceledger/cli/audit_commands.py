@@ -69,7 +69,8 @@ def audit_verify(anchor: AnchorOption = None, as_json: JsonOption = False) -> No
 @reports_errors
 def check(as_json: JsonOption = False) -> None:
     """Check the data directory: the ledger's chain and signatures, that every face template
-    decrypts under the current key, that no file is readable by others. Exit 8 on any problem."""
+    decrypts under the current key, that no file is readable by others, and (on PostgreSQL)
+    erased templates still readable with the key in use. Exit 8 on any problem."""
     with open_service() as service:
         response = service.check_data_directory()
     problems = response["Problems"]
@@ -80,6 +81,15 @@ def check(as_json: JsonOption = False) -> None:
             render.errors.print(f"PROBLEM: {problem}", markup=False, highlight=False, soft_wrap=True)
     else:
         render.console.print(f"No problem found ({response['Collections']} collection(s), ledger, file modes).")
+    if not as_json:
+        for residue in response["ErasureResidue"]:
+            if residue["RetiredAt"] is None:
+                render.console.print(
+                    f"{residue['Faces']} erased face template(s) since {render.moment(residue['FirstErasedAt'])} "
+                    f"may remain in the database as ciphertext under the template key in use "
+                    f"({residue['TemplateKey']}) until it is retired (faceledger keys rotate-template-key).",
+                    markup=False,
+                )
     if problems:
         raise typer.Exit(8)
 

@@ -3,7 +3,9 @@ ledgered like a face operation (a key change is as accountable as a search)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from faceledger.errors import ConflictException
@@ -14,6 +16,14 @@ from faceledger.service.data_directory import DataDirectory
 from faceledger.service.results import Reply
 from faceledger.service.templates import TemplateVault
 from faceledger.store import LedgerEntry, Store
+
+# How long erased templates may stay readable with the key in use (on an engine that keeps deleted
+# rows) before `check` calls it a problem: GDPR Art. 12(3)'s month to act on an erasure request.
+RESIDUE_DAYS = 30
+
+
+def _day(moment: float) -> str:
+    return datetime.fromtimestamp(moment, tz=UTC).date().isoformat()
 
 
 class AdminOperations:
@@ -62,6 +72,12 @@ class AdminOperations:
                 "command): stop it first. A key changed under a running server would leave it sealing new "
                 "faces with a key that no longer exists."
             )
+        nodes = self._store.other_clients()
+        if nodes:
+            raise ConflictException(
+                f"{nodes} other faceledger process(es) use the store {self._store.describe()}: stop every node "
+                "first, rotate, then copy the new template.key to each node before starting it again."
+            )
         count = self._templates.rotate()
         self._store.after_commit(self._indexes.forget_saved)
         return Reply({"Reencrypted": count}, {"Reencrypted": count})
@@ -79,9 +95,36 @@ class AdminOperations:
                     "current template key (sealed with a key that is gone: re-index them)"
                 )
         problems += data_dir.loose_modes()
+        residue = self._store.erasure_residue()
+        pending = [r for r in residue if r.retired_at is None]
+        for r in pending:
+            if time.time() - r.first_erased_at > RESIDUE_DAYS * 86400:
+                problems.append(
+                    f"{r.faces} face(s) erased since {_day(r.first_erased_at)} are still sealed under the template "
+                    f"key in use ({r.template_key}), and {self._store.describe()} may keep their ciphertext (dead "
+                    "rows, WAL, replicas, backups) until that key is retired: rotate it (faceledger keys "
+                    "rotate-template-key, every node stopped) and destroy every copy of the old key"
+                )
         return Reply(
-            {"Problems": problems, "Collections": len(collections)},
-            {"ProblemsCount": len(problems), "Collections": len(collections)},
+            {
+                "Problems": problems,
+                "Collections": len(collections),
+                "ErasureResidue": [
+                    {
+                        "TemplateKey": r.template_key,
+                        "Faces": r.faces,
+                        "FirstErasedAt": r.first_erased_at,
+                        "LastErasedAt": r.last_erased_at,
+                        "RetiredAt": r.retired_at,
+                    }
+                    for r in residue
+                ],
+            },
+            {
+                "ProblemsCount": len(problems),
+                "Collections": len(collections),
+                "PendingErasures": sum(r.faces for r in pending),
+            },
         )
 
     def export_ledger(self, write: Callable[[LedgerEntry], None], filters: dict[str, Any]) -> Reply:

@@ -29,6 +29,7 @@ from faceledger.store.records import (
     CollectionPolicy,
     CollectionRecord,
     ConsentRecord,
+    ErasureResidue,
     FaceChange,
     FaceChanges,
     FaceRecord,
@@ -203,6 +204,13 @@ class Store(ABC):
         """Fingerprint of the key that sealed the templates (None: never recorded)."""
 
     @abstractmethod
+    def erasure_residue(self) -> list[ErasureResidue]:
+        """Erased templates the engine may still keep as ciphertext, by the key that sealed them
+        (none on SQLite, which overwrites deleted rows and empties its WAL). Every erasure on such
+        an engine is counted in its own transaction; a rotation of the template key marks the old
+        key's residue retired."""
+
+    @abstractmethod
     def store_fact(self, name: str) -> str | None:
         """A fact the store records about itself, if recorded: its ``store_id``, or the
         fingerprint of a key it is used with (``template_key``, ``ledger_key``, ``secrets_key``)."""
@@ -283,6 +291,11 @@ class Store(ABC):
         collection's faces (``changed(None)``: changes may have been missed), until the returned
         function is called; None where the engine cannot push changes (then the generation read
         before each search is how a process learns of them)."""
+
+    @abstractmethod
+    def other_clients(self) -> int:
+        """How many other faceledger processes (nodes) use this store now, where the engine can
+        tell (PostgreSQL); 0 where processes share a data directory, whose lock tells instead."""
 
     @abstractmethod
     def duty(self, name: str) -> AbstractContextManager[bool]:

@@ -66,6 +66,18 @@ class FaceChange:
 
 
 @dataclass(frozen=True)
+class ErasureResidue:
+    """Erased face templates whose ciphertext the engine may still keep (see
+    Store.erasure_residue), sealed under the template key with fingerprint ``template_key``."""
+
+    template_key: str
+    faces: int
+    first_erased_at: float
+    last_erased_at: float
+    retired_at: float | None  # when that key was replaced: from then on, unreadable
+
+
+@dataclass(frozen=True)
 class FaceChanges:
     """What changed in a collection's faces since a generation, read from the store's change log
     in one snapshot: the faces added since and still there (index ids and sealed templates, in

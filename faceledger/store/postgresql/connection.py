@@ -24,6 +24,7 @@ import hashlib
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -117,9 +118,13 @@ def _placeholders(sql: str) -> str:
 
 
 class PostgreSQLDatabase(Database):
+    keeps_deleted_rows = True
+
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        # every connection of this process's store says it is faceledger's, and whose
+        self.client_name = f"faceledger {uuid.uuid4().hex[:12]}"
         try:
             migrate(self, self.connection())
         except psycopg.Error as error:  # e.g. a role that may not create tables
@@ -129,7 +134,7 @@ class PostgreSQLDatabase(Database):
     def _connect(self) -> Connection:
         try:
             raw = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="faceledger"
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=self.client_name
             )
         except psycopg.OperationalError as error:
             raise ServiceUnavailableException(
@@ -169,8 +174,20 @@ class PostgreSQLDatabase(Database):
         connection.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, collection_id))
 
     def watch(self, changed: Callable[[str | None], None]) -> Callable[[], None]:
-        watcher = _ChangeWatcher(self.url, changed)
+        watcher = _ChangeWatcher(self.url, self.client_name, changed)
         return watcher.stop
+
+    def other_clients(self) -> int:
+        row = (
+            self.connection()
+            .execute(
+                "SELECT COUNT(DISTINCT application_name) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'faceledger %' AND application_name <> ?",
+                (self.client_name,),
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
     @contextmanager
     def duty(self, name: str) -> Iterator[bool]:
@@ -217,8 +234,9 @@ class _ChangeWatcher:
     """A thread LISTENing for face changes on a connection of its own; it connects again after
     losing the server (with a growing pause), and then reports that changes may have been missed."""
 
-    def __init__(self, url: str, changed: Callable[[str | None], None]) -> None:
+    def __init__(self, url: str, client_name: str, changed: Callable[[str | None], None]) -> None:
         self._url = url
+        self._client_name = client_name
         self._changed = changed
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faceledger-change-watcher", daemon=True)
@@ -229,7 +247,7 @@ class _ChangeWatcher:
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(
-                    self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="faceledger-watch"
+                    self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=self._client_name
                 ) as connection:
                     connection.execute(f"LISTEN {CHANGES_CHANNEL}")
                     self._report(None)  # whatever changed while not listening

@@ -46,6 +46,11 @@ class Connection(Protocol):
 class Database(ABC):
     """Connections (one per thread, opened on first use) and the transactions made on them."""
 
+    # Whether a deleted row's bytes may outlive its transaction where faceledger cannot reach them
+    # (PostgreSQL's dead rows, WAL, replicas, backups); SQLite overwrites them (secure_delete) and
+    # empties its WAL (erase_traces).
+    keeps_deleted_rows = False
+
     def __init__(self) -> None:
         self._local = threading.local()
         self._all: list[Connection] = []
@@ -109,6 +114,12 @@ class Database(ABC):
         ``changed(None)`` when changes may have been missed (after a reconnection); returns a
         function that stops watching, or None where the engine cannot push changes."""
         return None
+
+    def other_clients(self) -> int:
+        """How many other faceledger processes are connected to this database now (an engine
+        whose processes share a data directory, as SQLite's do, answers 0: the directory's lock
+        tells)."""
+        return 0
 
     @contextmanager
     def duty(self, name: str) -> Iterator[bool]:

@@ -216,6 +216,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (collection_id, generation)
     );
     """,
+    # 10: erased templates that an engine may keep as ciphertext after deleting them (PostgreSQL:
+    # dead rows until VACUUM reuses their space, WAL, replicas, backups), counted by the template
+    # key that sealed them: they are unreadable once that key is retired (a rotation), and not
+    # before. docs/scaling.md says why.
+    """
+    CREATE TABLE erasure_residue (
+        template_key    TEXT PRIMARY KEY,
+        faces           INTEGER NOT NULL,
+        first_erased_at REAL NOT NULL,
+        last_erased_at  REAL NOT NULL,
+        retired_at      REAL
+    );
+    """,
 )
 
 

@@ -10,6 +10,7 @@ NOTHING`` and the count of rows written.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TypeVar
@@ -23,6 +24,7 @@ from faceledger.errors import (
 from faceledger.store.interface import Reseal, Store
 from faceledger.store.records import (
     CollectionRecord,
+    ErasureResidue,
     FaceChange,
     FaceChanges,
     FaceRecord,
@@ -101,6 +103,11 @@ class SQLStore(Store):
                 "INSERT INTO store_meta (name, value) VALUES ('template_key', ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (fingerprint,),
+            )
+            # what the old key sealed, wherever it remains, is unreadable once the key is gone
+            db.execute(
+                "UPDATE erasure_residue SET retired_at = ? WHERE template_key <> ? AND retired_at IS NULL",
+                (time.time(), fingerprint),
             )
         return len(rows)
 
@@ -192,10 +199,11 @@ class SQLStore(Store):
     def delete_collection(self, collection_id: str) -> None:
         with self.database.write() as db:
             # faces first: their foreign key to users would otherwise block the cascade order
-            db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
+            faces = db.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,)).rowcount
             deleted = db.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
             if deleted.rowcount == 0:
                 raise _collection_not_found(collection_id)
+            self._count_residue(db, faces)
 
     def set_threshold_table(self, collection_id: str, table_json: str, created_at: float) -> None:
         with self.database.write() as db:
@@ -242,6 +250,9 @@ class SQLStore(Store):
 
     def duty(self, name: str) -> AbstractContextManager[bool]:
         return self.database.duty(name)
+
+    def other_clients(self) -> int:
+        return self.database.other_clients()
 
     def generation(self, collection_id: str) -> int | None:
         """The collection's change counter, or None when it does not exist."""
@@ -392,6 +403,7 @@ class SQLStore(Store):
                     [collection_id, *chunk],
                 )
             rows.sort(key=lambda row: row[1])
+            self._count_residue(db, len(rows))
             _log_change(db, collection_id, before, after, "removed", [row[1] for row in rows])
             # An image whose last face is gone is forgotten too (with any stored pixels), so that
             # nothing of it remains and a later folder index treats it as new.
@@ -431,6 +443,27 @@ class SQLStore(Store):
         """``ids`` in pieces that fit one statement beside a few other parameters."""
         size = max(1, self.database.max_parameters() - 8)
         return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+    def _count_residue(self, db: Connection, faces: int) -> None:
+        """Count ``faces`` erased templates as residue of the key that sealed them, on an engine
+        that may keep their ciphertext (see erasure_residue)."""
+        if not faces or not self.database.keeps_deleted_rows:
+            return
+        now = time.time()
+        db.execute(
+            "INSERT INTO erasure_residue (template_key, faces, first_erased_at, last_erased_at)"
+            " SELECT value, ?, ?, ? FROM store_meta WHERE name = 'template_key'"
+            " ON CONFLICT (template_key) DO UPDATE SET faces = erasure_residue.faces + excluded.faces,"
+            " last_erased_at = excluded.last_erased_at",
+            (faces, now, now),
+        )
+
+    def erasure_residue(self) -> list[ErasureResidue]:
+        rows = self.database.connection().execute(
+            "SELECT template_key, faces, first_erased_at, last_erased_at, retired_at FROM erasure_residue"
+            " ORDER BY first_erased_at"
+        )
+        return [ErasureResidue(*row) for row in rows]
 
     def _bump_generation(self, db: Connection, collection_id: str) -> tuple[int, int]:
         """Give the collection a new generation (the store's next change number); (before, after)."""
