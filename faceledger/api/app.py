@@ -10,11 +10,16 @@ failure becomes ``{"__type": ..., "message": ...}`` with the SDKs' error names.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +50,7 @@ THRESHOLD_STATUS_HEADER = "x-faceledger-threshold-status"
 # longest declared purpose and case reference, in characters (they go into every ledger entry)
 PURPOSE_MAX_CHARS = 256
 CASE_MAX_CHARS = 128
+IMAGE_WORKER_NICENESS = 10
 # the caller of a server started with --insecure-no-auth
 ANONYMOUS = Caller("anonymous", Role.ADMIN, None)
 # what the access log says of a client gone before its answer (nginx's "client closed request")
@@ -60,8 +66,10 @@ class ApiSettings:
     ``max_body_bytes``: largest request body read (CompareFaces carries two 5 MB images in
     base64). Requests run on two sets of worker threads, each with its own queue: those that
     analyse an image (service/operations.py's IMAGE_OPERATIONS: hundreds of milliseconds each) on
-    ``worker_threads``, every other request (a millisecond or two: searches by face id, lists,
-    deletes) on ``quick_threads``, so that cheap calls never wait behind image analysis.
+    ``worker_threads`` (default: one per core), below the others' CPU priority (nice 10), every
+    other request (a millisecond or two: searches by face id, lists, deletes) on
+    ``quick_threads``, so that cheap calls neither queue behind image analysis nor wait for a core
+    it keeps busy (benchmarks/mixed_load.py).
     ``max_waiting``: requests queued beyond the running ones, on each path, before
     ThrottlingException (a request takes its place only once its body has arrived and its
     signature holds). ``clock_skew_seconds``: how far X-Amz-Date may be off.
@@ -86,7 +94,7 @@ class ApiSettings:
 
     auth: bool = True
     max_body_bytes: int = 16 * 1024 * 1024
-    worker_threads: int = 4
+    worker_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     quick_threads: int = 8
     max_waiting: int = 64
     clock_skew_seconds: int = 300
@@ -114,9 +122,13 @@ class _CallHeaders:
 
 def create_app(service: FaceService, settings: ApiSettings | None = None) -> Starlette:
     settings = settings or ApiSettings()
-    paths = {
-        image: (anyio.CapacityLimiter(threads), Admission(threads + settings.max_waiting))
-        for image, threads in ((True, settings.worker_threads), (False, settings.quick_threads))
+    quick_workers = anyio.CapacityLimiter(settings.quick_threads)
+    image_workers = ThreadPoolExecutor(
+        settings.worker_threads, thread_name_prefix="faceledger-image", initializer=_lower_priority
+    )
+    admissions = {
+        True: Admission(settings.worker_threads + settings.max_waiting),
+        False: Admission(settings.quick_threads + settings.max_waiting),
     }
     # signature checks (key lookup, body hash, HMAC) run off the event loop, before admission
     verifiers = anyio.CapacityLimiter(settings.worker_threads + settings.quick_threads)
@@ -153,11 +165,13 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
                     )
             record["access_key_id"] = caller.access_key_id
             rates.take(caller.access_key_id)
-            workers, admission = paths[_analyses_an_image(headers.target)]
-            with admission:
-                result = await anyio.to_thread.run_sync(
-                    _handle, service, caller, verified, headers, body, record, replays, refusals, limiter=workers
-                )
+            image = _analyses_an_image(headers.target)
+            with admissions[image]:
+                call = (_handle, service, caller, verified, headers, body, record, replays, refusals)
+                if image:
+                    result = await asyncio.get_running_loop().run_in_executor(image_workers, *call)
+                else:
+                    result = await anyio.to_thread.run_sync(*call, limiter=quick_workers)
             response = _success_response(result)
         except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing broke
             record["error"] = "ClientDisconnected"
@@ -174,7 +188,12 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
         access_log.info(json.dumps(record, separators=(",", ":")))
         return response
 
-    return Starlette(routes=[Route("/", handle, methods=["POST", "GET"])])
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        image_workers.shutdown(wait=False)
+
+    return Starlette(routes=[Route("/", handle, methods=["POST", "GET"])], lifespan=lifespan)
 
 
 def _handle(
@@ -212,6 +231,12 @@ def _handle(
             service.record_failure(operation.name, error)  # refused on the wire: still one entry
             raise
         return method(**arguments)  # authorised for the collection and ledgered by the service
+
+
+def _lower_priority() -> None:
+    """Run this thread (an image worker) below the others: on a machine whose cores image analysis
+    keeps busy, cheap requests then get the CPU when they need it."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), IMAGE_WORKER_NICENESS)
 
 
 def _analyses_an_image(target: str | None) -> bool:

@@ -3,6 +3,7 @@ access keys)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -20,8 +21,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     worker_threads: Annotated[
-        int, typer.Option(help="Requests that analyse an image (detect, compare, index, search by image) run at once.")
-    ] = 4,
+        int | None,
+        typer.Option(
+            help="Requests that analyse an image (detect, compare, index, search by image) run at once "
+            "[default: one per core]."
+        ),
+    ] = None,
     quick_threads: Annotated[
         int,
         typer.Option(help="Other requests (searches by face id, lists, deletes) run at once, on workers of their own."),
@@ -37,7 +42,9 @@ def serve(
 
     configure_logging()
     with open_service() as service, background_duties(service):
-        settings = ApiSettings(auth=not insecure_no_auth, worker_threads=worker_threads, quick_threads=quick_threads)
+        settings = ApiSettings(auth=not insecure_no_auth, quick_threads=quick_threads)
+        if worker_threads is not None:
+            settings = dataclasses.replace(settings, worker_threads=worker_threads)
         server = build_server(service, host, port, settings)
         render.errors.print(f"faceledger serving the Rekognition face API on http://{host}:{port}/")
         server.run()

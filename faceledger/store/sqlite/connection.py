@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer
 class SQLiteDatabase(Database):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
+        self._writers = threading.Lock()  # this process's writers, in turn (see _begin_write)
         self.path = Path(path)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # the owner's alone; SQLite gives its -wal and -shm files the database file's mode
@@ -46,16 +48,35 @@ class SQLiteDatabase(Database):
     def _begin_write(self, connection: Connection) -> None:
         """Take the write lock; another writer holding it past the busy timeout is
         ThrottlingException (try again), as SDKs and the CLI's exit code 75 understand it, not
-        sqlite3's error."""
+        sqlite3's error.
+
+        Writers of this process first queue on a lock of its own: SQLite's busy handler polls,
+        sleeping up to 100 ms between tries, so threads of one server meeting at the database
+        waited hundreds of milliseconds for a lock held a millisecond (a search's ledger entry
+        behind another's). Across processes the busy handler still decides."""
+        if not self._writers.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise ThrottlingException(
+                f"The database is busy: this process has been writing for {BUSY_TIMEOUT_MS // 1000} s; try again."
+            )
         try:
             connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            if "locked" in str(error) or "busy" in str(error):
+        except BaseException as error:
+            self._writers.release()
+            if isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error)):
                 raise ThrottlingException(
                     f"The database is busy: another process has been writing for {BUSY_TIMEOUT_MS // 1000} s; "
                     "try again."
                 ) from None
             raise
+        self._local.writing = True
+
+    def _end(self, connection: Connection, statement: str) -> None:
+        try:
+            connection.execute(statement)
+        finally:
+            if getattr(self._local, "writing", False):
+                self._local.writing = False
+                self._writers.release()
 
     def _begin_snapshot(self, connection: Connection) -> None:
         connection.execute("BEGIN")
