@@ -9,6 +9,11 @@ face, faces per second, and the speed-up over dlib-bin at batch 32 (the peer, wh
 face_recognition package runs). Also printed: the largest absolute difference between the two
 runtimes' embeddings on those chips.
 
+Then concurrent callers, as a server's requests are: 2, 4 and 16 threads, each embedding one face
+and its mirror per call, each call its own onnxruntime run. Printed: ms per chip, to compare with
+one caller's batches of 32 (the question: would merging concurrent requests' chips into batches
+pay?).
+
 --verify-all runs the equivalence check over every face that faceledger's detector finds in the
 whole shared data set (all 13,233 LFW images included) and their mirrored chips, in two processes;
 expect about 15-20 minutes on two cores, almost all of it dlib.
@@ -74,6 +79,30 @@ def ms_per_face(embed, chips: list[np.ndarray], batch: int, seconds: float) -> f
     return (time.perf_counter() - start) / done * 1000
 
 
+def concurrent_ms_per_chip(embed, chips: list[np.ndarray], threads: int, seconds: float) -> float:
+    """ms per chip while ``threads`` threads each embed a chip and its mirror per call."""
+    import threading
+
+    embed(chips[:2])
+    done, lock, start = [0], threading.Lock(), time.perf_counter()
+
+    def caller(n: int) -> None:
+        i = n
+        while time.perf_counter() - start < seconds:
+            chip = chips[i % len(chips)]
+            embed([chip, np.ascontiguousarray(chip[:, ::-1])])
+            with lock:
+                done[0] += 1
+            i += threads
+
+    workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return (time.perf_counter() - start) / (2 * done[0]) * 1000
+
+
 def verify_images(paths: list[Path]) -> tuple[int, float]:
     """(chips compared, largest absolute difference) for the faces in ``paths``, plus mirrors."""
     analyzer = FaceAnalyzer()
@@ -124,6 +153,10 @@ def main() -> None:
         for batch in (1, 8, 32):
             ms = ms_per_face(embedder.embed, chips, batch, args.seconds)
             print(f"{label:28s} {batch:5d} {ms:8.2f} {1000 / ms:8.1f} {dlib_ms / ms:10.1f}x")
+    embedder = onnx_runtime()
+    for threads in (2, 4, 16):
+        ms = concurrent_ms_per_chip(embedder.embed, chips, threads, args.seconds)
+        print(f"{threads:2d} concurrent callers, a face and its mirror per call: {ms:.2f} ms per chip")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,11 @@ plus an even sample of LFW; `benchmarks/embed.py --verify-all` extends it to all
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from faceledger.vision import DlibResNetModel, FaceAnalyzer, read_image_file
-from faceledger.vision.batching import ConcurrentBatches
 from faceledger.vision.embed import DlibResNetEmbedder, OnnxResNetEmbedder
 from faceledger.vision.resnet_onnx import (
     ARCHITECTURE,
@@ -96,7 +94,7 @@ def test_batches_of_any_size_give_the_same_embeddings(shared_chips: list[np.ndar
         embedder.embed([chips[0][:100]])
 
 
-def test_concurrent_calls_are_embedded_together_each_getting_its_own_rows(shared_chips: list[np.ndarray]) -> None:
+def test_concurrent_calls_each_get_their_own_embeddings(shared_chips: list[np.ndarray]) -> None:
     embedder = OnnxResNetEmbedder(threads=1)
     calls = [shared_chips[n : n + 1 + n % 3] for n in range(12)]
     alone = [embedder.embed(chips) for chips in calls]
@@ -114,42 +112,6 @@ def test_concurrent_calls_are_embedded_together_each_getting_its_own_rows(shared
         thread.join()
     for n, expected in enumerate(alone):
         assert results[n].shape == expected.shape and np.abs(results[n] - expected).max() <= 1e-5
-
-
-def test_batches_form_while_a_batch_runs_and_failures_reach_only_their_callers() -> None:
-    batches: list[list[int]] = []
-    running = threading.Event()
-
-    def run(chips):
-        batches.append([int(chip[0]) for chip in chips])
-        running.set()
-        time.sleep(0.2)  # the others arrive meanwhile
-        if any(chip[0] < 0 for chip in chips):
-            raise RuntimeError("a bad chip")
-        return np.asarray([[chip[0] * 10.0] for chip in chips])
-
-    together = ConcurrentBatches(run, max_chips=8)
-    answers: dict[int, object] = {}
-
-    def call(n: int) -> None:
-        try:
-            answers[n] = together([np.asarray([n]), np.asarray([n])]).ravel().tolist()
-        except RuntimeError as error:
-            answers[n] = str(error)
-
-    first = threading.Thread(target=call, args=(0,))
-    first.start()
-    assert running.wait(5)
-    others = [threading.Thread(target=call, args=(n,)) for n in (1, 2, 3, 4, -5)]
-    for thread in others:
-        thread.start()
-        time.sleep(0.01)
-    for thread in [first, *others]:
-        thread.join(10)
-    assert batches[0] == [0, 0]  # an idle runtime: the first call ran alone, at once
-    assert batches[1] == [1, 1, 2, 2, 3, 3, 4, 4]  # those that came meanwhile: one batch
-    assert batches[2] == [-5, -5] and len(batches) == 3
-    assert answers == {0: [0, 0], 1: [10, 10], 2: [20, 20], 3: [30, 30], 4: [40, 40], -5: "a bad chip"}
 
 
 def test_unwritable_cache_converts_in_memory(monkeypatch: pytest.MonkeyPatch, shared_chips: list[np.ndarray]) -> None:

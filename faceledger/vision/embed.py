@@ -19,7 +19,6 @@ import dlib
 import numpy as np
 
 from faceledger.config import cache_root
-from faceledger.vision.batching import ConcurrentBatches
 from faceledger.vision.resnet_onnx import CHIP_SIZE, build_onnx_model, converted_model, read_dlib_network
 from faceledger.vision.weights import RESNET_EMBEDDING, weight_file
 
@@ -82,25 +81,12 @@ def _onnx_session(threads: int):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-@cache
-def _concurrent_batches(threads: int) -> ConcurrentBatches:
-    """The embedding calls of concurrent requests, run together (vision/batching.py)."""
-
-    def run(chips: Sequence[np.ndarray]) -> np.ndarray:
-        session = _onnx_session(threads)
-        batch = np.ascontiguousarray(np.stack(chips), dtype=np.uint8)
-        parts = [session.run(None, {"chips": batch[i : i + ONNX_BATCH]})[0] for i in range(0, len(batch), ONNX_BATCH)]
-        return np.concatenate(parts).astype(np.float32, copy=False)
-
-    return ConcurrentBatches(run, ONNX_BATCH)
-
-
 class OnnxResNetEmbedder:
     """Embeds aligned 150x150 RGB chips with dlib's weights under onnxruntime.
 
     ``threads``: onnxruntime's intra-op threads (0 = one per physical core); use 1 in each worker
-    when several processes embed at once. One session per thread count and process; the calls of
-    concurrent threads (a server's requests) are run together in one batch where they meet.
+    when several processes embed at once. One session per thread count and process; its
+    ``run`` is safe to call from several threads.
     """
 
     def __init__(self, threads: int = 0):
@@ -110,7 +96,9 @@ class OnnxResNetEmbedder:
         """Embeddings of ``chips`` as a float32 array of shape (len(chips), 128)."""
         if not len(chips):
             return _empty()
-        for chip in chips:
-            if np.shape(chip) != (CHIP_SIZE, CHIP_SIZE, 3):
-                raise ValueError(f"chips must be {CHIP_SIZE}x{CHIP_SIZE} RGB, got {np.shape(chip)}")
-        return _concurrent_batches(self.threads)(list(chips))
+        batch = np.ascontiguousarray(np.stack(chips), dtype=np.uint8)
+        if batch.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
+            raise ValueError(f"chips must be {CHIP_SIZE}x{CHIP_SIZE} RGB, got {batch.shape[1:]}")
+        session = _onnx_session(self.threads)
+        parts = [session.run(None, {"chips": batch[i : i + ONNX_BATCH]})[0] for i in range(0, len(batch), ONNX_BATCH)]
+        return np.concatenate(parts).astype(np.float32, copy=False)
