@@ -184,7 +184,7 @@ FACEREC_PEOPLE = ("alex_lacamoire", "biden", "kit_harington", "obama", "rose_les
 
 
 @pytest.fixture(scope="session")
-def family_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def family_dir(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Path:
     """A data directory with collection 'family' holding the facerec_examples gallery, one
     image per file, ExternalImageId = person's name. Built once; tests must not change it."""
     data_dir = tmp_path_factory.mktemp("family")

@@ -27,7 +27,7 @@ BIDEN = ("facerec_examples", "biden", "biden.jpg")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> RunningServer:
     service = faceledger.open(tmp_path_factory.mktemp("api"))
     with running_server(service) as running:
         yield running

@@ -25,7 +25,7 @@ from api_server import RunningServer, running_server
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory):
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory, store_backend: str):
     service = faceledger.open(tmp_path_factory.mktemp("fuzz"))
     service.create_collection(collection_id="fuzz")
     key, secret = service.access.create_key("admin")

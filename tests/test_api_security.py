@@ -33,7 +33,7 @@ QUICK = ApiSettings(header_timeout_seconds=1.5, body_timeout_seconds=1.5)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[RunningServer]:
     service = faceledger.open(tmp_path_factory.mktemp("security"))
     with running_server(service, QUICK) as running:
         yield running
@@ -209,6 +209,31 @@ def test_a_replayed_request_that_changes_data_is_refused(server: RunningServer) 
         ("DeleteCollection", "error", "ReplayedRequestException", credentials[0])
     ]
     assert "replayed" in service.list_collections()["CollectionIds"]
+
+
+def test_a_request_replayed_to_another_node_is_refused(tmp_path: Path) -> None:
+    """Two nodes on one store behind one address (a load balancer): what one node ran, the other
+    refuses; each remembering only its own would let a captured request run again elsewhere."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    data = tmp_path / "data"
+    with faceledger.open(data) as one, faceledger.open(data) as other:
+        with running_server(one, QUICK) as node_a, running_server(other, QUICK) as node_b:
+            credentials = _key(one)
+            one.create_collection(collection_id="replayed")
+            captured = _signed(node_a, credentials, "DeleteCollection", {"CollectionId": "replayed"})
+            assert send_raw(captured)[0] == 200
+            one.create_collection(collection_id="replayed")  # the owner creates it again
+            # the same bytes, Host header included, reach the other node
+            connection = http.client.HTTPConnection(urlsplit(node_b.url).netloc, timeout=30)
+            headers = {**dict(captured.headers.items()), "Host": urlsplit(node_a.url).netloc}
+            connection.request("POST", "/", body=captured.body, headers=headers)
+            reply = connection.getresponse()
+            status, error = reply.status, json.loads(reply.read())
+            connection.close()
+            assert (status, error["__type"]) == (503, "ReplayedRequestException")
+            assert "replayed" in one.list_collections()["CollectionIds"]
 
 
 def test_reads_may_be_replayed(server: RunningServer) -> None:

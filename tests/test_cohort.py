@@ -48,7 +48,7 @@ def _cohort_table(cohort_faces: int | None = COHORT_FACES) -> ThresholdTable:
 
 
 @pytest.fixture(scope="module")
-def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cohort_dir(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Path:
     """Collection 'g' (facerec_examples, one face per file) and 'k', the cohort (LFW strangers)."""
     data_dir = tmp_path_factory.mktemp("cohort")
     with faceledger.open(data_dir) as service:

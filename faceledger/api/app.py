@@ -134,7 +134,11 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
     verifiers = anyio.CapacityLimiter(settings.worker_threads + settings.quick_threads)
     budget = BodyBudget(settings.unauthenticated_body_bytes)
     replays = (
-        ReplayCache(settings.replay_cache_entries, timedelta(seconds=2 * settings.clock_skew_seconds))
+        ReplayCache(
+            settings.replay_cache_entries,
+            timedelta(seconds=2 * settings.clock_skew_seconds),
+            shared=service.store.remember_signature,
+        )
         if settings.auth and settings.refuse_replays
         else None
     )

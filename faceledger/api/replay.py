@@ -6,6 +6,12 @@ remembers the signature of each such request it runs until the signature expires
 the same signature a second time. Reads (describe, list, get, detect, compare, search) may be
 replayed: they change nothing but the ledger.
 
+Several nodes (or processes) serving one store share what they ran: each signature is also
+recorded in the store, in a transaction of its own, and a signature recorded by any of them is
+refused by all (behind a load balancer, a captured request replayed to another node verifies
+there too: the Host header is the balancer's). Each node keeps its own record in memory as well,
+so that its own replays are refused without a database round trip.
+
 An SDK making the same call twice within one second sends the same signature too (X-Amz-Date has
 one-second resolution). The refusal is therefore a 503, which every AWS SDK retries, and each
 retry is signed anew, so such a call runs a moment later, as it would on AWS.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from faceledger.api.sigv4 import IncompleteSignatureException, Verified
@@ -53,6 +60,12 @@ def changes_data(operation: str) -> bool:
     return operation not in READ_OPERATIONS
 
 
+_REPLAYED = (
+    "This signed request was already received, and it changes data: faceledger runs it once. "
+    "Sign it again to repeat it (AWS SDKs sign every retry anew)."
+)
+
+
 class ReplayCache:
     """Signatures of the requests run that change data, each kept until it expires.
 
@@ -61,7 +74,15 @@ class ReplayCache:
     a signature is remembered (twice the clock skew: a request may be dated that far ahead);
     a presigned URL valid for longer cannot be used to change data."""
 
-    def __init__(self, capacity: int, horizon: timedelta) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        horizon: timedelta,
+        shared: Callable[[str, float, float], bool] | None = None,
+    ) -> None:
+        """``shared(signature, expires_at, now)``: record the signature where every node sees it;
+        False when it was recorded already (Store.remember_signature)."""
+        self._shared = shared
         self._capacity = capacity
         self._horizon = horizon
         self._expiry: dict[str, datetime] = {}
@@ -83,10 +104,7 @@ class ReplayCache:
             while self._queue and self._queue[0][0] < now:
                 del self._expiry[heapq.heappop(self._queue)[1]]
             if verified.signature in self._expiry:
-                raise ReplayedRequestException(
-                    "This signed request was already received, and it changes data: faceledger runs it once. "
-                    "Sign it again to repeat it (AWS SDKs sign every retry anew)."
-                )
+                raise ReplayedRequestException(_REPLAYED)
             if len(self._expiry) >= self._capacity:
                 raise ThrottlingException(
                     "Too many requests that change data in the last minutes to guard against their replay; "
@@ -94,3 +112,7 @@ class ReplayCache:
                 )
             self._expiry[verified.signature] = verified.valid_until
             heapq.heappush(self._queue, (verified.valid_until, verified.signature))
+        if self._shared is not None and not self._shared(
+            verified.signature, verified.valid_until.timestamp(), now.timestamp()
+        ):
+            raise ReplayedRequestException(_REPLAYED)

@@ -211,6 +211,11 @@ class Store(ABC):
         key's residue retired."""
 
     @abstractmethod
+    def remember_signature(self, signature: str, expires_at: float, now: float) -> bool:
+        """Remember a request signature until ``expires_at`` (forgetting those expired by
+        ``now``); False if it is remembered already (by any process on the store)."""
+
+    @abstractmethod
     def store_fact(self, name: str) -> str | None:
         """A fact the store records about itself, if recorded: its ``store_id``, or the
         fingerprint of a key it is used with (``template_key``, ``ledger_key``, ``secrets_key``)."""

@@ -229,6 +229,15 @@ MIGRATIONS: tuple[str, ...] = (
         retired_at      REAL
     );
     """,
+    # 11: signatures of the requests run that change data, until they expire, so that a captured
+    # request is refused by every node of the store, not only by the one that ran it (api/replay.py).
+    """
+    CREATE TABLE seen_signatures (
+        signature  TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX seen_signatures_by_expiry ON seen_signatures (expires_at);
+    """,
 )
 
 

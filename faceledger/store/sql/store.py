@@ -81,6 +81,15 @@ class SQLStore(Store):
     def template_key(self) -> str | None:
         return self.store_fact("template_key")
 
+    def remember_signature(self, signature: str, expires_at: float, now: float) -> bool:
+        with self.database.write() as db:
+            db.execute("DELETE FROM seen_signatures WHERE expires_at < ?", (now,))
+            inserted = db.execute(
+                "INSERT INTO seen_signatures (signature, expires_at) VALUES (?, ?) ON CONFLICT (signature) DO NOTHING",
+                (signature, expires_at),
+            )
+            return inserted.rowcount == 1
+
     def store_fact(self, name: str) -> str | None:
         row = self.database.connection().execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
