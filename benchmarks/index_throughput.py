@@ -20,6 +20,9 @@ memory of this process and of the largest worker.
 
 ``--postgresql``: also the worker-process run into a PostgreSQL store (PostgreSQL 16 from the
 ``pgserver`` package, started here on a Unix socket), with its ratio to the same run into SQLite.
+``--ray``: also the run on a local Ray (``faceledger index --ray``: as many actors as workers),
+timed twice: whole (Ray's start included) and after Ray has started, with its ratio to the
+worker-process run.
 """
 
 from __future__ import annotations
@@ -68,16 +71,37 @@ def run_peer(files: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - started, len(embeddings)
 
 
-def run_faceledger(files: list[Path], workers: int = 1, database_url: str | None = None) -> tuple[float, int]:
+def run_faceledger(
+    files: list[Path], workers: int = 1, database_url: str | None = None, ray: bool = False
+) -> tuple[float, int]:
     root = Path(os.path.commonpath([str(f.parent) for f in files]))
     with tempfile.TemporaryDirectory() as data_dir, faceledger.open(data_dir, database_url=database_url) as service:
         service.create_collection(collection_id="bench")
         started = time.perf_counter()
         faces = sum(
             result.faces_indexed
-            for result in index_files(service, "bench", root, files, quality_filter="NONE", workers=workers)
+            for result in index_files(service, "bench", root, files, quality_filter="NONE", workers=workers, ray=ray)
         )
         return time.perf_counter() - started, faces
+
+
+def run_on_started_ray(files: list[Path], workers: int) -> tuple[float, int]:
+    """Indexing on a local Ray started beforehand (what a cluster gives), Ray's start untimed."""
+    import ray
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        root = Path(os.path.commonpath([str(f.parent) for f in files]))
+        with tempfile.TemporaryDirectory() as data_dir, faceledger.open(data_dir) as service:
+            service.create_collection(collection_id="bench")
+            started = time.perf_counter()
+            results = index_files(
+                service, "bench", root, files, quality_filter="NONE", workers=workers, ray_address="auto"
+            )
+            faces = sum(result.faces_indexed for result in results)
+            return time.perf_counter() - started, faces
+    finally:
+        ray.shutdown()
 
 
 def postgresql_databases(folder: Path):
@@ -107,6 +131,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each pipeline (best is kept)")
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition (memory runs on big folders)")
     parser.add_argument("--postgresql", action="store_true", help="also index into PostgreSQL (pgserver)")
+    parser.add_argument("--ray", action="store_true", help="also index on a local Ray")
     args = parser.parse_args()
     folders = args.folders or [
         require("facerec_examples"),
@@ -135,6 +160,9 @@ def main() -> None:
         runs[f"faceledger, {args.workers} workers, PostgreSQL"] = lambda fs: run_faceledger(
             fs, args.workers, new_database()
         )
+    if args.ray:
+        runs[f"faceledger, {args.workers} Ray actors"] = lambda fs: run_faceledger(fs, args.workers, ray=True)
+        runs[f"faceledger, {args.workers} Ray actors, started"] = lambda fs: run_on_started_ray(fs, args.workers)
     peer_rate = sqlite_rate = None
     for name, runner in runs.items():
         seconds, faces = min(runner(files) for _ in range(args.repeat))
@@ -143,8 +171,8 @@ def main() -> None:
         ratio = f", x{len(files) / seconds / peer_rate:.2f} the peer's images/s" if peer_rate else ""
         if name == f"faceledger, {args.workers} workers":
             sqlite_rate = len(files) / seconds
-        if name.endswith("PostgreSQL") and sqlite_rate:
-            ratio += f", x{len(files) / seconds / sqlite_rate:.2f} SQLite's"
+        if (name.endswith("PostgreSQL") or "Ray" in name) and sqlite_rate:
+            ratio += f", x{len(files) / seconds / sqlite_rate:.2f} the worker processes'"
         print(
             f"{name:26s} {faces:5d} faces in {seconds:6.1f} s: {len(files) / seconds:6.2f} images/s, "
             f"{faces / seconds:6.2f} faces/s{ratio}"

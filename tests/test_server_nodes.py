@@ -222,18 +222,28 @@ def _all_faces(client) -> set[str]:
             return faces
 
 
-def test_a_load_run_over_two_nodes_finds_no_stale_result(cluster: list[Node]) -> None:
-    clients = [node.client() for node in cluster]
-    reference_id = _index(clients[0], "reference")
-    run, end = LoadRun(), time.monotonic() + 20
+def _load_run(
+    clients: list, reference_id: str, seconds: float, failure: Callable[[], object] | None = None, after: float = 0
+) -> LoadRun:
+    """Two writers over ``clients`` for ``seconds``; ``failure`` happens ``after`` seconds in."""
+    run, end = LoadRun(), time.monotonic() + seconds
     writers = [
         threading.Thread(target=_writer, args=(run, clients, reference_id, f"w{n}", lambda: time.monotonic() > end))
         for n in range(2)
     ]
     for thread in writers:
         thread.start()
+    if failure is not None:
+        time.sleep(after)
+        failure()
     for thread in writers:
         thread.join()
+    return run
+
+
+def test_a_load_run_over_two_nodes_finds_no_stale_result(cluster: list[Node]) -> None:
+    clients = [node.client() for node in cluster]
+    run = _load_run(clients, _index(clients[0], "reference"), 20)
     assert run.statuses.get(200, 0) > 40 and run.unreachable == 0
     assert run.stale == [] and run.server_errors() == {}
     assert run.acknowledged <= _all_faces(clients[1])
@@ -244,17 +254,7 @@ def test_sigkill_of_a_node_under_load_loses_no_acknowledged_write(cluster: list[
     survivor, doomed = cluster
     clients = [survivor.client(), doomed.client()]
     reference_id = _index(clients[0], "reference")
-    run, end = LoadRun(), time.monotonic() + 12
-    writers = [
-        threading.Thread(target=_writer, args=(run, clients, reference_id, f"w{n}", lambda: time.monotonic() > end))
-        for n in range(2)
-    ]
-    for thread in writers:
-        thread.start()
-    time.sleep(5)
-    doomed.stop(signal.SIGKILL)
-    for thread in writers:
-        thread.join()
+    run = _load_run(clients, reference_id, 12, lambda: doomed.stop(signal.SIGKILL), after=5)
     assert run.unreachable > 0  # the load went on while the node was gone
     assert run.server_errors() == {}
     survivor_client = survivor.client()
@@ -271,17 +271,7 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(tmp_path: P
     try:
         clients = [node.client() for node in nodes]
         reference_id = _index(clients[0], "reference")
-        run, end = LoadRun(), time.monotonic() + 15
-        writers = [
-            threading.Thread(target=_writer, args=(run, clients, reference_id, f"w{n}", lambda: time.monotonic() > end))
-            for n in range(2)
-        ]
-        for thread in writers:
-            thread.start()
-        time.sleep(4)
-        server.restart()
-        for thread in writers:
-            thread.join()
+        run = _load_run(clients, reference_id, 15, server.restart, after=4)
         assert run.server_errors() == {} and run.unreachable == 0
         assert run.statuses.get(503, 0) > 0  # the restart was seen, and answered as SDKs retry it
         # both nodes recovered by themselves: every acknowledged face is found on each
