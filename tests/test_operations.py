@@ -74,6 +74,7 @@ def _arguments(face_id: str) -> dict[str, dict[str, Any]]:
         "export_ledger": {"write": lambda entry: None},
         "check_data_directory": {},
         "migrate_collection": {"collection_id": "c", "face_model": "nope"},
+        "migrate_store": {"to": "/not/a/postgresql/url"},
         "register_fused_face_model": {
             "name": "f",
             "parts": ["dlib-resnet-v1", "nope"],

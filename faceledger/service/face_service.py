@@ -688,14 +688,19 @@ class FaceService:
         Needs the data directory alone. The service is closed for operations afterwards: open the
         directory again to use the new store. ``progress(table, rows copied)`` after each batch."""
         with self.data_directory.exclusive() as alone:
-            if not alone:
-                raise ConflictException(
-                    "Another process (a server, another command) has the data directory open: stop it first, "
-                    "so that nothing is written to the store while it is copied."
-                )
             migration = StoreMigration(self.store, self.data_directory, ledger_key_path(self.settings.data_dir))
-            shown = migration.check_target(to)
-            self._run("MigrateStore", lambda: migration.announce(to))
+
+            def announce() -> Reply:  # refusals are ledgered like any operation's
+                if not alone:
+                    raise ConflictException(
+                        "Another process (a server, another command) has the data directory open: stop it "
+                        "first, so that nothing is written to the store while it is copied."
+                    )
+                migration.check_target(to)
+                return migration.announce(to)
+
+            self._run("MigrateStore", announce)
+            shown = without_password(to)
             counts = migration.copy(to, progress)
             self.indexes.save()
             self.store.close()

@@ -39,14 +39,13 @@ class StoreMigration:
         self._directory = data_directory
         self._ledger_key = ledger_key
 
-    def check_target(self, url: str) -> str:
-        """The target, shown without its password, once it is known to be another database."""
+    def check_target(self, url: str) -> None:
+        """Refuse a target that is not a PostgreSQL database other than this directory's store."""
         if not is_postgresql_url(url):
             raise InvalidParameterException(f"migrate --to takes a postgresql:// URL, not {url!r}.")
         here = getattr(self._store.database, "url", None)
         if here is not None and same_database(here, url):
             raise InvalidParameterException(f"This data directory's store is {without_password(url)} already.")
-        return without_password(url)
 
     def announce(self, url: str) -> Reply:
         """The ledger entry of the migration (in the source, so the copy holds it)."""
