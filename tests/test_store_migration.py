@@ -166,3 +166,42 @@ def test_a_moved_service_refuses_further_operations(tmp_path: Path, postgresql_s
         service.migrate_store(to=postgresql_server.new_database())
         with pytest.raises(ConflictException, match="open the directory again"):
             service.list_collections()
+
+
+def test_a_resumed_migration_is_refused_once_the_store_changed_and_ids_are_never_reused(
+    tmp_path: Path, postgresql_server: PostgreSQLServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, url = tmp_path / "data", postgresql_server.new_database()
+    before = _fill(data)
+    with faceledger.open(data) as service:  # the newest face goes: its index id is never given again
+        newest_seq, newest = service.store.list_faces("c")[-1]
+        service.delete_faces(collection_id="c", face_ids=[newest.face_id])
+    real_copy = store_migration.copy_store
+
+    def interrupted(source, target, progress=None):
+        def on_batch(table: str, rows: int) -> None:
+            if table == "faces":
+                raise KeyboardInterrupt
+
+        real_copy(source, target, on_batch)
+
+    monkeypatch.setattr(store_migration, "copy_store", interrupted)
+    assert _migrate(data, url).exit_code == 130
+    monkeypatch.setattr(store_migration, "copy_store", real_copy)
+    with faceledger.open(data) as service:  # meanwhile an erasure: rows already copied are stale
+        service.delete_faces(collection_id="c", face_ids=[before["faces"][0]])
+    stale = _migrate(data, url)
+    assert stale.exit_code == 5 and "changed since the interrupted migration" in " ".join(stale.stderr.split())
+    assert not (data / DATABASE_RECORD).exists()
+    fresh = postgresql_server.new_database()
+    with faceledger.open(tmp_path / "node", database_url=fresh):  # a node opened it: its own keys
+        pass
+    opened = _migrate(data, fresh)
+    assert opened.exit_code == 5 and "opened with other keys" in " ".join(opened.stderr.split())
+    assert _migrate(data, postgresql_server.new_database()).exit_code == 0
+    with faceledger.open(data) as service:
+        added = service.index_faces(
+            collection_id="c", image=image_bytes("facerec_examples", "kit_harington", "john1.jpeg")
+        )
+        seq, _ = service.store.get_face("c", added["FaceRecords"][0]["Face"]["FaceId"])
+        assert seq > newest_seq

@@ -32,12 +32,12 @@ from starlette.routing import Route
 from faceledger.api import sigv4, wire
 from faceledger.api.admission import Admission, BodyBudget, read_body
 from faceledger.api.rate import KeyRateLimits
-from faceledger.api.replay import ReplayCache, ReplayedRequestException, changes_data
+from faceledger.api.replay import ReplayCache, ReplayedRequestException
 from faceledger.errors import FaceledgerError, InternalServerError, InvalidParameterException
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
-from faceledger.service.operations import IMAGE_OPERATIONS
+from faceledger.service.operations import IMAGE_OPERATIONS, changes_data
 from faceledger.store import AccessKey
 
 access_log = logging.getLogger("faceledger.access")

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 
 from faceledger.api.sigv4 import IncompleteSignatureException, Verified
 from faceledger.errors import FaceledgerError, ThrottlingException
-from faceledger.service.operations import operation_names
 
 
 class ReplayedRequestException(FaceledgerError):
@@ -34,30 +33,6 @@ class ReplayedRequestException(FaceledgerError):
 
     code = "ReplayedRequestException"
     http_status = 503  # retried by SDKs, which sign the retry anew
-
-
-READ_OPERATIONS = operation_names(
-    "DescribeCollection",
-    "ListCollections",
-    "ListTagsForResource",
-    "DetectFaces",
-    "CompareFaces",
-    "ListFaces",
-    "ListUsers",
-    "SearchFaces",
-    "SearchFacesByImage",
-    "SearchUsers",
-    "SearchUsersByImage",
-    "GetCollectionPolicy",
-    "ListReviewCases",
-    "GetReviewCase",
-)
-
-
-def changes_data(operation: str) -> bool:
-    """Whether a replay of ``operation`` is refused: every operation that is not a read (so an
-    operation added later is protected unless it is listed as a read)."""
-    return operation not in READ_OPERATIONS
 
 
 _REPLAYED = (

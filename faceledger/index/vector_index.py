@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +84,47 @@ PROJECTED_RERANK_FACTOR = 5
 PROJECTED_SEARCH_DEPTH = 320
 
 
+class _ReadWriteLock:
+    """Searches share an index; a change (add, remove) has it alone, before searches that come
+    after it. FAISS searches run in parallel (they release the interpreter lock) while an addition
+    may move the vectors they read, and a removal compacts them."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            while self._writing or self._writers_waiting:
+                self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                if not self._readers:
+                    self._changed.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._changed:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._changed.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+
+
 class CollectionIndex:
     """Search over one collection's embeddings: exact (FAISS flat) for small collections, HNSW
     above ``APPROXIMATE_FROM`` faces.
@@ -122,6 +164,7 @@ class CollectionIndex:
         self.generation = generation
         self.removed: set[int] = set()
         self.dirty = True  # differs from any saved copy
+        self._lock = _ReadWriteLock()
 
     def __len__(self) -> int:
         return int(self._index.ntotal) - len(self.removed)
@@ -132,20 +175,28 @@ class CollectionIndex:
 
     def add(self, seqs: list[int], vectors: np.ndarray) -> None:
         if seqs:
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(seqs, dtype=np.int64))
-            self.dirty = True
+            with self._lock.writing():
+                self._index.add_with_ids(
+                    np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(seqs, dtype=np.int64)
+                )
+                self.dirty = True
 
     def remove(self, seqs: list[int]) -> None:
         if not seqs:
             return
-        if self.approximate:
-            self.removed.update(int(s) for s in seqs)
-        else:
-            self._index.remove_ids(np.asarray(seqs, dtype=np.int64))
-        self.dirty = True
+        with self._lock.writing():
+            if self.approximate:
+                self.removed.update(int(s) for s in seqs)
+            else:
+                self._index.remove_ids(np.asarray(seqs, dtype=np.int64))
+            self.dirty = True
 
     def search(self, probes: np.ndarray, k: int) -> list[list[Neighbour]]:
         """The ``k`` nearest faces of each probe row, nearest first."""
+        with self._lock.reading():
+            return self._search(probes, k)
+
+    def _search(self, probes: np.ndarray, k: int) -> list[list[Neighbour]]:
         k = min(k, len(self))
         if k == 0:
             return [[] for _ in range(len(probes))]
@@ -176,7 +227,8 @@ class CollectionIndex:
         """The full templates of faces in the index (float32 rows, in the order of ``seqs``)."""
         if not seqs:
             return np.empty((0, self._index.d), dtype=np.float32)
-        return np.stack([self._index.reconstruct(int(seq)) for seq in seqs])
+        with self._lock.reading():
+            return np.stack([self._index.reconstruct(int(seq)) for seq in seqs])
 
     def save(self, path: Path, cipher: Sealer) -> None:
         """Write the index, encrypted with ``cipher`` (it holds every template in the clear
@@ -185,7 +237,8 @@ class CollectionIndex:
         templates make 4.9 GB), each bound to its place, so that no part can be dropped, repeated
         or moved."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = memoryview(faiss.serialize_index(self._index))
+        with self._lock.reading():
+            data = memoryview(faiss.serialize_index(self._index))
         parts = max(1, -(-len(data) // SEALED_PART_BYTES))
         label = _label(path, self.generation)
 
@@ -227,6 +280,7 @@ class CollectionIndex:
         index.generation = generation
         index.removed = set(meta["removed"])
         index.dirty = False
+        index._lock = _ReadWriteLock()
         return index
 
 

@@ -115,3 +115,28 @@ def operation_names(*names: str) -> frozenset[str]:
 IMAGE_OPERATIONS = operation_names(
     "DetectFaces", "CompareFaces", "IndexFaces", "SearchFacesByImage", "SearchUsersByImage"
 )
+
+# Operations that change nothing but the ledger: a replay of them is harmless (api/replay.py),
+# and a store migration resumed after them copies nothing stale (service/store_migration.py).
+READ_OPERATIONS = operation_names(
+    "DescribeCollection",
+    "ListCollections",
+    "ListTagsForResource",
+    "DetectFaces",
+    "CompareFaces",
+    "ListFaces",
+    "ListUsers",
+    "SearchFaces",
+    "SearchFacesByImage",
+    "SearchUsers",
+    "SearchUsersByImage",
+    "GetCollectionPolicy",
+    "ListReviewCases",
+    "GetReviewCase",
+)
+
+
+def changes_data(operation: str) -> bool:
+    """Whether a replay of ``operation`` is refused: every operation that is not a read (so an
+    operation added later is protected unless it is listed as a read)."""
+    return operation not in READ_OPERATIONS

@@ -25,9 +25,19 @@ from faceledger.config import SQLITE_FILE
 from faceledger.errors import ConflictException, InvalidParameterException, ResourceAlreadyExistsException
 from faceledger.ledger.chain import Ledger
 from faceledger.service.data_directory import DataDirectory
+from faceledger.service.operations import changes_data
 from faceledger.service.results import Reply
 from faceledger.store import is_postgresql_url, open_store, same_database, without_password
-from faceledger.store.sql.copy import TableCopy, compare_counts, copy_store, is_empty, require_same_counts
+from faceledger.store.sql.copy import (
+    MIGRATION_BEGAN,
+    TableCopy,
+    compare_counts,
+    copy_store,
+    is_empty,
+    operations_after,
+    require_same_counts,
+    store_facts,
+)
 from faceledger.store.sql.store import SQLStore
 
 KEPT_SQLITE_SUFFIX = ".before-migration"
@@ -56,15 +66,21 @@ class StoreMigration:
         """Copy the store into the database at ``url`` and verify the copy; every table's counts.
         Nothing is switched yet (see :meth:`switch`)."""
         store_id = self._store.store_fact("store_id") or self._store.record_store_fact("store_id", str(uuid.uuid4()))
+        head = self._store.ledger.head()
         target = open_store(url)
         try:
             assert isinstance(target, SQLStore)
-            theirs = target.store_fact("store_id")
-            if theirs not in (None, store_id) or (theirs is None and not is_empty(target)):
-                raise ResourceAlreadyExistsException(
-                    f"{without_password(url)} holds another store: migrate into an empty database."
+            self._require_target_of_this_store(target, store_id, url)
+            # where this store's ledger stood when the copy began: a resumed copy is refused if the
+            # store changed meanwhile (rows already copied would be stale, erased faces back)
+            began = int(target.record_store_fact(MIGRATION_BEGAN, str(head[0] if head else 0)))
+            changed = {operation for operation in operations_after(self._store, began) if changes_data(operation)}
+            changed.discard("MigrateStore")
+            if changed:
+                raise ConflictException(
+                    f"The store changed since the interrupted migration into {without_password(url)} began "
+                    f"({', '.join(sorted(changed))}): its copy there is stale; migrate into an empty database."
                 )
-            target.record_store_fact("store_id", store_id)
             copy_store(self._store, target, progress)
             counts = compare_counts(self._store, target)
             require_same_counts(counts)
@@ -88,6 +104,27 @@ class StoreMigration:
             if path != kept:
                 path.unlink()
         return kept
+
+    def _require_target_of_this_store(self, target: SQLStore, store_id: str, url: str) -> None:
+        """The target must be empty, or this store's copy; and what it records about itself (the
+        fingerprints of the keys a node opened it with) must be this store's."""
+        theirs = target.store_fact("store_id")
+        if theirs not in (None, store_id) or (theirs is None and not is_empty(target)):
+            raise ResourceAlreadyExistsException(
+                f"{without_password(url)} holds another store: migrate into an empty database."
+            )
+        mine = store_facts(self._store)
+        foreign = sorted(
+            name
+            for name, value in store_facts(target).items()
+            if name not in ("store_id", MIGRATION_BEGAN) and mine.get(name) != value
+        )
+        if foreign:
+            raise ResourceAlreadyExistsException(
+                f"{without_password(url)} was opened with other keys than this store's ({', '.join(foreign)}): "
+                "migrate into an empty database."
+            )
+        target.record_store_fact("store_id", store_id)
 
     def _require_same_ledger(self, target: SQLStore) -> None:
         problems = Ledger(target.ledger, self._ledger_key).verify()

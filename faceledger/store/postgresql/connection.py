@@ -164,11 +164,23 @@ class PostgreSQLDatabase(Database):
     def max_parameters(self) -> int:
         return MAX_PARAMETERS
 
-    def continue_identity(self, connection: Connection, table: str, column: str) -> None:
+    def identity_high_water(self, connection: Connection, table: str, column: str) -> int:
+        """The sequence's last value outlives the rows it numbered."""
+        (given,) = connection.execute(
+            f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {self._sequence(connection, table, column)}"
+        ).fetchone()
+        return max(super().identity_high_water(connection, table, column), int(given))
+
+    def continue_identity(self, connection: Connection, table: str, column: str, high_water: int) -> None:
         connection.execute(
-            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
-            f" (SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}), false)"
+            f"SELECT setval('{self._sequence(connection, table, column)}',"
+            f" GREATEST((SELECT COALESCE(MAX({column}), 0) FROM {table}), ?) + 1, false)",
+            (high_water,),
         )
+
+    @staticmethod
+    def _sequence(connection: Connection, table: str, column: str) -> str:
+        return str(connection.execute("SELECT pg_get_serial_sequence(?, ?)", (table, column)).fetchone()[0])
 
     def notify_change(self, connection: Connection, collection_id: str) -> None:
         connection.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, collection_id))

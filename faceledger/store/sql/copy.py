@@ -25,6 +25,8 @@ _COUNTER = "change_counter"
 # names the store records about itself, not about its faces: copied like any row, but a target
 # holding only these (a database just opened, before the copy's first batch) is empty
 _STORE_FACTS = "store_meta"
+# recorded in the target only: the source's last ledger entry when the copy began
+MIGRATION_BEGAN = "migration_began_after_ledger_entry"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,17 @@ def is_empty(store: SQLStore) -> bool:
     )
 
 
+def store_facts(store: SQLStore) -> dict[str, str]:
+    """Everything the store records about itself (store_meta)."""
+    return dict(store.database.connection().execute(f"SELECT name, value FROM {_STORE_FACTS}").fetchall())
+
+
+def operations_after(store: SQLStore, seq: int) -> set[str]:
+    """The operations ledgered after entry ``seq``."""
+    rows = store.database.connection().execute("SELECT DISTINCT operation FROM ledger WHERE seq > ?", (seq,))
+    return {str(row[0]) for row in rows}
+
+
 def copy_store(source: SQLStore, target: SQLStore, progress: Callable[[str, int], None] | None = None) -> None:
     """Copy every row of ``source`` that ``target`` lacks; ``progress(table, rows)`` after each batch."""
     for table, counter in schema_tables():
@@ -79,16 +92,21 @@ def copy_store(source: SQLStore, target: SQLStore, progress: Callable[[str, int]
                 if progress is not None:
                     progress(table, copied)
         if counter is not None:
+            with source.database.snapshot() as reading:
+                high_water = source.database.identity_high_water(reading, table, counter)
             with target.database.write() as writing:
-                target.database.continue_identity(writing, table, counter)
+                target.database.continue_identity(writing, table, counter, high_water)
 
 
 def compare_counts(source: SQLStore, target: SQLStore) -> list[TableCopy]:
     """Every table's row count in both stores."""
     counts = []
     for table, _ in schema_tables():
-        (mine,) = source.database.connection().execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-        (theirs,) = target.database.connection().execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        count = f"SELECT COUNT(*) FROM {table}"
+        if table == _STORE_FACTS:
+            count += f" WHERE name <> '{MIGRATION_BEGAN}'"
+        (mine,) = source.database.connection().execute(count).fetchone()
+        (theirs,) = target.database.connection().execute(count).fetchone()
         counts.append(TableCopy(table, int(mine), int(theirs)))
     return counts
 

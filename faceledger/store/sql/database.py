@@ -98,10 +98,15 @@ class Database(ABC):
         """A migration statement (written in SQLite's types) in this engine's."""
         return statement
 
-    def continue_identity(self, connection: Connection, table: str, column: str) -> None:
+    def identity_high_water(self, connection: Connection, table: str, column: str) -> int:
+        """The highest number ``column`` (an AUTOINCREMENT one) has given, deleted rows included:
+        such numbers are never given again (a vector index may still hold one as removed)."""
+        return int(connection.execute(f"SELECT COALESCE(MAX({column}), 0) FROM {table}").fetchone()[0])
+
+    def continue_identity(self, connection: Connection, table: str, column: str, high_water: int) -> None:
         """After rows were copied in with their own ``column`` values (store/sql/copy.py), make
-        the next row inserted without one number past them. SQLite's AUTOINCREMENT does so by
-        itself."""
+        the next row inserted without one number past them and past ``high_water``, the source's
+        highest. (Only PostgreSQL is a migration's target.)"""
         return None
 
     def notify_change(self, connection: Connection, collection_id: str) -> None:

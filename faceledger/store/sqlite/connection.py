@@ -93,6 +93,11 @@ class SQLiteDatabase(Database):
     def describe(self) -> str:
         return str(self.path)
 
+    def identity_high_water(self, connection: Connection, table: str, column: str) -> int:
+        """AUTOINCREMENT's counter (``sqlite_sequence``) outlives the rows it numbered."""
+        counted = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return max(super().identity_high_water(connection, table, column), int(counted[0]) if counted else 0)
+
     @contextmanager
     def duty(self, name: str) -> Iterator[bool]:
         """An advisory lock on a file beside the database, tried without waiting (processes
