@@ -113,3 +113,14 @@ def test_insecure_mode_warns(tmp_path: Path) -> None:
     server.send_signal(signal.SIGTERM)
     output, _ = server.communicate(timeout=60)
     assert "AUTHENTICATION IS OFF" in output
+
+
+@pytest.mark.parametrize("option", ["--worker-threads", "--quick-threads"])
+def test_serve_refuses_no_worker_threads(tmp_path: Path, option: str) -> None:
+    from typer.testing import CliRunner
+
+    from faceledger.cli.main import app
+
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "serve", option, "0"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert option in result.output

@@ -23,13 +23,16 @@ def serve(
     worker_threads: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="Requests that analyse an image (detect, compare, index, search by image) run at once "
-            "[default: one per core]."
+            "[default: one per core].",
         ),
     ] = None,
     quick_threads: Annotated[
         int,
-        typer.Option(help="Other requests (searches by face id, lists, deletes) run at once, on workers of their own."),
+        typer.Option(
+            min=1, help="Other requests (searches by face id, lists, deletes) run at once, on workers of their own."
+        ),
     ] = 8,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Accept unsigned requests (tests only; logs a warning).")
