@@ -99,7 +99,7 @@ class SQLStore(Store):
             db.execute(
                 "INSERT INTO store_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, value)
             )
-            return str(db.execute("SELECT value FROM store_meta WHERE name = ?", (name,)).fetchone()[0])
+            return str(self.store_fact(name))  # on this thread's connection: inside the write
 
     def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
         with self.database.write() as db:
