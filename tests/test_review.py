@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from pathlib import Path
 
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from PIL import Image
 
 import faceledger
 from faceledger.errors import AccessDeniedException
@@ -205,3 +208,78 @@ def test_the_cli_reviewer_is_the_os_account_or_a_reviewer_key_never_user(tmp_pat
     assert json.loads(twice.stdout)["Candidates"][0]["Status"] == "VERIFIED"
     reviewers = {d["Reviewer"] for d in json.loads(twice.stdout)["Candidates"][0]["Decisions"]}
     assert reviewers == {alice["AccessKeyId"], bob["AccessKeyId"]}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "JPEG"
+        return image.size
+
+
+def test_review_required_collections_keep_sealed_face_crops_that_go_with_the_face(service: FaceService) -> None:
+    """A reviewer must see the faces to decide: a review-required collection keeps a small crop of
+    each indexed face and of each probe, sealed like the templates, erased with the face."""
+    service.create_collection(collection_id="plain")
+    plain_face = service.index_faces(collection_id="plain", image=image_bytes(*OBAMA))["FaceRecords"][0]
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", review_required=True)
+    indexed = service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
+    face_id = indexed["FaceRecords"][0]["Face"]["FaceId"]
+    with acting_as(RequestContext(SEARCHER)):
+        result = service.search_faces_by_image(collection_id="c", image=image_bytes(*OBAMA_2))
+    case_id = result["FaceledgerReview"]["CaseId"]
+
+    assert service.store.face_crops("plain", [plain_face["Face"]["FaceId"]]) == {}  # kept only where needed
+    sealed = service.store.face_crops("c", [face_id])[face_id]
+    with acting_as(RequestContext(ALICE)):
+        plain = service.get_review_case(case_id=case_id)
+        case = service.get_review_case(case_id=case_id, include_face_crops=True)
+    assert "ProbeFaceCrop" not in plain and "FaceCrop" not in plain["Candidates"][0]
+    crop = case["Candidates"][0]["FaceCrop"]
+    assert crop not in sealed and crop[:2] == b"\xff\xd8"  # a JPEG, and not what the store holds
+    assert max(_jpeg_size(crop)) <= 160 and max(_jpeg_size(case["ProbeFaceCrop"])) <= 160
+    assert case["ProbeFaceCrop"] != crop  # the probe is the other photo's face
+    candidate = case["Candidates"][0]
+    assert candidate["FalseMatchRate"] is not None and candidate["FalseMatchRateUpper95"] >= candidate["FalseMatchRate"]
+    shown = [e for e in service.ledger.entries(operation="GetReviewCase")]
+    assert [e.result.get("FaceCropsShown") for e in shown] == [None, 2]
+
+    # no file of the data directory (the SQLite store among them) holds the crop in the clear
+    assert not [p for p in service.settings.data_dir.rglob("*") if p.is_file() and crop in p.read_bytes()]
+
+    service.update_collection_policy(collection_id="c", review_required=False)
+    service.erase_faces(collection_id="c", external_image_id="obama")
+    assert service.store.face_crops("c", [face_id]) == {}
+    with acting_as(RequestContext(ALICE)):
+        after = service.get_review_case(case_id=case_id, include_face_crops=True)
+    assert after["Candidates"][0]["FaceCrop"] is None and after["Candidates"][0]["Erased"] is True
+
+
+def test_a_rotated_template_key_reseals_the_crops(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", review_required=True)
+    face_id = service.index_faces(collection_id="c", image=image_bytes(*OBAMA))["FaceRecords"][0]["Face"]["FaceId"]
+    result = service.search_faces_by_image(collection_id="c", image=image_bytes(*OBAMA_2))
+    case_id = result["FaceledgerReview"]["CaseId"]
+    with acting_as(RequestContext(ALICE)):
+        before = service.get_review_case(case_id=case_id, include_face_crops=True)
+    sealed = service.store.face_crops("c", [face_id])[face_id]
+    service.rotate_template_key()
+    assert service.store.face_crops("c", [face_id])[face_id] != sealed
+    with acting_as(RequestContext(ALICE)):
+        after = service.get_review_case(case_id=case_id, include_face_crops=True)
+    assert after["ProbeFaceCrop"] == before["ProbeFaceCrop"]
+    assert after["Candidates"][0]["FaceCrop"] == before["Candidates"][0]["FaceCrop"]
+
+
+def test_probe_crops_are_kept_no_longer_than_the_collections_retention(service: FaceService) -> None:
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", review_required=True, retention_days=30)
+    service.index_faces(collection_id="c", image=image_bytes(*OBAMA))
+    case_id = service.search_faces_by_image(collection_id="c", image=image_bytes(*OBAMA_2))["FaceledgerReview"][
+        "CaseId"
+    ]
+    service.purge()
+    assert service.store.reviews.probe_crop(case_id) is not None
+    service.purge(now=time.time() + 31 * 86_400)
+    assert service.store.reviews.probe_crop(case_id) is None

@@ -35,7 +35,7 @@ from faceledger.api.rate import KeyRateLimits
 from faceledger.api.replay import ReplayCache, ReplayedRequestException
 from faceledger.errors import FaceledgerError, InternalServerError, InvalidParameterException
 from faceledger.service import FaceService
-from faceledger.service.access import Caller, Role
+from faceledger.service.access import Caller, Role, unknown_caller
 from faceledger.service.context import RequestContext, acting_as
 from faceledger.service.operations import IMAGE_OPERATIONS, changes_data
 from faceledger.store import AccessKey
@@ -326,9 +326,8 @@ class _RefusalLedger:
             return
         if key is not None:
             caller, allowance = self._service.access.caller(key), key.access_key_id
-        else:  # the claimed id is the sender's text: only its first characters of the key alphabet
-            shown = "".join(c for c in (claimed or "")[:32] if c.isascii() and c.isalnum())
-            caller, allowance = Caller(f"unknown:{shown}", None, ()), _UNKNOWN_KEYS
+        else:
+            caller, allowance = unknown_caller(claimed), _UNKNOWN_KEYS
         if self._due(allowance):
             with acting_as(RequestContext(caller)):
                 self._service.record_failure(operation.name, error)

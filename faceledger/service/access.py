@@ -6,10 +6,10 @@ same rules hold whatever wire the request came over.
 Roles:
 
 - ``admin``: everything, including creating and deleting collections and tagging them.
-- ``indexer``: adds and removes faces and users, lists them; cannot search or compare.
+- ``indexer``: adds, removes and erases faces and users, lists them; cannot search or compare.
 - ``searcher``: searches and compares; cannot change what is stored or list faces.
-- ``auditor``: reads what exists (collections, faces, users, tags), the ledger and review cases,
-  without searching.
+- ``auditor``: reads what exists (collections, faces, users, tags), the ledger (and verifies it)
+  and review cases, without searching.
 - ``reviewer``: confirms or rejects the candidates of review cases.
 """
 
@@ -56,8 +56,15 @@ class Role(str, Enum):
     REVIEWER = "reviewer"
 
 
+# what every role may do: read what collections exist and their policies, sign in to the console
 _READ = operation_names(
-    "DescribeCollection", "ListCollections", "ListTagsForResource", "GetCollectionPolicy", "GetCollectionCohort"
+    "DescribeCollection",
+    "ListCollections",
+    "ListTagsForResource",
+    "GetCollectionPolicy",
+    "GetCollectionCohort",
+    "StartConsoleSession",
+    "EndConsoleSession",
 )
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset(OPERATIONS),
@@ -75,6 +82,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "RecordConsent",
         "WithdrawConsent",
         "ListConsents",
+        "EraseFaces",
     ),
     Role.SEARCHER: _READ
     | operation_names(
@@ -86,7 +94,16 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "SearchUsersByImage",
     ),
     Role.AUDITOR: _READ
-    | operation_names("ListFaces", "ListUsers", "ExportLedger", "GetReviewCase", "ListReviewCases", "ListConsents"),
+    | operation_names(
+        "ListFaces",
+        "ListUsers",
+        "ExportLedger",
+        "ListLedgerEntries",
+        "VerifyLedger",
+        "GetReviewCase",
+        "ListReviewCases",
+        "ListConsents",
+    ),
     Role.REVIEWER: _READ | operation_names("GetReviewCase", "ListReviewCases", "DecideReview"),
 }
 
@@ -106,6 +123,13 @@ class Caller:
 
     def covers(self, collection_id: str) -> bool:
         return self.collections is None or collection_id in self.collections
+
+
+def unknown_caller(claimed: object) -> Caller:
+    """The caller a request names that is no key here: ``unknown:`` and the first characters of
+    the claimed id that are of the key alphabet (it is the sender's text), with no role."""
+    shown = "".join(c for c in (claimed if isinstance(claimed, str) else "")[:32] if c.isascii() and c.isalnum())
+    return Caller(f"unknown:{shown}", None, ())
 
 
 class AccessControl:

@@ -20,6 +20,7 @@ from faceledger.service.shapes import Response, quality_record, relative_landmar
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, ImageRecord, Store
+from faceledger.store.interface import crop_label
 from faceledger.vision import AnalyzedImage, DecodedImage, Face
 from faceledger.vision.quality import QualityFilter, quality_failures, select_for_indexing
 
@@ -88,8 +89,11 @@ class FaceOperations:
         analyzer.embed_faces(accepted)
         now = time.time()
         image_id = str(uuid.uuid4())
+        # what a reviewer must see to decide (docs/console.md): kept only where review is required
+        keep_crops = self._store.policies.policy(collection_id).review_required
         records = [
-            self._face_record(face, collection_id, image_id, external_image_id, analyzed, now) for face in accepted
+            self._face_record(face, collection_id, image_id, external_image_id, analyzed, now, keep_crops)
+            for face in accepted
         ]
         change = self._store.add_image(
             ImageRecord(
@@ -125,8 +129,10 @@ class FaceOperations:
         external_image_id: str | None,
         image: AnalyzedImage,
         now: float,
+        keep_crop: bool,
     ) -> FaceRecord:
         face_id = str(uuid.uuid4())
+        crop = self._templates.seal_crop(crop_label(face_id), face.crop) if keep_crop and face.crop else None
         return FaceRecord(
             face_id=face_id,
             collection_id=collection_id,
@@ -139,6 +145,7 @@ class FaceOperations:
             quality=quality_record(face),
             template=self._templates.seal(face_id, face.embedding),  # type: ignore[arg-type]
             created_at=now,
+            crop=crop,
         )
 
     def find_indexed_image(self, collection_id: str, image_sha256: str) -> ImageRecord | None:

@@ -31,14 +31,16 @@ from faceledger.errors import (
 from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
-from faceledger.service.access import AccessControl, load_secrets_key
+from faceledger.service.access import AccessControl, Caller, load_secrets_key, unknown_caller
 from faceledger.service.admin_operations import AdminOperations
 from faceledger.service.cohorts import CohortCollections
 from faceledger.service.collection_operations import CollectionOperations
-from faceledger.service.context import current_context
+from faceledger.service.console_sessions import ConsoleSessions
+from faceledger.service.context import RequestContext, acting_as, current_context
 from faceledger.service.data_directory import DataDirectory
 from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.ledger_operations import LedgerOperations
 from faceledger.service.migration import ModelMigration
 from faceledger.service.models import FaceModels
 from faceledger.service.node_keys import check_shared_keys, shared_keys
@@ -96,7 +98,7 @@ class FaceService:
             self.store, self.ledger if self.settings.audit_ledger else None, lambda: self.access
         )
         images = ImageReader(self.analyzer, self.settings.image_limits)
-        reviews = ReviewOperations(self.store)
+        reviews = ReviewOperations(self.store, self.templates, self.limits)
         self._reviews = reviews
         self._policies = PolicyOperations(self.store, self.indexes)
         models = self.models
@@ -107,6 +109,8 @@ class FaceService:
         )
         self._users = UserOperations(self.store, self.templates, models)
         self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models, self._policies)
+        self._ledger_reads = LedgerOperations(self.ledger, self.store.ledger)
+        self.console_sessions = ConsoleSessions(self.store, lambda: self.access)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
 
     @property
@@ -627,10 +631,14 @@ class FaceService:
             collection_id=self._reviews.collection_of(case_id),
         )
 
-    def get_review_case(self, *, case_id: str) -> Response:
-        """A case's candidates, their status and every decision."""
+    def get_review_case(self, *, case_id: str, include_face_crops: bool = False) -> Response:
+        """A case's candidates, their status, what each similarity means (its false-match rate)
+        and every decision; with ``include_face_crops``, the JPEG crops kept of the probe and
+        candidate faces (review-required collections keep them), as a reviewer needs to decide."""
         return self._run(
-            "GetReviewCase", lambda: self._reviews.get(case_id), collection_id=self._reviews.collection_of(case_id)
+            "GetReviewCase",
+            lambda: self._reviews.get(case_id, include_face_crops),
+            collection_id=self._reviews.collection_of(case_id),
         )
 
     def list_review_cases(self, *, collection_id: str | None = None) -> Response:
@@ -639,6 +647,46 @@ class FaceService:
         return self._run(
             "ListReviewCases", lambda: self._reviews.list(collection_id, visible), collection_id=collection_id
         )
+
+    # -- erasure -----------------------------------------------------------------------------
+
+    def erase_faces(
+        self, *, collection_id: str, face_ids: Sequence[str] | None = None, external_image_id: str | None = None
+    ) -> Response:
+        """Erase faces for good, whatever user they belong to (GDPR Art. 17): the ``face_ids``
+        given, or every face indexed under ``external_image_id``; the ledger entry is the receipt
+        (faces not found are listed in NotFoundFaceIds)."""
+        return self._run(
+            "EraseFaces",
+            lambda: self._policies.erase_faces(collection_id, face_ids, external_image_id),
+            collection_id=collection_id,
+        )
+
+    # -- the web console's sign-in ------------------------------------------------------------
+
+    def start_console_session(self, *, access_key_id: str, secret: str) -> Response:
+        """Check an access key's secret and start a web console session of that key: the
+        response's SessionToken (shown once, stored only as its SHA-256) stands for the key until
+        it ends (service/console_sessions.py). A wrong secret is ledgered as a denied sign-in of
+        the key it names."""
+        try:
+            caller = self.access.verify(access_key_id, secret)
+        except AccessDeniedException as error:
+            key = self.access.keys.get(access_key_id) if isinstance(access_key_id, str) else None
+            claimed = self.access.caller(key) if key is not None else unknown_caller(access_key_id)
+            with acting_as(RequestContext(claimed)):
+                self._runner.record_failure("StartConsoleSession", error)
+            raise
+        with acting_as(RequestContext(caller)):
+            return self._run("StartConsoleSession", lambda: self.console_sessions.start(caller))
+
+    def console_caller(self, session_token: str) -> Caller | None:
+        """Who a console session token signs in (None: no session, or one that has ended)."""
+        return self.console_sessions.caller(session_token)
+
+    def end_console_session(self, *, session_token: str) -> Response:
+        """End a console session (sign-out), as the current caller."""
+        return self._run("EndConsoleSession", lambda: self.console_sessions.end(session_token))
 
     # -- keys and the ledger ---------------------------------------------------------------
 
@@ -756,8 +804,51 @@ class FaceService:
         return self._run("CheckDataDirectory", lambda: self._admin.check(self.data_directory))
 
     def export_ledger(self, *, write: Callable[[LedgerEntry], None], **filters: Any) -> Response:
-        """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order."""
+        """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order; a
+        caller scoped to some collections gets only their entries."""
+        visible = current_context().caller.collections
+        if visible is not None:
+            filters = {**filters, "collections": visible}
         return self._run("ExportLedger", lambda: self._admin.export_ledger(write, filters))
+
+    def list_ledger_entries(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        access_key_id: str | None = None,
+        collection_id: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
+        purpose: str | None = None,
+        case_ref: str | None = None,
+        next_token: str | None = None,
+        max_results: int = 100,
+    ) -> Response:
+        """Ledger entries, newest first, filtered by time (seconds since the epoch), key,
+        collection, operation, outcome (ok, denied, error), purpose or case reference; a caller
+        scoped to some collections sees only their entries."""
+        filters = {
+            "since": since,
+            "until": until,
+            "access_key_id": access_key_id,
+            "collection_id": collection_id,
+            "operation": operation,
+            "outcome": outcome,
+            "purpose": purpose,
+            "case_ref": case_ref,
+        }
+        visible = current_context().caller.collections
+        return self._run(
+            "ListLedgerEntries",
+            lambda: self._ledger_reads.list(filters, visible, next_token, max_results),
+            collection_id=collection_id,
+        )
+
+    def verify_ledger(self) -> Response:
+        """Check the ledger's chain and signatures: Intact, or the Problems found (where the
+        chain breaks), the number of entries and the last signed head."""
+        return self._run("VerifyLedger", self._ledger_reads.verify)
 
 
 def _open_data_directory(path: Path, database_url: str | None) -> tuple[DataDirectory, Store]:

@@ -18,6 +18,7 @@ class Door(str, Enum):
     REKOGNITION = "RekognitionService"  # Rekognition's face API over HTTP (X-Amz-Target prefix)
     FACELEDGER = "FaceledgerService"  # faceledger's own accountability operations over HTTP
     LOCAL = "local"  # the operator at the machine only (CLI, Python)
+    CONSOLE = "console"  # the web console only (faceledger/console/): signing in and out
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,11 @@ OPERATIONS: dict[str, Operation] = {
             "GetReviewCase",
             "ListReviewCases",
             "DecideReview",
+            "EraseFaces",
+            "ListLedgerEntries",
+            "VerifyLedger",
         ),
+        *_operations(Door.CONSOLE, "StartConsoleSession", "EndConsoleSession"),
         *_operations(
             Door.LOCAL,
             "SetThresholdTable",
@@ -133,6 +138,8 @@ READ_OPERATIONS = operation_names(
     "GetCollectionPolicy",
     "ListReviewCases",
     "GetReviewCase",
+    "ListLedgerEntries",
+    "VerifyLedger",
 )
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
@@ -146,10 +146,32 @@ class PolicyOperations:
         )
         return Erasure(erased, {"ConsentId": consent_id})
 
+    def erase_faces(self, collection_id: str, face_ids: Sequence[str] | None, external_image_id: str | None) -> Erasure:
+        """Erase the faces ``face_ids``, or every face indexed under ``external_image_id`` (one of
+        the two), whatever user they belong to."""
+        if (face_ids is None) == (external_image_id is None):
+            raise InvalidParameterException("Give FaceIds or ExternalImageId (one of the two) to erase.")
+        self._store.require_collection(collection_id)
+        if external_image_id is not None:
+            validation.external_image_id(external_image_id)
+            return Erasure(
+                self.erase(
+                    collection_id, self._store.face_ids_where(collection_id, external_image_id=external_image_id)
+                ),
+                {"ExternalImageId": external_image_id},
+            )
+        wanted = validation.face_ids(face_ids, maximum=MAX_PAGE_SIZE)
+        found = {r.face_id for _, r in self._store.list_faces(collection_id, face_ids=wanted, limit=len(wanted))}
+        missing = [face_id for face_id in dict.fromkeys(wanted) if face_id not in found]
+        return Erasure(self.erase(collection_id, sorted(found)), {"NotFoundFaceIds": missing})
+
     def purge(self, now: float, limit: int) -> Erasure:
         """Erase at most ``limit`` faces past their collection's retention period or their
         consent's expiry (fewer than ``limit``: nothing more is due)."""
         receipts: list[dict[str, Any]] = []
+        # a review case's probe crop is a face kept like the collection's own: as long, no longer
+        for collection_id, days in self._store.policies.retained_collections():
+            self._store.reviews.drop_probe_crops(collection_id, now - days * SECONDS_PER_DAY)
         due = [
             (collection_id, {"Reason": "retention"}, {"created_before": now - days * SECONDS_PER_DAY})
             for collection_id, days in self._store.policies.retained_collections()

@@ -7,30 +7,51 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from faceledger.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
+from faceledger.errors import (
+    AccessDeniedException,
+    FaceledgerError,
+    InvalidParameterException,
+    ResourceNotFoundException,
+)
 from faceledger.service.context import current_context
 from faceledger.service.results import Reply, ReviewHold
+from faceledger.service.search_limits import SearchLimits
+from faceledger.service.templates import TemplateVault
 from faceledger.store import Candidate, FaceRecord, ReviewCase, Store
+from faceledger.store.interface import crop_label, probe_crop_label
 
 DECISIONS = ("confirm", "reject")
 
 
 class ReviewOperations:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, templates: TemplateVault, limits: SearchLimits) -> None:
         self._store = store
+        self._templates = templates
+        self._limits = limits
 
     def hold(
-        self, collection_id: str, operation: str, probe: str, matches: list[tuple[float, FaceRecord]]
+        self,
+        collection_id: str,
+        operation: str,
+        probe: str,
+        matches: list[tuple[float, FaceRecord]],
+        probe_crop: Callable[[], bytes] | None = None,
     ) -> ReviewHold | None:
         """In a review_required collection, open a review case for the matches of a search
-        (they are then reported unverified); elsewhere None."""
+        (they are then reported unverified), keeping the crop ``probe_crop`` makes of the probe
+        face (a search by image) for the reviewers to see; elsewhere None."""
         if not self._store.policies.policy(collection_id).review_required:
             return None
         context = current_context()
+        case_id = str(uuid.uuid4())
+        sealed_probe = (
+            self._templates.seal_crop(probe_crop_label(case_id), probe_crop()) if probe_crop is not None else None
+        )
         case = ReviewCase(
-            str(uuid.uuid4()),
+            case_id,
             collection_id,
             operation,
             context.caller.access_key_id,
@@ -39,6 +60,7 @@ class ReviewOperations:
             context.case_ref,
             probe,
             [Candidate(record.face_id, similarity) for similarity, record in matches],
+            sealed_probe,
         )
         self._store.reviews.open_case(case)
         return ReviewHold(case.case_id, bool(matches))
@@ -58,12 +80,40 @@ class ReviewOperations:
         self._store.reviews.decide(case_id, face_id, reviewer, decision, note, time.time())
         return self._reply(self._case(case_id))
 
-    def get(self, case_id: str) -> Reply:
-        return self._reply(self._case(case_id))
+    def get(self, case_id: str, include_face_crops: bool = False) -> Reply:
+        """The case; with ``include_face_crops``, the JPEG crops kept of the probe face
+        (ProbeFaceCrop) and of each candidate (FaceCrop), where the collection kept them."""
+        if not isinstance(include_face_crops, bool):
+            raise InvalidParameterException("IncludeFaceCrops must be true or false.")
+        case = self._case(case_id)
+        reply = self._reply(case)
+        if include_face_crops:
+            self._add_crops(case, reply)
+        return reply
+
+    def _add_crops(self, case: ReviewCase, reply: Reply) -> None:
+        """Open the crops of the case's faces into ``reply`` (the ledger notes they were shown)."""
+        face_ids = [c.face_id for c in case.candidates]
+        if case.operation == "SearchFaces":  # the probe is a face of the collection
+            face_ids.append(case.probe)
+        crops = {
+            face_id: self._templates.open_crop(crop_label(face_id), sealed)
+            for face_id, sealed in self._store.face_crops(case.collection_id, face_ids).items()
+        }
+        sealed_probe = self._store.reviews.probe_crop(case.case_id)
+        probe = (
+            self._templates.open_crop(probe_crop_label(case.case_id), sealed_probe)
+            if sealed_probe is not None
+            else crops.get(case.probe)
+        )
+        reply.response["ProbeFaceCrop"] = probe
+        for candidate in reply.response["Candidates"]:
+            candidate["FaceCrop"] = crops.get(candidate["FaceId"])
+        reply.summary["FaceCropsShown"] = sum(crop is not None for crop in [probe, *crops.values()])
 
     def _reply(self, case: ReviewCase) -> Reply:
         """The case, each candidate with the image it was indexed from (what a reviewer opens to
-        decide), or marked erased since."""
+        decide), or marked erased since, and what its similarity means (its false-match rate)."""
         sources: dict[str, dict[str, Any]] = {}
         for candidate in case.candidates:
             try:
@@ -76,7 +126,32 @@ class ReviewOperations:
                 "ImageId": record.image_id,
                 "ImageSha256": record.image_sha256,
             }
+        meaning = self._similarity_meaning(case)
+        for candidate in case.candidates:
+            sources[candidate.face_id].update(meaning(candidate.similarity))
         return _case_reply(case, sources)
+
+    def _similarity_meaning(self, case: ReviewCase) -> Callable[[float], dict[str, Any]]:
+        """What a similarity means in the case's collection: the false-match rate measured at it
+        (FalseMatchRate) and the bound every promise rests on (FalseMatchRateUpper95: the upper
+        end of its 95% interval times the table's transfer margin), from the collection's
+        threshold table; None for both where the table cannot say."""
+        try:
+            table = self._limits.threshold_table(case.collection_id)
+        except FaceledgerError:  # e.g. a model with no calibration yet
+            table = None
+
+        def meaning(similarity: float) -> dict[str, Any]:
+            try:
+                row = table.at(similarity) if table is not None else None
+            except InvalidParameterException:  # below the table's range: not measured
+                row = None
+            return {
+                "FalseMatchRate": None if row is None else row.fmr,
+                "FalseMatchRateUpper95": None if row is None else table.bound(row),  # type: ignore[union-attr]
+            }
+
+        return meaning
 
     def collection_of(self, case_id: str) -> str | None:
         """The collection a case belongs to, so that access is decided by it (None: no such case)."""

@@ -22,6 +22,7 @@ from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
 from faceledger.vision.cohort import COHORT_CANDIDATES, clamped_similarity
+from faceledger.vision.crop import face_crop
 from faceledger.vision.quality import QualityFilter
 from faceledger.vision.similarity import SimilarityScale
 
@@ -90,7 +91,9 @@ class SearchOperations:
             meaning.threshold,
             max_faces,  # type: ignore[arg-type]
         )
-        review = self._reviews.hold(collection_id, "SearchFacesByImage", decoded.sha256, matches)
+        review = self._reviews.hold(
+            collection_id, "SearchFacesByImage", decoded.sha256, matches, lambda: face_crop(decoded.pixels, probe.box)
+        )
         return FaceSearchResult(
             matches,
             analyzer.model.version,

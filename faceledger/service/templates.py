@@ -51,6 +51,14 @@ class TemplateVault:
     def seal(self, face_id: str, embedding: np.ndarray) -> bytes:
         return self.codec.seal(face_id, embedding)
 
+    def seal_crop(self, label: str, jpeg: bytes) -> bytes:
+        """Seal a face crop (a review-required collection's, vision/crop.py) like a template;
+        ``label``: store.crop_label or store.probe_crop_label."""
+        return self.codec.seal_bytes(label, jpeg)
+
+    def open_crop(self, label: str, sealed: bytes) -> bytes:
+        return self.codec.open_bytes(label, sealed)
+
     def embedding(self, face: FaceRecord) -> np.ndarray:
         """The face's embedding, in the clear (memory only)."""
         return self.codec.open(face.face_id, face.template)

@@ -29,6 +29,7 @@ from faceledger.store.records import (
     CollectionPolicy,
     CollectionRecord,
     ConsentRecord,
+    ConsoleSession,
     ErasureResidue,
     FaceChange,
     FaceChanges,
@@ -41,6 +42,16 @@ from faceledger.store.records import (
 
 # A sealed template and a function that re-seals it: (face_id, sealed) -> sealed under a new key.
 Reseal = Callable[[str, bytes], bytes]
+
+
+def crop_label(face_id: str) -> str:
+    """What a face's crop is sealed under (its template is sealed under the face id itself), so
+    that neither opens in the other's place."""
+    return f"crop:{face_id}"
+
+
+def probe_crop_label(case_id: str) -> str:
+    return f"probe:{case_id}"
 
 
 class PolicyRepository(ABC):
@@ -90,6 +101,34 @@ class ReviewRepository(ABC):
     @abstractmethod
     def decide(self, case_id: str, face_id: str, reviewer: str, decision: str, note: str, at: float) -> None:
         """Record (or replace) this reviewer's decision on this candidate."""
+
+    @abstractmethod
+    def probe_crop(self, case_id: str) -> bytes | None:
+        """The sealed crop of the case's probe face, if one was kept."""
+
+    @abstractmethod
+    def drop_probe_crops(self, collection_id: str, opened_before: float) -> int:
+        """Forget the probe crops of the collection's cases opened before ``opened_before`` (its
+        retention period is over); returns how many."""
+
+
+class ConsoleSessionRepository(ABC):
+    """Sign-ins to the web console, by the SHA-256 of their tokens (service/console_sessions.py)."""
+
+    @abstractmethod
+    def start(self, session: ConsoleSession, expired_before: float) -> None:
+        """Record a sign-in, forgetting those that expired before ``expired_before``."""
+
+    @abstractmethod
+    def get(self, token_sha256: str) -> ConsoleSession | None: ...
+
+    @abstractmethod
+    def touch(self, token_sha256: str, at: float) -> None:
+        """Record that the session was used at ``at``."""
+
+    @abstractmethod
+    def end(self, token_sha256: str) -> bool:
+        """Forget a sign-in; False if there was none."""
 
 
 class AccessKeyRepository(ABC):
@@ -155,11 +194,15 @@ class LedgerRepository(ABC):
         case_ref: str | None = None,
         operation: str | None = None,
         outcome: str | None = None,
+        purpose: str | None = None,
+        collections: Sequence[str] | None = None,
+        before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> Iterator[LedgerEntry]:
         """Entries in ledger order (or newest first), filtered; ``limit`` counts from the first
-        entry in that order."""
+        entry in that order. ``collections``: only entries of these collections (not those of
+        none); ``before_seq``: only entries numbered below it (the next page, newest first)."""
 
     @abstractmethod
     def chained(self) -> Iterator[tuple[LedgerEntry, str, str]]:
@@ -168,6 +211,10 @@ class LedgerRepository(ABC):
     @abstractmethod
     def signatures(self) -> Iterator[tuple[int, str, bytes]]:
         """Every (seq, hash, signature) of a signed head, in order."""
+
+    @abstractmethod
+    def last_signed(self) -> tuple[int, float] | None:
+        """(seq, when signed) of the latest signed head, if any."""
 
 
 class Store(ABC):
@@ -179,6 +226,7 @@ class Store(ABC):
     access_keys: AccessKeyRepository
     request_tokens: RequestTokenRepository
     ledger: LedgerRepository
+    console_sessions: ConsoleSessionRepository
 
     # -- transactions ----------------------------------------------------------------------
 
@@ -227,8 +275,10 @@ class Store(ABC):
 
     @abstractmethod
     def reseal_templates(self, reseal: Reseal, fingerprint: str) -> int:
-        """Replace every template by ``reseal(face_id, template)`` and record ``fingerprint``, in
-        one transaction; returns how many templates there were."""
+        """Replace every template by ``reseal(face_id, template)``, every face crop by
+        ``reseal(crop_label(face_id), crop)`` and every probe crop by
+        ``reseal(probe_crop_label(case_id), crop)``, and record ``fingerprint``, in one
+        transaction; returns how many templates there were."""
 
     # -- collections -----------------------------------------------------------------------
 
@@ -343,6 +393,10 @@ class Store(ABC):
 
     @abstractmethod
     def faces_by_seq(self, collection_id: str, seqs: Sequence[int]) -> dict[int, FaceRecord]: ...
+
+    @abstractmethod
+    def face_crops(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, bytes]:
+        """The sealed crops kept of these faces of the collection (a face without one is absent)."""
 
     @abstractmethod
     def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]: ...

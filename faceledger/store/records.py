@@ -51,6 +51,9 @@ class FaceRecord:
     template: bytes = field(repr=False)  # the embedding, sealed by the template key (keys/templates.py)
     created_at: float
     user_id: str | None = None
+    # a small JPEG of the face sealed by the template key (vision/crop.py), kept by review-required
+    # collections only; written with the face, read on its own (Store.face_crops)
+    crop: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -159,12 +162,27 @@ class ReviewCase:
     case_ref: str | None
     probe: str  # SHA-256 of the probe image, or the probe face id
     candidates: list[Candidate]
+    # the probe face's crop sealed by the template key, for a search by image (read on its own,
+    # ReviewRepository.probe_crop)
+    probe_crop: bytes | None = field(default=None, repr=False)
 
     @property
     def status(self) -> str:
         if any(c.status == "UNVERIFIED" for c in self.candidates):
             return "OPEN"
         return "CLOSED"
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A sign-in to the web console: the SHA-256 of its token (the token itself is only in the
+    browser's cookie), whose key, and until when it holds."""
+
+    token_sha256: str
+    access_key_id: str
+    started_at: float
+    last_seen_at: float
+    expires_at: float
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ class Face:
     chip: np.ndarray | None = field(default=None, repr=False)
     quality: FaceQuality | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
+    # a small JPEG of the face (vision/crop.py), made where a reviewer may need to see it
+    crop: bytes | None = field(default=None, repr=False)
 
 
 def _midpoint(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceledger.vision.blazeface import BlazeFaceDetector
+from faceledger.vision.crop import face_crop
 from faceledger.vision.detect import FaceDetector
 from faceledger.vision.face import Face
 from faceledger.vision.image import DecodedImage
@@ -71,8 +72,12 @@ class FaceAnalyzer:
         return faces
 
     def analyze_image(self, image: DecodedImage) -> AnalyzedImage:
-        """Detection, landmarks, chips and quality of every face in ``image``; no embeddings."""
+        """Detection, landmarks, chips, quality and a small crop (vision/crop.py: a millisecond
+        a face, kept only by review-required collections) of every face in ``image``; no
+        embeddings."""
         faces = self.analyze(image.pixels, embed=False)
+        for face in faces:
+            face.crop = face_crop(image.pixels, face.box)
         return AnalyzedImage(image.sha256, image.width, image.height, faces)
 
     def embed_faces(self, faces: list[Face]) -> None:

@@ -4,13 +4,14 @@ idempotency tokens and the audit ledger's rows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, fields
 
 from faceledger.errors import ResourceNotFoundException
 from faceledger.keys.sealing import NONCE_BYTES
 from faceledger.store.interface import (
     AccessKeyRepository,
+    ConsoleSessionRepository,
     LedgerRepository,
     PolicyRepository,
     RequestTokenRepository,
@@ -22,6 +23,7 @@ from faceledger.store.records import (
     Candidate,
     CollectionPolicy,
     ConsentRecord,
+    ConsoleSession,
     LedgerEntry,
     ReviewCase,
 )
@@ -120,6 +122,10 @@ class SQLReviews(ReviewRepository):
                 "INSERT INTO review_candidates (case_id, face_id, similarity) VALUES (?, ?, ?)",
                 [(case.case_id, c.face_id, c.similarity) for c in case.candidates],
             )
+            if case.probe_crop is not None:
+                db.execute(
+                    "INSERT INTO review_probe_crops (case_id, crop) VALUES (?, ?)", (case.case_id, case.probe_crop)
+                )
 
     def case(self, case_id: str) -> ReviewCase | None:
         db = self._db.connection()
@@ -158,6 +164,54 @@ class SQLReviews(ReviewRepository):
                 " decision = excluded.decision, note = excluded.note, decided_at = excluded.decided_at",
                 (case_id, face_id, reviewer, decision, note, at),
             )
+
+    def probe_crop(self, case_id: str) -> bytes | None:
+        row = (
+            self._db.connection()
+            .execute("SELECT crop FROM review_probe_crops WHERE case_id = ?", (case_id,))
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def drop_probe_crops(self, collection_id: str, opened_before: float) -> int:
+        with self._db.write() as db:
+            return db.execute(
+                "DELETE FROM review_probe_crops WHERE case_id IN"
+                " (SELECT case_id FROM review_cases WHERE collection_id = ? AND opened_at < ?)",
+                (collection_id, opened_before),
+            ).rowcount
+
+
+_SESSION_COLUMNS = ", ".join(f.name for f in fields(ConsoleSession))
+
+
+class SQLConsoleSessions(ConsoleSessionRepository):
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def start(self, session: ConsoleSession, expired_before: float) -> None:
+        with self._db.write() as db:
+            db.execute("DELETE FROM console_sessions WHERE expires_at < ?", (expired_before,))
+            db.execute(
+                f"INSERT INTO console_sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                tuple(getattr(session, f.name) for f in fields(ConsoleSession)),
+            )
+
+    def get(self, token_sha256: str) -> ConsoleSession | None:
+        row = (
+            self._db.connection()
+            .execute(f"SELECT {_SESSION_COLUMNS} FROM console_sessions WHERE token_sha256 = ?", (token_sha256,))
+            .fetchone()
+        )
+        return None if row is None else ConsoleSession(*row)
+
+    def touch(self, token_sha256: str, at: float) -> None:
+        with self._db.write() as db:
+            db.execute("UPDATE console_sessions SET last_seen_at = ? WHERE token_sha256 = ?", (at, token_sha256))
+
+    def end(self, token_sha256: str) -> bool:
+        with self._db.write() as db:
+            return db.execute("DELETE FROM console_sessions WHERE token_sha256 = ?", (token_sha256,)).rowcount == 1
 
 
 _KEY_COLUMNS = "access_key_id, role, collections, enabled, created_at, description"
@@ -330,6 +384,9 @@ class SQLLedger(LedgerRepository):
         case_ref: str | None = None,
         operation: str | None = None,
         outcome: str | None = None,
+        purpose: str | None = None,
+        collections: Sequence[str] | None = None,
+        before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> Iterator[LedgerEntry]:
@@ -342,10 +399,15 @@ class SQLLedger(LedgerRepository):
             ("case_ref", case_ref, "="),
             ("operation", operation, "="),
             ("outcome", outcome, "="),
+            ("purpose", purpose, "="),
+            ("seq", before_seq, "<"),
         ):
             if value is not None:
                 sql += f" AND {column} {operator} ?"
                 params.append(value)
+        if collections is not None:
+            sql += f" AND collection_id IN ({','.join('?' * len(collections)) or 'NULL'})"
+            params.extend(collections)
         sql += " ORDER BY seq" + (" DESC" if newest_first else "") + (" LIMIT ?" if limit is not None else "")
         if limit is not None:
             params.append(limit)
@@ -363,6 +425,14 @@ class SQLLedger(LedgerRepository):
         yield from self._db.connection().execute(
             "SELECT seq, entry_hash, signature FROM ledger_signatures ORDER BY seq"
         )
+
+    def last_signed(self) -> tuple[int, float] | None:
+        row = (
+            self._db.connection()
+            .execute("SELECT seq, signed_at FROM ledger_signatures ORDER BY seq DESC LIMIT 1")
+            .fetchone()
+        )
+        return None if row is None else (int(row[0]), float(row[1]))
 
 
 def _ledger_entry(row: tuple) -> LedgerEntry:

@@ -238,6 +238,29 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX seen_signatures_by_expiry ON seen_signatures (expires_at);
     """,
+    # 12: what human review needs to be done in a browser (faceledger/console/). Review-required
+    # collections keep a small crop of each indexed face and of each search's probe, sealed under
+    # the template key like the templates, and gone with the face (or the case). Console sign-ins
+    # are kept here, so that every node knows them and a sign-out ends them everywhere; only the
+    # SHA-256 of each session token is stored, so the database alone signs nobody in.
+    """
+    CREATE TABLE face_crops (
+        face_id TEXT PRIMARY KEY REFERENCES faces(face_id) ON DELETE CASCADE,
+        crop    BLOB NOT NULL
+    );
+    CREATE TABLE review_probe_crops (
+        case_id TEXT PRIMARY KEY REFERENCES review_cases(case_id) ON DELETE CASCADE,
+        crop    BLOB NOT NULL
+    );
+    CREATE TABLE console_sessions (
+        token_sha256  TEXT PRIMARY KEY,
+        access_key_id TEXT NOT NULL REFERENCES access_keys(access_key_id) ON DELETE CASCADE,
+        started_at    REAL NOT NULL,
+        last_seen_at  REAL NOT NULL,
+        expires_at    REAL NOT NULL
+    );
+    CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
+    """,
 )
 
 

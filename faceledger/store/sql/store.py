@@ -21,7 +21,7 @@ from faceledger.errors import (
     ResourceNotFoundException,
     ServiceQuotaExceededException,
 )
-from faceledger.store.interface import Reseal, Store
+from faceledger.store.interface import Reseal, Store, crop_label, probe_crop_label
 from faceledger.store.records import (
     CollectionRecord,
     ErasureResidue,
@@ -33,6 +33,7 @@ from faceledger.store.records import (
 )
 from faceledger.store.sql.accountability import (
     SQLAccessKeys,
+    SQLConsoleSessions,
     SQLLedger,
     SQLPolicies,
     SQLRequestTokens,
@@ -61,6 +62,7 @@ class SQLStore(Store):
         self.access_keys = SQLAccessKeys(self.database)
         self.request_tokens = SQLRequestTokens(self.database)
         self.ledger = SQLLedger(self.database)
+        self.console_sessions = SQLConsoleSessions(self.database)
 
     def describe(self) -> str:
         """Where the store is, for messages (never with a password)."""
@@ -107,6 +109,20 @@ class SQLStore(Store):
             db.executemany(
                 "UPDATE faces SET embedding = ? WHERE face_id = ?",
                 [(reseal(face_id, sealed), face_id) for face_id, sealed in rows],
+            )
+            db.executemany(
+                "UPDATE face_crops SET crop = ? WHERE face_id = ?",
+                [
+                    (reseal(crop_label(face_id), bytes(crop)), face_id)
+                    for face_id, crop in db.execute("SELECT face_id, crop FROM face_crops").fetchall()
+                ],
+            )
+            db.executemany(
+                "UPDATE review_probe_crops SET crop = ? WHERE case_id = ?",
+                [
+                    (reseal(probe_crop_label(case_id), bytes(crop)), case_id)
+                    for case_id, crop in db.execute("SELECT case_id, crop FROM review_probe_crops").fetchall()
+                ],
             )
             db.execute(
                 "INSERT INTO store_meta (name, value) VALUES ('template_key', ?)"
@@ -309,6 +325,10 @@ class SQLStore(Store):
                 ).fetchone()[0]
                 for face in faces
             ]
+            db.executemany(
+                "INSERT INTO face_crops (face_id, crop) VALUES (?, ?)",
+                [(face.face_id, face.crop) for face in faces if face.crop is not None],
+            )
             _log_change(db, image.collection_id, before, after, "added", seqs)
         return FaceChange(
             image.collection_id, before, after, {f.face_id: int(s) for f, s in zip(faces, seqs, strict=True)}, True
@@ -379,6 +399,18 @@ class SQLStore(Store):
             [collection_id, *seqs],
         )
         return {row[0]: self._face_record(row[1:]) for row in rows}
+
+    def face_crops(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, bytes]:
+        db = self.database.connection()
+        crops: dict[str, bytes] = {}
+        for chunk in self._chunks(list(face_ids)):
+            rows = db.execute(
+                "SELECT face_crops.face_id, face_crops.crop FROM face_crops JOIN faces USING (face_id)"
+                f" WHERE faces.collection_id = ? AND face_crops.face_id IN ({','.join('?' * len(chunk))})",
+                [collection_id, *chunk],
+            )
+            crops.update((face_id, bytes(crop)) for face_id, crop in rows)
+        return crops
 
     def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]:
         found = self.list_faces(collection_id, face_ids=[face_id], limit=1)
