@@ -26,11 +26,12 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from faceledger.api import sigv4, wire
 from faceledger.api.admission import Admission, BodyBudget, read_body
+from faceledger.api.console.app import ConsoleLimits, create_console
 from faceledger.api.rate import KeyRateLimits
 from faceledger.api.replay import ReplayCache, ReplayedRequestException
 from faceledger.errors import FaceledgerError, InternalServerError, InvalidParameterException
@@ -90,6 +91,9 @@ class ApiSettings:
 
     ``requests_per_second_per_key`` and ``burst_per_key``: each access key's request rate (a token
     bucket), checked once the request is authenticated; beyond it ThrottlingException.
+
+    ``console``: serve the web console under ``/console/`` (api/console/; never with ``auth``
+    off: it signs in with access keys).
     """
 
     auth: bool = True
@@ -109,6 +113,7 @@ class ApiSettings:
     refusal_ledger_interval_seconds: float = 10.0
     requests_per_second_per_key: float = 100.0
     burst_per_key: int = 200
+    console: bool = True
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,14 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
         yield
         image_workers.shutdown(wait=False)
 
-    return Starlette(routes=[Route("/", handle, methods=["POST", "GET"])], lifespan=lifespan)
+    routes: list[BaseRoute] = [Route("/", handle, methods=["POST", "GET"])]
+    if settings.console and settings.auth:
+        limits = ConsoleLimits(settings.max_body_bytes, settings.body_timeout_seconds)
+        routes += [
+            Route("/console", lambda _: RedirectResponse("/console/", status_code=308)),
+            Mount("/console", create_console(service, limits, budget)),
+        ]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _handle(

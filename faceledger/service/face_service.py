@@ -40,7 +40,7 @@ from faceledger.service.context import RequestContext, acting_as, current_contex
 from faceledger.service.data_directory import DataDirectory
 from faceledger.service.face_operations import FaceOperations
 from faceledger.service.images import ImageInput, ImageReader
-from faceledger.service.ledger_operations import LedgerOperations
+from faceledger.service.ledger_operations import LedgerOperations, checked_filters
 from faceledger.service.migration import ModelMigration
 from faceledger.service.models import FaceModels
 from faceledger.service.node_keys import check_shared_keys, shared_keys
@@ -807,9 +807,14 @@ class FaceService:
         """Pass every entry matching ``filters`` (see Ledger.entries) to ``write``, in order; a
         caller scoped to some collections gets only their entries."""
         visible = current_context().caller.collections
-        if visible is not None:
-            filters = {**filters, "collections": visible}
-        return self._run("ExportLedger", lambda: self._admin.export_ledger(write, filters))
+
+        def export() -> Reply:
+            checked = checked_filters(filters)
+            if visible is not None:
+                checked["collections"] = visible
+            return self._admin.export_ledger(write, checked)
+
+        return self._run("ExportLedger", export)
 
     def list_ledger_entries(
         self,

@@ -22,6 +22,7 @@ from faceledger.service.search_limits import SearchLimits
 from faceledger.service.templates import TemplateVault
 from faceledger.store import Candidate, FaceRecord, ReviewCase, Store
 from faceledger.store.interface import crop_label, probe_crop_label
+from faceledger.vision.calibration import ThresholdTable
 
 DECISIONS = ("confirm", "reject")
 
@@ -126,32 +127,18 @@ class ReviewOperations:
                 "ImageId": record.image_id,
                 "ImageSha256": record.image_sha256,
             }
-        meaning = self._similarity_meaning(case)
+        table = self._threshold_table(case.collection_id)
         for candidate in case.candidates:
-            sources[candidate.face_id].update(meaning(candidate.similarity))
+            sources[candidate.face_id].update(similarity_meaning(table, candidate.similarity))
         return _case_reply(case, sources)
 
-    def _similarity_meaning(self, case: ReviewCase) -> Callable[[float], dict[str, Any]]:
-        """What a similarity means in the case's collection: the false-match rate measured at it
-        (FalseMatchRate) and the bound every promise rests on (FalseMatchRateUpper95: the upper
-        end of its 95% interval times the table's transfer margin), from the collection's
-        threshold table; None for both where the table cannot say."""
+    def _threshold_table(self, collection_id: str) -> ThresholdTable | None:
+        """The table the collection's similarities are read by (None: it has none yet, e.g. a
+        model not calibrated)."""
         try:
-            table = self._limits.threshold_table(case.collection_id)
-        except FaceledgerError:  # e.g. a model with no calibration yet
-            table = None
-
-        def meaning(similarity: float) -> dict[str, Any]:
-            try:
-                row = table.at(similarity) if table is not None else None
-            except InvalidParameterException:  # below the table's range: not measured
-                row = None
-            return {
-                "FalseMatchRate": None if row is None else row.fmr,
-                "FalseMatchRateUpper95": None if row is None else table.bound(row),  # type: ignore[union-attr]
-            }
-
-        return meaning
+            return self._limits.threshold_table(collection_id)
+        except FaceledgerError:
+            return None
 
     def collection_of(self, case_id: str) -> str | None:
         """The collection a case belongs to, so that access is decided by it (None: no such case)."""
@@ -169,7 +156,11 @@ class ReviewOperations:
                         "CaseId": c.case_id,
                         "CollectionId": c.collection_id,
                         "Status": c.status,
+                        "Operation": c.operation,
+                        "OpenedBy": c.opened_by,
                         "OpenedAt": c.opened_at,
+                        "Purpose": c.purpose,
+                        "CaseReference": c.case_ref,
                         "Candidates": len(c.candidates),
                     }
                     for c in cases
@@ -183,6 +174,17 @@ class ReviewOperations:
         if case is None:
             raise ResourceNotFoundException(f"Review case {case_id!r} does not exist.")
         return case
+
+
+def similarity_meaning(table: ThresholdTable | None, similarity: float) -> dict[str, float | None]:
+    """What a similarity means by ``table``: the false-match rate measured at it (FalseMatchRate)
+    and the bound every promise rests on (FalseMatchRateUpper95); None for both where the table
+    cannot say (no table, or a score below its range)."""
+    rates = table.false_match_rate_at(similarity) if table is not None else None
+    return {
+        "FalseMatchRate": None if rates is None else rates[0],
+        "FalseMatchRateUpper95": None if rates is None else rates[1],
+    }
 
 
 def _case_reply(case: ReviewCase, sources: dict[str, dict[str, Any]]) -> Reply:

@@ -107,6 +107,12 @@ class ThresholdTable:
             )
         return eligible[-1]
 
+    def false_match_rate_at(self, similarity: float) -> tuple[float, float] | None:
+        """What a score of ``similarity`` means: (the FMR measured at it, :meth:`bound` of it),
+        from the row :meth:`at` picks; None below the table's range (not measured)."""
+        eligible = [row for row in self.rows if row.threshold <= similarity + 1e-9]
+        return (eligible[-1].fmr, self.bound(eligible[-1])) if eligible else None
+
     def threshold_for_fmr(self, target: float, *, upper_bound: bool = True) -> float:
         """The lowest tabulated threshold whose FMR (by default :meth:`bound`, the upper end of its
         95% interval times the transfer margin, so the claim holds with confidence) is at most
