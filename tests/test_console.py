@@ -3,7 +3,8 @@
 
 Screenshots of every page at 1280x800 go to $FACELEDGER_SCREENSHOTS (docs/console/ when the
 documentation's pictures are made again: ``FACELEDGER_SCREENSHOTS=docs/console pytest
-tests/test_console.py``), else to the test's temporary folder.
+tests/test_console.py``; faces are blurred in them, so that no face of the test data lands in the
+repository), else to the test's temporary folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ from pathlib import Path
 import pytest
 
 import faceledger
+from faceledger.api.app import ApiSettings
+from faceledger.api.server import serve_in_thread
 from faceledger.service.data_directory import SQLITE_FILE
 
 from api_server import free_loopback_port
@@ -139,6 +143,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Ite
             ("auditor", "auditor", None),
             ("admin", "admin", None),
             ("archivist", "indexer", ["archive"]),
+            ("guessed", "reviewer", None),  # whose secret an attacker tries to guess
         ):
             made = service.create_access_key(role=role, collections=collections, description=name)
             keys[name] = Key(made["AccessKeyId"], made["SecretAccessKey"])
@@ -161,6 +166,8 @@ def _signed_in(browser, console: Console, who: str, viewport: dict | None = None
 
 
 def _shoot(page, console: Console, name: str) -> None:
+    if os.environ.get("FACELEDGER_SCREENSHOTS"):  # pictures for the documentation: no face in them
+        page.evaluate("document.querySelectorAll('main img').forEach(img => { img.style.filter = 'blur(9px)'; })")
     page.screenshot(path=str(console.screenshots / f"{name}.png"), full_page=False)
 
 
@@ -256,6 +263,7 @@ def test_a_search_is_verified_by_two_other_reviewers(browser, console: Console) 
     phone = _signed_in(browser, console, "alice", viewport=PHONE)
     phone.goto(f"{console.url}/console/reviews/{case_id}")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    _shoot(phone, console, "review-case-phone")
     for page in (searcher, alice, bob, phone):
         page.context.close()
 
@@ -372,6 +380,54 @@ def test_each_role_sees_only_what_it_may(browser, console: Console) -> None:
     admin.context.close()
 
 
+def test_a_search_without_the_purpose_the_policy_demands_is_refused_on_the_form(browser, console: Console) -> None:
+    page = _signed_in(browser, console, "searcher")
+    page.goto(f"{console.url}/console/search")
+    page.get_by_label("Collection").select_option("missing")
+    page.get_by_label("Photo").set_input_files(str(data_path(*OBAMA_PROBE)))
+    page.get_by_label("Case reference").fill("R-9")
+    with page.expect_response(lambda r: r.url.endswith("/console/search") and r.request.method == "POST") as sent:
+        page.get_by_role("button", name="Search").click()
+    assert sent.value.status == 403
+    assert "requires a declared purpose and case reference" in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("Case reference").input_value() == "R-9"  # the form as it was filled in
+    assert page.get_by_test_id("review-case").count() == 0
+    page.context.close()
+
+
+def test_guessing_a_secret_is_throttled_and_pages_carry_the_security_headers(browser, console: Console) -> None:
+    client = browser.new_context().request
+    sign_in = client.get(f"{console.url}/console/sign-in", headers={"X-Forwarded-Proto": "https"})
+    headers = sign_in.headers
+    assert (
+        "frame-ancestors 'none'" in headers["content-security-policy"]
+        and "script-src 'self'" in headers["content-security-policy"]
+    )
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+    # behind a TLS-terminating proxy on this host, the cookies are Secure
+    assert "secure" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
+
+    def form_token(page) -> str:  # each sign-in form carries a token of its own, matching its cookie
+        return re.search(r'name="sign_in_token" value="([^"]+)"', page.text())[1]
+
+    token = form_token(client.get(f"{console.url}/console/sign-in"))
+    target = console.keys["guessed"]
+
+    def attempt(secret: str) -> int:
+        nonlocal token
+        form = {"access_key_id": target.access_key_id, "secret": secret, "sign_in_token": token}
+        answer = client.post(f"{console.url}/console/sign-in", form=form, max_redirects=0)
+        token = form_token(answer)
+        return answer.status
+
+    assert [attempt(f"guess{n}") for n in range(5)] == [401] * 5
+    assert attempt(target.secret) == 429  # locked for a while, even with the right secret
+    # a sign-in form without its own cookie's token is refused (nobody signs a browser in to their key)
+    stranger = browser.new_context().request
+    form = {"access_key_id": target.access_key_id, "secret": target.secret, "sign_in_token": token}
+    assert stranger.post(f"{console.url}/console/sign-in", form=form, max_redirects=0).status == 403
+
+
 def test_the_console_shows_where_a_tampered_ledger_breaks(browser, console: Console) -> None:
     """Last in this module: it edits the ledger behind the server's back."""
     auditor = _signed_in(browser, console, "auditor")
@@ -384,3 +440,13 @@ def test_the_console_shows_where_a_tampered_ledger_breaks(browser, console: Cons
     assert f"entry {seq} (SearchFacesByImage) was edited" in problems
     _shoot(auditor, console, "audit-tampered")
     auditor.context.close()
+
+
+@pytest.mark.parametrize(
+    "settings", [ApiSettings(console=False), ApiSettings(auth=False)], ids=["no-console", "no-auth"]
+)
+def test_no_console_without_it_or_without_authentication(service, settings: ApiSettings) -> None:
+    with serve_in_thread(service, settings) as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/console/sign-in", timeout=10)
+    assert refused.value.code == 404

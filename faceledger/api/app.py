@@ -207,7 +207,7 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
         limits = ConsoleLimits(settings.max_body_bytes, settings.body_timeout_seconds)
         routes += [
             Route("/console", lambda _: RedirectResponse("/console/", status_code=308)),
-            Mount("/console", create_console(service, limits, budget)),
+            Mount("/console", create_console(service, limits, budget, image_workers)),
         ]
     return Starlette(routes=routes, lifespan=lifespan)
 

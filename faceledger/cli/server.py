@@ -37,19 +37,25 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Accept unsigned requests (tests only; logs a warning).")
     ] = False,
+    console: Annotated[
+        bool, typer.Option("--console/--no-console", help="Serve the web console on /console/ (docs/console.md).")
+    ] = True,
 ) -> None:
-    """Serve the Rekognition face API (AWS JSON 1.1, SigV4) on http://HOST:PORT/."""
+    """Serve the Rekognition face API (AWS JSON 1.1, SigV4) on http://HOST:PORT/ and the web
+    console on http://HOST:PORT/console/."""
     # imported here so that the other commands start without the web stack
     from faceledger.api.app import ApiSettings
     from faceledger.api.server import background_duties, build_server, configure_logging
 
     configure_logging()
     with open_service() as service, background_duties(service):
-        settings = ApiSettings(auth=not insecure_no_auth, quick_threads=quick_threads)
+        settings = ApiSettings(auth=not insecure_no_auth, quick_threads=quick_threads, console=console)
         if worker_threads is not None:
             settings = dataclasses.replace(settings, worker_threads=worker_threads)
         server = build_server(service, host, port, settings)
         render.errors.print(f"faceledger serving the Rekognition face API on http://{host}:{port}/")
+        if settings.console and settings.auth:
+            render.errors.print(f"and the web console on http://{host}:{port}/console/")
         server.run()
 
 

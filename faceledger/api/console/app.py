@@ -11,10 +11,12 @@ safe.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,10 +93,14 @@ class Visitor:
 Page = Callable[[Request, Visitor], Awaitable[Response]]
 
 
-def create_console(service: FaceService, limits: ConsoleLimits, budget: BodyBudget) -> Starlette:
+def create_console(
+    service: FaceService, limits: ConsoleLimits, budget: BodyBudget, image_workers: Executor
+) -> Starlette:
     """The console as an app to mount at ``/console`` (api/app.py). ``budget``: the API's budget
-    of request bodies received and not yet authenticated, which console forms share."""
-    console = Console(service, limits, budget)
+    of request bodies received and not yet authenticated, which console forms share;
+    ``image_workers``: where the API runs image analysis (below other requests' CPU priority),
+    where the console's searches run too."""
+    console = Console(service, limits, budget, image_workers)
     routes = [
         Route("/", console.signed_in(console.home)),
         Route("/sign-in", console.sign_in_page, methods=["GET"]),
@@ -149,8 +155,11 @@ class _SecurityHeaders:
 
 
 class Console:
-    def __init__(self, service: FaceService, limits: ConsoleLimits, budget: BodyBudget) -> None:
+    def __init__(
+        self, service: FaceService, limits: ConsoleLimits, budget: BodyBudget, image_workers: Executor
+    ) -> None:
         self._service = service
+        self._image_workers = image_workers
         self._limits = limits
         self._budget = budget
         self._throttle = SignInThrottle()
@@ -225,16 +234,20 @@ class Console:
         *,
         declared_purpose: str | None = None,
         declared_case: str | None = None,
+        on: Executor | None = None,
         **arguments: Any,
     ) -> Any:
         """Run a service operation as the visitor, with the purpose and case reference declared
-        (a search's), off the event loop (it may analyse a photo)."""
+        (a search's), off the event loop: on the executor ``on`` (the API's image workers, for an
+        operation that analyses a photo), else on a thread of Starlette's."""
 
         def call() -> Any:
             context = RequestContext(visitor.caller, purpose=declared_purpose, case_ref=declared_case)
             with acting_as(context):
                 return method(**arguments)
 
+        if on is not None:
+            return await asyncio.get_running_loop().run_in_executor(on, call)
         return await run_in_threadpool(call)
 
     def _render(
@@ -248,9 +261,7 @@ class Console:
         )
 
     def _error(self, request: Request, visitor: Visitor | None, error: FaceledgerError) -> Response:
-        # the wire answers AccessDeniedException with 400, as AWS does; a browser is told 403
-        status = 403 if isinstance(error, AccessDeniedException) else error.http_status
-        return self._render(request, visitor, "error.html", status=status, error=error)
+        return self._render(request, visitor, "error.html", status=_status(error), error=error)
 
     def _refused(self, request: Request, message: str, status: int = 403) -> Response:
         return self._render(request, None, "refused.html", status=status, message=message)
@@ -522,36 +533,42 @@ class Console:
 
     # -- search ------------------------------------------------------------------------------
 
-    async def search_page(self, request: Request, visitor: Visitor, **outcome: Any) -> Response:
+    async def search_page(self, request: Request, visitor: Visitor, status: int = 200, **outcome: Any) -> Response:
         collections = (await self._run(visitor, self._service.list_collections, max_results=1000))["CollectionIds"]
-        return self._render(request, visitor, "search.html", collections=collections, **outcome)
+        return self._render(request, visitor, "search.html", status=status, collections=collections, **outcome)
 
     async def search(self, request: Request, visitor: Visitor) -> Response:
         fields: FormData = request.state.form
         photo = fields.get("photo")
-        if not isinstance(photo, UploadFile) or not photo.filename:
-            raise InvalidParameterException("Choose a photo to search with.")
         collection_id = _text(fields, "collection_id", 255) or ""
         purpose, case = _text(fields, "purpose", 256), _text(fields, "case", 128)
-        result = await self._run(
-            visitor,
-            self._service.search_faces_by_image,
-            declared_purpose=purpose,
-            declared_case=case,
-            collection_id=collection_id,
-            image=await photo.read(),
-        )
+        searched = {"collection_id": collection_id, "purpose": purpose, "case": case}
+        try:
+            if not isinstance(photo, UploadFile) or not photo.filename:
+                raise InvalidParameterException("Choose a photo to search with.")
+            image = await photo.read()
+            result = await self._run(
+                visitor,
+                self._service.search_faces_by_image,
+                declared_purpose=purpose,
+                declared_case=case,
+                on=self._image_workers,
+                collection_id=collection_id,
+                image=image,
+            )
+        except FaceledgerError as error:  # e.g. a purpose the policy demands: the form again, as filled in
+            return await self.search_page(request, visitor, searched=searched, error=error, status=_status(error))
         table = await run_in_threadpool(self._service.threshold_table, collection_id)
         matches = [
             {**match, "Meaning": similarity_meaning(table, match["Similarity"])} for match in result["FaceMatches"]
         ]
-        return await self.search_page(
-            request,
-            visitor,
-            result=result,
-            matches=matches,
-            searched={"collection_id": collection_id, "purpose": purpose, "case": case},
-        )
+        return await self.search_page(request, visitor, result=result, matches=matches, searched=searched)
+
+
+def _status(error: FaceledgerError) -> int:
+    """The HTTP status a browser is told: the wire answers AccessDeniedException with 400, as AWS
+    does, a browser 403."""
+    return 403 if isinstance(error, AccessDeniedException) else error.http_status
 
 
 def _navigation(visitor: Visitor | None) -> list[tuple[str, str]]:
