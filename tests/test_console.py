@@ -157,6 +157,7 @@ def _signed_in(browser, console: Console, who: str, viewport: dict | None = None
     """A browser context of its own (cookies and all), signed in as ``who``; its page."""
     context = browser.new_context(viewport=viewport or DESKTOP, accept_downloads=True)
     page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # "Erase ... for good?": yes
     page.goto(f"{console.url}/console/sign-in")
     page.get_by_label("Access key id").fill(console.keys[who].access_key_id)
     page.get_by_label("Secret access key").fill(console.keys[who].secret)

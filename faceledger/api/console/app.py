@@ -68,6 +68,7 @@ HOME = {
     Role.ADMIN: "/console/collections",
 }
 _FORM_FIELD_MAX_CHARS = 4000
+SIGN_IN_BODY_BYTES = 8 * 1024  # a key id, a secret and a token
 
 
 @dataclass(frozen=True)
@@ -205,13 +206,13 @@ class Console:
 
         return endpoint
 
-    async def _with_body(self, request: Request) -> Request:
-        """The request with its body read in full within the console's limits (a photo at most;
-        counted against the API's budget of bodies not yet acted on)."""
+    async def _with_body(self, request: Request, limit: int | None = None) -> Request:
+        """The request with its body read in full within the console's limits (``limit`` bytes,
+        by default a photo's; counted against the API's budget of bodies not yet acted on)."""
         with self._budget.holding() as holding:
             body = await read_body(
                 request,
-                limit=self._limits.max_body_bytes,
+                limit=limit or self._limits.max_body_bytes,
                 timeout=self._limits.body_timeout_seconds,
                 holding=holding,
             )
@@ -282,7 +283,9 @@ class Console:
         if foreign_origin(request):
             return self._refused(request, "This form was sent from a page that is not the console's.")
         try:
-            fields = await (await self._with_body(request)).form(max_files=0, max_fields=10, max_part_size=8192)
+            fields = await (await self._with_body(request, SIGN_IN_BODY_BYTES)).form(
+                max_files=0, max_fields=10, max_part_size=SIGN_IN_BODY_BYTES
+            )
         except ClientDisconnect:
             return Response(status_code=499)
         except FaceledgerError as error:
@@ -446,18 +449,11 @@ class Console:
         collection_id = request.path_params["collection_id"]
         next_token = request.query_params.get("next") if not notices else None
         context: dict[str, Any] = {"collection_id": collection_id, "tab": tab, **notices}
-        if tab == "faces" and visitor.may("ListFaces"):
+        listings = {"faces": ("ListFaces", self._service.list_faces), "users": ("ListUsers", self._service.list_users)}
+        if tab in listings and visitor.may(listings[tab][0]):
             context["page"] = await self._run(
                 visitor,
-                self._service.list_faces,
-                collection_id=collection_id,
-                next_token=next_token or None,
-                max_results=PAGE_SIZE,
-            )
-        elif tab == "users" and visitor.may("ListUsers"):
-            context["page"] = await self._run(
-                visitor,
-                self._service.list_users,
+                listings[tab][1],
                 collection_id=collection_id,
                 next_token=next_token or None,
                 max_results=PAGE_SIZE,

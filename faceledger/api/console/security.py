@@ -13,7 +13,7 @@
   past ``SignInThrottle``'s limits, sign-in is refused without checking (and without a ledger
   entry: what reaches the service is ledgered, what the throttle stops is logged).
 - **Framing, sniffing, leaking**: a strict Content-Security-Policy (nothing but the console's own
-  scripts, styles and images, face crops as ``data:`` images), no framing, no referrer beyond the console itself (``no-referrer`` would make the browser send
+  script file, styles and images, face crops as ``data:`` images), no framing, no referrer beyond the console itself (``no-referrer`` would make the browser send
   ``Origin: null`` on the console's own forms), and no
   caching of pages that show faces or the ledger.
 """
