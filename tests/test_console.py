@@ -29,7 +29,9 @@ import pytest
 
 import faceledger
 from faceledger.api.app import ApiSettings
+from faceledger.api.console import display
 from faceledger.api.server import serve_in_thread
+from faceledger.errors import InvalidParameterException
 from faceledger.service.data_directory import SQLITE_FILE
 
 from api_server import free_loopback_port
@@ -451,3 +453,14 @@ def test_no_console_without_it_or_without_authentication(service, settings: ApiS
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/console/sign-in", timeout=10)
     assert refused.value.code == 404
+
+
+def test_rates_are_shown_to_two_significant_figures_and_times_read_as_utc() -> None:
+    assert display.one_in(1 / 2_129_446) == "1 in 2,100,000"  # an estimate claims no more digits
+    assert display.one_in(1 / 14_950) == "1 in 15,000"
+    assert (display.one_in(0), display.one_in(None), display.one_in(0.75)) == ("none measured", "not measured", "75%")
+    assert display.parse_time("2026-12-06T08:30", "From") == 1_796_545_800.0
+    assert display.parse_time(" ", "From") is None
+    assert display.parse_date("2026-12-31", "Expires on") == 1_798_761_599.0  # the whole day
+    with pytest.raises(InvalidParameterException):
+        display.parse_time("yesterday", "From")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -283,3 +284,35 @@ def test_probe_crops_are_kept_no_longer_than_the_collections_retention(service: 
     assert service.store.reviews.probe_crop(case_id) is not None
     service.purge(now=time.time() + 31 * 86_400)
     assert service.store.reviews.probe_crop(case_id) is None
+
+
+def test_crops_the_ledger_and_erasure_over_http(tmp_path: Path) -> None:
+    """The console's operations are the API's too: GetReviewCase with IncludeFaceCrops,
+    ListLedgerEntries and VerifyLedger for an auditor, EraseFaces for an indexer."""
+    with faceledger.open(tmp_path) as service, running_server(service) as server:
+        service.create_collection(collection_id="c")
+        service.put_collection_policy(collection_id="c", review_required=True)
+        service.index_faces(collection_id="c", image=image_bytes(*OBAMA), external_image_id="obama")
+        reply = server.client_with_role("searcher").search_faces_by_image(
+            CollectionId="c", Image={"Bytes": image_bytes(*OBAMA_2)}
+        )
+        case_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-review-case"]
+        reviewer = service.create_access_key(role="reviewer")
+        status, case = _extension(server, reviewer, "GetReviewCase", {"CaseId": case_id, "IncludeFaceCrops": True})
+        assert status == 200
+        assert base64.b64decode(case["Candidates"][0]["FaceCrop"])[:2] == b"\xff\xd8"
+        assert base64.b64decode(case["ProbeFaceCrop"])[:2] == b"\xff\xd8"
+        assert case["Candidates"][0]["FalseMatchRate"] is not None
+
+        auditor = service.create_access_key(role="auditor")
+        status, page = _extension(server, auditor, "ListLedgerEntries", {"Operation": "GetReviewCase", "MaxResults": 5})
+        assert status == 200 and [e["operation"] for e in page["Entries"]] == ["GetReviewCase"]
+        assert page["Entries"][0]["result"]["FaceCropsShown"] == 2
+        status, verified = _extension(server, auditor, "VerifyLedger", {})
+        assert status == 200 and verified["Intact"] is True
+        assert _extension(server, reviewer, "VerifyLedger", {})[0] == 400  # AccessDeniedException
+
+        indexer = service.create_access_key(role="indexer")
+        status, receipt = _extension(server, indexer, "EraseFaces", {"CollectionId": "c", "ExternalImageId": "obama"})
+        assert status == 200 and len(receipt["ErasedFaceIds"]) == 1
+        assert service.list_faces(collection_id="c")["Faces"] == []
