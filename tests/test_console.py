@@ -360,6 +360,7 @@ def test_each_role_sees_only_what_it_may(browser, console: Console) -> None:
     reviewer.goto(f"{console.url}/console/collections/missing")
     assert reviewer.get_by_role("button", name="Save policy").count() == 0
     assert reviewer.get_by_role("link", name="Faces").count() == 0  # reviewers do not list faces
+    assert reviewer.goto(f"{console.url}/console/collections/missing?tab=faces").status == 403  # nor by address
     reviewer.context.close()
 
     admin = _signed_in(browser, console, "admin")

@@ -55,11 +55,17 @@ def test_a_wrong_secret_signs_nobody_in_and_is_ledgered(service: FaceService) ->
     with pytest.raises(AccessDeniedException):
         service.start_console_session(access_key_id=key["AccessKeyId"], secret=key["SecretAccessKey"] + "x")
     with pytest.raises(AccessDeniedException):
-        service.start_console_session(access_key_id="FLNOSUCHKEY<script>", secret="whatever")
+        service.start_console_session(access_key_id="FLAAAAAAAAAAAAAAAAAA", secret="whatever")
+    # a secret typed in the key id's field never reaches the ledger
+    with pytest.raises(AccessDeniedException):
+        service.start_console_session(access_key_id=key["SecretAccessKey"], secret=key["AccessKeyId"])
+    with pytest.raises(AccessDeniedException):  # the caller (the console) ledgers no flood
+        service.start_console_session(access_key_id=key["AccessKeyId"], secret="x", ledger_refusal=False)
     denied = [(e.access_key_id, e.role, e.outcome) for e in service.ledger.entries(operation="StartConsoleSession")]
     assert denied == [
         (key["AccessKeyId"], "auditor", "denied"),
-        ("unknown:FLNOSUCHKEYscript", "unauthenticated", "denied"),
+        ("unknown:FLAAAAAAAAAAAAAAAAAA", "unauthenticated", "denied"),
+        ("unknown:", "unauthenticated", "denied"),
     ]
 
 
@@ -85,6 +91,9 @@ def test_an_auditor_reads_the_ledger_newest_first_in_pages_of_its_collections(se
         exported: list = []
         service.export_ledger(write=exported.append)
         assert {e.collection_id for e in exported} == {"a"}
+        with pytest.raises(AccessDeniedException):  # the chain is the whole ledger's: not for a scoped key
+            service.verify_ledger()
+    with acting_as(RequestContext(Caller("FLAUDITORALL00000000", Role.AUDITOR, None))):
         verified = service.verify_ledger()
     assert verified["Intact"] is True and verified["Problems"] == []
     assert verified["Entries"] == sum(1 for _ in service.ledger.entries()) - 1  # before its own entry

@@ -25,6 +25,7 @@ from conftest import data_path, image_bytes
 
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
 OBAMA_2 = ("facerec_examples", "obama", "obama2.jpg")
+BIDEN = ("facerec_examples", "biden", "biden.jpg")
 SEARCHER = Caller("FLSEARCHER0000000000", Role.SEARCHER, None)
 ALICE = Caller("FLREVIEWERALICE00000", Role.REVIEWER, None)
 BOB = Caller("FLREVIEWERBOB0000000", Role.REVIEWER, None)
@@ -248,12 +249,32 @@ def test_review_required_collections_keep_sealed_face_crops_that_go_with_the_fac
     # no file of the data directory (the SQLite store among them) holds the crop in the clear
     assert not [p for p in service.settings.data_dir.rglob("*") if p.is_file() and crop in p.read_bytes()]
 
-    service.update_collection_policy(collection_id="c", review_required=False)
-    service.erase_faces(collection_id="c", external_image_id="obama")
+    # a probe that matched nobody is not kept
+    with acting_as(RequestContext(SEARCHER)):
+        missed = service.search_faces_by_image(collection_id="c", image=image_bytes(*BIDEN))
+    assert (
+        missed["FaceMatches"] == [] and service.store.reviews.probe_crop(missed["FaceledgerReview"]["CaseId"]) is None
+    )
+    # a search by face id: its probe is the face's own crop, counted once
+    service.index_faces(collection_id="c", image=image_bytes(*OBAMA_2), external_image_id="obama")
+    with acting_as(RequestContext(SEARCHER)):
+        by_id = service.search_faces(collection_id="c", face_id=face_id)
+    with acting_as(RequestContext(ALICE)):
+        shown = service.get_review_case(case_id=by_id["FaceledgerReview"]["CaseId"], include_face_crops=True)
+    assert shown["ProbeFaceCrop"] == crop and shown["Candidates"][0]["FaceCrop"] is not None
+    assert list(service.ledger.entries(operation="GetReviewCase"))[-1].result["FaceCropsShown"] == 2
+
+    # erased with the face
+    service.erase_faces(collection_id="c", face_ids=[face_id])
     assert service.store.face_crops("c", [face_id]) == {}
     with acting_as(RequestContext(ALICE)):
         after = service.get_review_case(case_id=case_id, include_face_crops=True)
     assert after["Candidates"][0]["FaceCrop"] is None and after["Candidates"][0]["Erased"] is True
+    # and kept by no collection that stops requiring review
+    service.update_collection_policy(collection_id="c", review_required=False)
+    assert service.store.reviews.probe_crop(case_id) is None
+    remaining = [f["FaceId"] for f in service.list_faces(collection_id="c")["Faces"]]
+    assert remaining and service.store.face_crops("c", remaining) == {}
 
 
 def test_a_rotated_template_key_reseals_the_crops(service: FaceService) -> None:

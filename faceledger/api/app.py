@@ -32,10 +32,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from faceledger.api import sigv4, wire
 from faceledger.api.admission import Admission, BodyBudget, read_body
 from faceledger.api.console.app import ConsoleLimits, create_console
-from faceledger.api.rate import KeyRateLimits
+from faceledger.api.rate import UNKNOWN_KEYS, KeyRateLimits, RefusalAllowance
 from faceledger.api.replay import ReplayCache, ReplayedRequestException
 from faceledger.errors import FaceledgerError, InternalServerError, InvalidParameterException
-from faceledger.service import FaceService
+from faceledger.service import FaceService, validation
 from faceledger.service.access import Caller, Role, unknown_caller
 from faceledger.service.context import RequestContext, acting_as
 from faceledger.service.operations import IMAGE_OPERATIONS, changes_data
@@ -48,9 +48,6 @@ REVIEW_HEADER = "x-faceledger-review-case"
 THRESHOLD_HEADER = "x-faceledger-threshold"
 EXPECTED_FALSE_CANDIDATES_HEADER = "x-faceledger-expected-false-candidates"
 THRESHOLD_STATUS_HEADER = "x-faceledger-threshold-status"
-# longest declared purpose and case reference, in characters (they go into every ledger entry)
-PURPOSE_MAX_CHARS = 256
-CASE_MAX_CHARS = 128
 IMAGE_WORKER_NICENESS = 10
 # the caller of a server started with --insecure-no-auth
 ANONYMOUS = Caller("anonymous", Role.ADMIN, None)
@@ -147,7 +144,8 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
         if settings.auth and settings.refuse_replays
         else None
     )
-    refusals = _RefusalLedger(service, settings.refusal_ledger_interval_seconds)
+    allowance = RefusalAllowance(settings.refusal_ledger_interval_seconds)
+    refusals = _RefusalLedger(service, allowance)
     rates = KeyRateLimits(settings.requests_per_second_per_key, settings.burst_per_key)
 
     async def handle(request: Request) -> Response:
@@ -207,7 +205,7 @@ def create_app(service: FaceService, settings: ApiSettings | None = None) -> Sta
         limits = ConsoleLimits(settings.max_body_bytes, settings.body_timeout_seconds)
         routes += [
             Route("/console", lambda _: RedirectResponse("/console/", status_code=308)),
-            Mount("/console", create_console(service, limits, budget, image_workers)),
+            Mount("/console", create_console(service, limits, budget, image_workers, allowance)),
         ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -226,8 +224,8 @@ def _handle(
         operation = wire.operation_for(headers.target)
         record["operation"] = operation.name
         try:
-            purpose = _declared(headers.purpose, "X-Faceledger-Purpose", PURPOSE_MAX_CHARS)
-            case_ref = _declared(headers.case, "X-Faceledger-Case", CASE_MAX_CHARS)
+            purpose = _declared(headers.purpose, "X-Faceledger-Purpose", validation.PURPOSE_MAX_CHARS)
+            case_ref = _declared(headers.case, "X-Faceledger-Case", validation.CASE_MAX_CHARS)
         except FaceledgerError as error:
             service.record_failure(operation.name, error)  # ledgered without what was refused
             raise
@@ -263,18 +261,9 @@ def _analyses_an_image(target: str | None) -> bool:
 
 def _declared(values: list[str], header: str, max_chars: int) -> str | None:
     """A declared purpose or case reference: one printable value (HTTP header text, ISO-8859-1)."""
-    if not values:
-        return None
     if len(values) > 1:
         raise InvalidParameterException(f"{header} must be sent once, not {len(values)} times.")
-    value = values[0].strip()
-    if len(value) > max_chars:
-        raise InvalidParameterException(f"{header} is {len(value):,} characters long; the limit is {max_chars}.")
-    if not value.isprintable():
-        raise InvalidParameterException(
-            f"{header} must be printable text, without tabs, line breaks or other control characters."
-        )
-    return value or None
+    return validation.declared(values[0] if values else None, header, max_chars)
 
 
 def _signed_request(request: Request, body: bytes) -> sigv4.SignedRequest:
@@ -311,23 +300,17 @@ def _authenticate(
     return service.access.caller(found[verified.access_key_id]), verified
 
 
-_UNKNOWN_KEYS = "unknown keys"  # the one ledger allowance every unknown key shares
-
-
 class _RefusalLedger:
     """Ledgers requests made in a key's name that the key's holder may not have made: failed
-    authentications and refused replays. At most one entry per key per ``interval`` seconds, so a
-    flood of forgeries cannot flood the ledger (the access log has every one).
+    authentications and refused replays, each name within its RefusalAllowance.
 
     Known keys are ledgered under the key and its role; unknown ones as ``unknown:<claimed id>``
     with no role, all of them sharing one allowance (made-up key ids cannot flood the ledger). An
     operation is named only when X-Amz-Target names one faceledger serves."""
 
-    def __init__(self, service: FaceService, interval: float) -> None:
+    def __init__(self, service: FaceService, allowance: RefusalAllowance) -> None:
         self._service = service
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._allowance = allowance
 
     def failed_authentication(self, signed: sigv4.SignedRequest, error: FaceledgerError) -> None:
         claimed = sigv4.claimed_access_key_id(signed)
@@ -339,26 +322,15 @@ class _RefusalLedger:
         if key is not None:
             caller, allowance = self._service.access.caller(key), key.access_key_id
         else:
-            caller, allowance = unknown_caller(claimed), _UNKNOWN_KEYS
-        if self._due(allowance):
+            caller, allowance = unknown_caller(claimed), UNKNOWN_KEYS
+        if self._allowance.due(allowance):
             with acting_as(RequestContext(caller)):
                 self._service.record_failure(operation.name, error)
 
     def record(self, access_key_id: str, operation: str, error: FaceledgerError) -> None:
         """Ledger ``error`` for ``operation`` in the current request context, if due."""
-        if self._due(access_key_id):
+        if self._allowance.due(access_key_id):
             self._service.record_failure(operation, error)
-
-    def _due(self, access_key_id: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(access_key_id)
-            if last is not None and now - last < self._interval:
-                return False
-            if len(self._last) >= 10_000:  # forget keys quiet for an interval
-                self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
-            self._last[access_key_id] = now
-            return True
 
 
 def _success_response(result: dict[str, Any]) -> Response:

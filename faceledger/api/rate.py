@@ -1,5 +1,7 @@
-"""A request rate per access key, so that one key (a runaway script, a stolen key) cannot take
-every worker from the others: a token bucket of ``burst`` requests refilled at ``rate`` per second."""
+"""Rates: a request rate per access key, so that one key (a runaway script, a stolen key) cannot
+take every worker from the others (a token bucket of ``burst`` requests refilled at ``rate`` per
+second); and how often a refusal in one name is written to the ledger, so that a flood of
+forgeries cannot flood it."""
 
 from __future__ import annotations
 
@@ -32,3 +34,30 @@ class KeyRateLimits:
             if len(self._buckets) > 10_000:  # forget keys whose bucket has refilled
                 full = (self._burst - 1.0) / self._rate if self._rate else float("inf")
                 self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
+
+
+# the one allowance every claimed key id that is no key here shares (made-up ids cannot flood)
+UNKNOWN_KEYS = "unknown keys"
+
+
+class RefusalAllowance:
+    """At most one ledger entry per name (an access key id, or ``UNKNOWN_KEYS``) per ``interval``
+    seconds for requests refused in that name (failed authentications, refused replays, failed
+    console sign-ins); the access log has every one."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, name: str) -> bool:
+        """Whether a refusal in ``name`` is to be ledgered now (it then counts as ledgered)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(name)
+            if last is not None and now - last < self._interval:
+                return False
+            if len(self._last) >= 10_000:  # forget names quiet for an interval
+                self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+            self._last[name] = now
+            return True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from faceledger.store import AccessKey, AccessKeyRepository
 
 SECRETS_KEY_ENV = "FACELEDGER_SECRETS_KEY"
 _KEY_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+KEY_ID = re.compile(r"FL[A-Z2-7]{18}")  # what create_key makes
 
 
 def load_secrets_key(data_dir: Path) -> bytes:

@@ -31,7 +31,7 @@ from faceledger.errors import (
 from faceledger.index import VectorIndexRegistry
 from faceledger.ledger.chain import Ledger, ledger_key_path
 from faceledger.service import validation
-from faceledger.service.access import AccessControl, Caller, load_secrets_key, unknown_caller
+from faceledger.service.access import KEY_ID, AccessControl, Caller, load_secrets_key, unknown_caller
 from faceledger.service.admin_operations import AdminOperations
 from faceledger.service.cohorts import CohortCollections
 from faceledger.service.collection_operations import CollectionOperations
@@ -664,18 +664,22 @@ class FaceService:
 
     # -- the web console's sign-in ------------------------------------------------------------
 
-    def start_console_session(self, *, access_key_id: str, secret: str) -> Response:
+    def start_console_session(self, *, access_key_id: str, secret: str, ledger_refusal: bool = True) -> Response:
         """Check an access key's secret and start a web console session of that key: the
         response's SessionToken (shown once, stored only as its SHA-256) stands for the key until
         it ends (service/console_sessions.py). A wrong secret is ledgered as a denied sign-in of
-        the key it names."""
+        the key it names, or of ``unknown:`` and the id if it has a key id's form (what was typed
+        may be a secret in the wrong field: it never reaches the ledger); ``ledger_refusal`` False
+        leaves the refusal to the caller's log (a flood of them, web console)."""
         try:
             caller = self.access.verify(access_key_id, secret)
         except AccessDeniedException as error:
-            key = self.access.keys.get(access_key_id) if isinstance(access_key_id, str) else None
-            claimed = self.access.caller(key) if key is not None else unknown_caller(access_key_id)
-            with acting_as(RequestContext(claimed)):
-                self._runner.record_failure("StartConsoleSession", error)
+            if ledger_refusal:
+                key = self.access.keys.get(access_key_id) if isinstance(access_key_id, str) else None
+                shown = access_key_id if isinstance(access_key_id, str) and KEY_ID.fullmatch(access_key_id) else ""
+                claimed = self.access.caller(key) if key is not None else unknown_caller(shown)
+                with acting_as(RequestContext(claimed)):
+                    self._runner.record_failure("StartConsoleSession", error)
             raise
         with acting_as(RequestContext(caller)):
             return self._run("StartConsoleSession", lambda: self.console_sessions.start(caller))
@@ -852,8 +856,19 @@ class FaceService:
 
     def verify_ledger(self) -> Response:
         """Check the ledger's chain and signatures: Intact, or the Problems found (where the
-        chain breaks), the number of entries and the last signed head."""
-        return self._run("VerifyLedger", self._ledger_reads.verify)
+        chain breaks), the number of entries and the last signed head. The chain is the whole
+        ledger's, so a key scoped to some collections may not (it would learn of the others)."""
+        caller = current_context().caller
+
+        def verify() -> Reply:
+            if caller.collections is not None:
+                raise AccessDeniedException(
+                    f"Access key {caller.access_key_id} is scoped to some collections; VerifyLedger reads the whole "
+                    "ledger and needs a key of every collection."
+                )
+            return self._ledger_reads.verify()
+
+        return self._run("VerifyLedger", verify)
 
 
 def _open_data_directory(path: Path, database_url: str | None) -> tuple[DataDirectory, Store]:

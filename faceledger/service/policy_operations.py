@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ class PolicyOperations:
         self._store.require_collection(collection_id)
         # through update_policy, so that the 'before' the ledger keeps is the policy replaced
         before, _ = self._store.policies.update_policy(collection_id, lambda _: policy, time.time())
+        self._forget_crops_if_review_lifted(collection_id, before, policy)
         return _policy_reply(collection_id, policy, before)
 
     def update(self, collection_id: str, changes: Mapping[str, Any]) -> Reply:
@@ -67,7 +69,17 @@ class PolicyOperations:
             return changed
 
         before, after = self._store.policies.update_policy(collection_id, change, time.time())
+        self._forget_crops_if_review_lifted(collection_id, before, after)
         return _policy_reply(collection_id, after, before)
+
+    def _forget_crops_if_review_lifted(
+        self, collection_id: str, before: CollectionPolicy, after: CollectionPolicy
+    ) -> None:
+        """The face crops exist for human review only: a collection that stops requiring it
+        keeps none (of its faces, nor of its cases' probes)."""
+        if before.review_required and not after.review_required:
+            self._store.drop_face_crops(collection_id)
+            self._store.reviews.drop_probe_crops(collection_id, opened_before=math.inf)
 
     def get(self, collection_id: str) -> Reply:
         self._store.require_collection(collection_id)

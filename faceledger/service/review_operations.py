@@ -43,13 +43,16 @@ class ReviewOperations:
     ) -> ReviewHold | None:
         """In a review_required collection, open a review case for the matches of a search
         (they are then reported unverified), keeping the crop ``probe_crop`` makes of the probe
-        face (a search by image) for the reviewers to see; elsewhere None."""
+        face (a search by image that matched someone) for the reviewers to see; elsewhere None."""
         if not self._store.policies.policy(collection_id).review_required:
             return None
         context = current_context()
         case_id = str(uuid.uuid4())
+        # a probe that matched nobody leaves nothing to review: its face is not kept
         sealed_probe = (
-            self._templates.seal_crop(probe_crop_label(case_id), probe_crop()) if probe_crop is not None else None
+            self._templates.seal_crop(probe_crop_label(case_id), probe_crop())
+            if probe_crop is not None and matches
+            else None
         )
         case = ReviewCase(
             case_id,
@@ -110,7 +113,7 @@ class ReviewOperations:
         reply.response["ProbeFaceCrop"] = probe
         for candidate in reply.response["Candidates"]:
             candidate["FaceCrop"] = crops.get(candidate["FaceId"])
-        reply.summary["FaceCropsShown"] = sum(crop is not None for crop in [probe, *crops.values()])
+        reply.summary["FaceCropsShown"] = len(crops) + (sealed_probe is not None)
 
     def _reply(self, case: ReviewCase) -> Reply:
         """The case, each candidate with the image it was indexed from (what a reviewer opens to

@@ -8,6 +8,9 @@ from faceledger.errors import InvalidParameterException
 from faceledger.vision.quality import QualityFilter
 
 MAX_PAGE_SIZE = 4096  # Rekognition's largest MaxResults / MaxFaces / FaceIds list
+# longest declared purpose and case reference, in characters (they go into every ledger entry)
+PURPOSE_MAX_CHARS = 256
+CASE_MAX_CHARS = 128
 
 _COLLECTION_ID = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
 _EXTERNAL_IMAGE_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,255}")
@@ -22,6 +25,22 @@ def _check(pattern: re.Pattern[str], value: object, name: str, rule: str) -> str
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise InvalidParameterException(f"{name} {value!r} is invalid: {rule}.")
     return value
+
+
+def declared(value: str | None, name: str, max_chars: int) -> str | None:
+    """A declared purpose or case reference: printable text (no tabs, line breaks, other control
+    or formatting characters, which would reach the ledger and terminals that show it), at most
+    ``max_chars`` long, stripped; empty is None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > max_chars:
+        raise InvalidParameterException(f"{name} is {len(value):,} characters long; the limit is {max_chars}.")
+    if not value.isprintable():
+        raise InvalidParameterException(
+            f"{name} must be printable text, without tabs, line breaks or other control characters."
+        )
+    return value or None
 
 
 def collection_id(value: object) -> str:

@@ -399,6 +399,10 @@ class Store(ABC):
         """The sealed crops kept of these faces of the collection (a face without one is absent)."""
 
     @abstractmethod
+    def drop_face_crops(self, collection_id: str) -> int:
+        """Forget every face crop of the collection (it no longer requires review); returns how many."""
+
+    @abstractmethod
     def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]: ...
 
     @abstractmethod

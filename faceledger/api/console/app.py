@@ -48,10 +48,11 @@ from faceledger.api.console.security import (
     same_token,
     set_cookie,
 )
+from faceledger.api.rate import UNKNOWN_KEYS, RefusalAllowance
 from faceledger.errors import AccessDeniedException, FaceledgerError, InvalidParameterException
 from faceledger.ledger.chain import LedgerEntry
-from faceledger.service import FaceService
-from faceledger.service.access import PERMISSIONS, Caller, Role
+from faceledger.service import FaceService, validation
+from faceledger.service.access import KEY_ID, PERMISSIONS, Caller, Role
 from faceledger.service.console_sessions import LIFETIME_SECONDS
 from faceledger.service.context import RequestContext, acting_as
 from faceledger.service.review_operations import similarity_meaning
@@ -95,13 +96,18 @@ Page = Callable[[Request, Visitor], Awaitable[Response]]
 
 
 def create_console(
-    service: FaceService, limits: ConsoleLimits, budget: BodyBudget, image_workers: Executor
+    service: FaceService,
+    limits: ConsoleLimits,
+    budget: BodyBudget,
+    image_workers: Executor,
+    refusals: RefusalAllowance,
 ) -> Starlette:
     """The console as an app to mount at ``/console`` (api/app.py). ``budget``: the API's budget
     of request bodies received and not yet authenticated, which console forms share;
     ``image_workers``: where the API runs image analysis (below other requests' CPU priority),
-    where the console's searches run too."""
-    console = Console(service, limits, budget, image_workers)
+    where the console's searches run too; ``refusals``: the API's allowance for ledgering
+    refusals, which failed sign-ins share."""
+    console = Console(service, limits, budget, image_workers, refusals)
     routes = [
         Route("/", console.signed_in(console.home)),
         Route("/sign-in", console.sign_in_page, methods=["GET"]),
@@ -157,10 +163,16 @@ class _SecurityHeaders:
 
 class Console:
     def __init__(
-        self, service: FaceService, limits: ConsoleLimits, budget: BodyBudget, image_workers: Executor
+        self,
+        service: FaceService,
+        limits: ConsoleLimits,
+        budget: BodyBudget,
+        image_workers: Executor,
+        refusals: RefusalAllowance,
     ) -> None:
         self._service = service
         self._image_workers = image_workers
+        self._refusals = refusals
         self._limits = limits
         self._budget = budget
         self._throttle = SignInThrottle()
@@ -286,30 +298,39 @@ class Console:
             fields = await (await self._with_body(request, SIGN_IN_BODY_BYTES)).form(
                 max_files=0, max_fields=10, max_part_size=SIGN_IN_BODY_BYTES
             )
+            if not same_token(fields.get("sign_in_token"), request.cookies.get(SIGN_IN_COOKIE, "")):
+                return self._refused(request, "This sign-in form did not come from the console: nothing was done.")
+            access_key_id = _text(fields, "access_key_id", 128) or ""
+            secret = _text(fields, "secret", 256) or ""
         except ClientDisconnect:
             return Response(status_code=499)
         except FaceledgerError as error:
-            return await self.sign_in_page(request, message=error.message, status=error.http_status)
-        if not same_token(fields.get("sign_in_token"), request.cookies.get(SIGN_IN_COOKIE, "")):
-            return self._refused(request, "This sign-in form did not come from the console: nothing was done.")
-        access_key_id = _text(fields, "access_key_id", 128) or ""
-        secret = _text(fields, "secret", 256) or ""
+            return await self.sign_in_page(request, message=error.message, status=_status(error))
         address = request.client.host if request.client else "unknown"
+        # what was typed as the id may be a secret in the wrong field: logged only if it is an id
+        shown = access_key_id if KEY_ID.fullmatch(access_key_id) else "(not a key id)"
         wait = self._throttle.retry_after(access_key_id, address)
         if wait is not None:
-            log.warning("console sign-in throttled for key %r from %s", access_key_id[:32], address)
+            log.warning("console sign-in throttled for key %s from %s", shown, address)
             return await self.sign_in_page(
                 request, message=f"Too many failed sign-ins: try again in {int(wait // 60) + 1} minutes.", status=429
             )
+        known = await run_in_threadpool(self._service.access.keys.get, access_key_id)
+        ledger_refusal = self._refusals.due(access_key_id if known is not None else UNKNOWN_KEYS)
         try:
             started = await run_in_threadpool(
-                lambda: self._service.start_console_session(access_key_id=access_key_id, secret=secret)
+                lambda: self._service.start_console_session(
+                    access_key_id=access_key_id, secret=secret, ledger_refusal=ledger_refusal
+                )
             )
         except AccessDeniedException:
             self._throttle.failed(access_key_id, address)
+            log.warning("console sign-in failed for key %s from %s", shown, address)
             return await self.sign_in_page(
                 request, message="That access key id and secret do not sign in here.", status=401
             )
+        except FaceledgerError as error:
+            return await self.sign_in_page(request, message=error.message, status=_status(error))
         response = RedirectResponse("/console/", status_code=303)
         set_cookie(response, request, SESSION_COOKIE, started["SessionToken"], max_age=int(LIFETIME_SECONDS))
         clear_cookie(response, request, SIGN_IN_COOKIE)
@@ -449,16 +470,17 @@ class Console:
         collection_id = request.path_params["collection_id"]
         next_token = request.query_params.get("next") if not notices else None
         context: dict[str, Any] = {"collection_id": collection_id, "tab": tab, **notices}
-        listings = {"faces": ("ListFaces", self._service.list_faces), "users": ("ListUsers", self._service.list_users)}
-        if tab in listings and visitor.may(listings[tab][0]):
+        # a tab the role may not open is refused by its operation (ledgered), as over the API
+        listings = {"faces": self._service.list_faces, "users": self._service.list_users}
+        if tab in listings:
             context["page"] = await self._run(
                 visitor,
-                listings[tab][1],
+                listings[tab],
                 collection_id=collection_id,
                 next_token=next_token or None,
                 max_results=PAGE_SIZE,
             )
-        elif tab == "consents" and visitor.may("ListConsents"):
+        elif tab == "consents":
             listing = await self._run(visitor, self._service.list_consents, collection_id=collection_id)
             context["consents"] = listing["Consents"]
         else:
@@ -537,8 +559,14 @@ class Console:
         fields: FormData = request.state.form
         photo = fields.get("photo")
         collection_id = _text(fields, "collection_id", 255) or ""
-        purpose, case = _text(fields, "purpose", 256), _text(fields, "case", 128)
+        purpose, case = _text(fields, "purpose", _FORM_FIELD_MAX_CHARS), _text(fields, "case", _FORM_FIELD_MAX_CHARS)
         searched = {"collection_id": collection_id, "purpose": purpose, "case": case}
+        try:
+            purpose = validation.declared(purpose, "Purpose", validation.PURPOSE_MAX_CHARS)
+            case = validation.declared(case, "Case reference", validation.CASE_MAX_CHARS)
+        except FaceledgerError as error:  # refused before it ran: ledgered as the API ledgers it
+            await self._run(visitor, self._service.record_failure, operation="SearchFacesByImage", error=error)
+            return await self.search_page(request, visitor, searched=searched, error=error, status=_status(error))
         try:
             if not isinstance(photo, UploadFile) or not photo.filename:
                 raise InvalidParameterException("Choose a photo to search with.")

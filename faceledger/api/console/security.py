@@ -8,10 +8,12 @@
   CSRF token derived from the session token (HMAC), which a page elsewhere cannot read; an
   ``Origin`` header, when the browser sends one, must be the console's own. The sign-in form,
   before any session exists, carries a random token that must match a cookie of its own
-  (double submit), so that nobody can sign a browser in to their key.
-- **Guessing secrets**: failed sign-ins are counted per access key id and per client address;
-  past ``SignInThrottle``'s limits, sign-in is refused without checking (and without a ledger
-  entry: what reaches the service is ledgered, what the throttle stops is logged).
+  (double submit), so that no page elsewhere posts a sign-in for a visitor (a page on the same
+  host, another port, can still set cookies: docs/console.md).
+- **Guessing secrets**: failed sign-ins are counted per access key id and client address, and per
+  client address; past ``SignInThrottle``'s limits, sign-in is refused without checking. Failed
+  sign-ins are ledgered within the API's allowance for refusals (api/rate.py: once per key per
+  interval, unknown keys sharing one), every one is logged.
 - **Framing, sniffing, leaking**: a strict Content-Security-Policy (nothing but the console's own
   script file, styles and images, face crops as ``data:`` images), no framing, no referrer beyond the console itself (``no-referrer`` would make the browser send
   ``Origin: null`` on the console's own forms), and no
@@ -25,7 +27,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -91,15 +93,18 @@ def clear_cookie(response: Response, request: Request, name: str) -> None:
 
 @dataclass
 class SignInThrottle:
-    """At most ``per_key`` failed sign-ins of one access key id, and ``per_address`` from one
-    client address, in ``window`` seconds; then sign-in is refused until the oldest failure
-    leaves the window. A success does not reset the count (a guesser who also holds one valid
-    key gains nothing)."""
+    """At most ``per_key`` failed sign-ins of one access key id from one client address, and
+    ``per_address`` from one address, in ``window`` seconds; then sign-in is refused there until
+    the oldest failure leaves the window. Counted per key *and* address, so that nobody locks a
+    named person out of the console by failing in their name from elsewhere (key ids are not
+    secret); secrets are 240 random bits, so the throttle limits noise, not a feasible guess. A
+    success does not reset the count. At most ``max_names`` counts are kept (the oldest dropped)."""
 
     per_key: int = 5
     per_address: int = 20
     window: float = 15 * 60.0
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    max_names: int = 100_000
+    _failures: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def retry_after(self, access_key_id: str, address: str) -> float | None:
@@ -107,22 +112,24 @@ class SignInThrottle:
         now = time.monotonic()
         waits = []
         with self._lock:
-            for name, limit in ((f"key:{access_key_id}", self.per_key), (f"address:{address}", self.per_address)):
-                failures = self._recent(name, now)
-                if len(failures) >= limit:
-                    waits.append(failures[0] + self.window - now)
+            for name, limit in self._limits(access_key_id, address):
+                failures = self._failures.get(name)
+                recent = [t for t in failures if t > now - self.window] if failures else []
+                if len(recent) >= limit:
+                    waits.append(recent[0] + self.window - now)
         return max(waits) if waits else None
 
     def failed(self, access_key_id: str, address: str) -> None:
         now = time.monotonic()
         with self._lock:
-            if len(self._failures) >= 100_000:  # forget names quiet for a window
-                self._failures = {n: f for n, f in self._failures.items() if f and f[-1] > now - self.window}
-            for name in (f"key:{access_key_id}", f"address:{address}"):
-                self._recent(name, now).append(now)
+            for name, _ in self._limits(access_key_id, address):
+                failures = self._failures.pop(name, None) or deque()
+                while failures and failures[0] <= now - self.window:
+                    failures.popleft()
+                failures.append(now)
+                self._failures[name] = failures  # the most recently failed last
+            while len(self._failures) > self.max_names:
+                self._failures.popitem(last=False)
 
-    def _recent(self, name: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(name, deque())
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        return failures
+    def _limits(self, access_key_id: str, address: str) -> list[tuple[str, int]]:
+        return [(f"key:{access_key_id}@{address}", self.per_key), (f"address:{address}", self.per_address)]

@@ -45,6 +45,7 @@ T = TypeVar("T")
 # How many of the store's latest changes the face change log keeps: a node that fell further
 # behind on a collection reads the whole collection again instead.
 CHANGE_LOG_KEPT = 100_000
+_RESEAL_BATCH = 1000  # crops resealed per statement at a key rotation
 
 _FACE_COLUMNS = (
     "face_id, collection_id, image_id, external_image_id, image_sha256, bounding_box, confidence,"
@@ -110,19 +111,9 @@ class SQLStore(Store):
                 "UPDATE faces SET embedding = ? WHERE face_id = ?",
                 [(reseal(face_id, sealed), face_id) for face_id, sealed in rows],
             )
-            db.executemany(
-                "UPDATE face_crops SET crop = ? WHERE face_id = ?",
-                [
-                    (reseal(crop_label(face_id), bytes(crop)), face_id)
-                    for face_id, crop in db.execute("SELECT face_id, crop FROM face_crops").fetchall()
-                ],
-            )
-            db.executemany(
-                "UPDATE review_probe_crops SET crop = ? WHERE case_id = ?",
-                [
-                    (reseal(probe_crop_label(case_id), bytes(crop)), case_id)
-                    for case_id, crop in db.execute("SELECT case_id, crop FROM review_probe_crops").fetchall()
-                ],
+            _reseal_crops(db, "face_crops", "face_id", lambda face_id, crop: reseal(crop_label(face_id), crop))
+            _reseal_crops(
+                db, "review_probe_crops", "case_id", lambda case_id, crop: reseal(probe_crop_label(case_id), crop)
             )
             db.execute(
                 "INSERT INTO store_meta (name, value) VALUES ('template_key', ?)"
@@ -412,6 +403,13 @@ class SQLStore(Store):
             crops.update((face_id, bytes(crop)) for face_id, crop in rows)
         return crops
 
+    def drop_face_crops(self, collection_id: str) -> int:
+        with self.database.write() as db:
+            return db.execute(
+                "DELETE FROM face_crops WHERE face_id IN (SELECT face_id FROM faces WHERE collection_id = ?)",
+                (collection_id,),
+            ).rowcount
+
     def get_face(self, collection_id: str, face_id: str) -> tuple[int, FaceRecord]:
         found = self.list_faces(collection_id, face_ids=[face_id], limit=1)
         if not found:
@@ -692,6 +690,20 @@ def _next_change(db: Connection) -> int:
     return int(
         db.execute("UPDATE change_counter SET last_change = last_change + 1 RETURNING last_change").fetchone()[0]
     )
+
+
+def _reseal_crops(db: Connection, table: str, key: str, reseal: Reseal) -> None:
+    """Reseal every crop of ``table`` (keyed by ``key``), a batch at a time: crops are several
+    times the size of templates, too many to hold at once."""
+    after = ""
+    while True:
+        rows = db.execute(
+            f"SELECT {key}, crop FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?", (after, _RESEAL_BATCH)
+        ).fetchall()
+        if not rows:
+            return
+        db.executemany(f"UPDATE {table} SET crop = ? WHERE {key} = ?", [(reseal(k, bytes(c)), k) for k, c in rows])
+        after = rows[-1][0]
 
 
 def _log_change(db: Connection, collection_id: str, before: int, after: int, kind: str, seqs: Sequence[int]) -> None:
