@@ -4,6 +4,7 @@ face-model interface (another model runs in the same pipeline)."""
 from __future__ import annotations
 
 import csv
+import io
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from PIL import Image
 from faceledger.vision import BoundingBox, DlibResNetModel, Face, FaceAnalyzer, Landmarks, read_image_file
 from faceledger.vision.blazeface import BlazeFaceDetector
 from faceledger.vision.calibration import ThresholdRow, ThresholdTable, safe_search_threshold
+from faceledger.vision.crop import face_crop
 from faceledger.vision.detect import HogFaceDetector
 from faceledger.vision.quality import assess_quality
 from faceledger.vision.similarity import SimilarityScale
@@ -241,3 +243,13 @@ def test_quality_does_not_depend_on_the_face_model() -> None:
     other_faces = FaceAnalyzer(model=BoxHistogramModel()).analyze(pixels, embed=False)
     assert [f.quality for f in other_faces] == [f.quality for f in dlib_faces]
     assert other_faces[0].chip.shape == (64, 64, 3)
+
+
+def test_a_face_crop_is_a_small_jpeg_around_the_box_even_at_the_frame_edge() -> None:
+    image = read_image_file(data_path("facerec_examples", "obama", "obama.jpg"))
+    (face,) = FaceAnalyzer().analyze_image(image).faces
+    with Image.open(io.BytesIO(face.crop)) as crop:  # made with the analysis, for review
+        assert crop.format == "JPEG" and max(crop.size) == 160 and abs(crop.size[0] - crop.size[1]) <= 1
+    for box in (BoundingBox(-50, -50, 120, 120), BoundingBox(image.width + 10, 5, 40, 40)):  # cut, or outside
+        with Image.open(io.BytesIO(face_crop(image.pixels, box))) as crop:
+            assert crop.format == "JPEG" and 1 <= max(crop.size) <= 160

@@ -33,7 +33,7 @@ def face_crop(pixels: np.ndarray, box: BoundingBox) -> bytes:
         left, top = min(max(left, 0), width - 1), min(max(top, 0), height - 1)
         right, bottom = left + 1, top + 1
     crop = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
-    crop.thumbnail((CROP_SIZE, CROP_SIZE), Image.Resampling.LANCZOS)
+    crop.thumbnail((CROP_SIZE, CROP_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
     out = io.BytesIO()
     crop.save(out, format="JPEG", quality=CROP_JPEG_QUALITY)
     return out.getvalue()
