@@ -49,6 +49,7 @@ def _arguments(face_id: str, key: dict[str, str]) -> dict[str, dict[str, Any]]:
         "delete_faces": {"collection_id": "c", "face_ids": ["00000000-0000-0000-0000-000000000000"]},
         "search_faces": {"collection_id": "c", "face_id": face_id},
         "search_faces_by_image": {"collection_id": "c", "image": photo},
+        "search_all_faces_by_image": {"collection_id": "c", "image": photo},
         "search_users": {"collection_id": "c", "face_id": face_id},
         "search_users_by_image": {"collection_id": "c", "image": photo},
         "create_user": {"collection_id": "c", "user_id": "u2"},

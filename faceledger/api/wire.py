@@ -113,6 +113,8 @@ def request_arguments(
             raise InvalidParameterException(f"{member} is not supported by faceledger's {operation.name}.")
         if shape is not None and shape.members[member].name == "Image":
             value = _image_bytes(member, value)
+        elif shape is None and member == "Image":  # an extension's image: Rekognition's Image shape
+            value = _image_bytes(member, _check(service_model().shape_for("Image"), value, member))
         arguments[name] = value
     return arguments
 

@@ -317,16 +317,30 @@ def search(
         int | None,
         typer.Option(help="Report at most this many matches (default: 100, or the collection policy's cap if lower)."),
     ] = None,
+    all_faces: Annotated[
+        bool, typer.Option("--all-faces", help="Search with every face of IMAGE, each with its matches.")
+    ] = False,
     purpose: PurposeOption = None,
     case: CaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search a collection with the largest face of IMAGE (SearchFacesByImage) or with one of
-    its own faces, --face-id (SearchFaces)."""
+    """Search a collection with the largest face of IMAGE (SearchFacesByImage), with every face
+    of IMAGE (--all-faces: SearchAllFacesByImage, faceledger's extension) or with one of its own
+    faces, --face-id (SearchFaces)."""
     declare(purpose, case)
     if (image is None) == (face_id is None):
         raise InvalidParameterException("Give either an IMAGE or --face-id.")
+    if all_faces and image is None:
+        raise InvalidParameterException("--all-faces searches the faces of an IMAGE.")
     with open_service() as service, naming(*([image] if image is not None else [])):
+        if image is not None and all_faces:
+            response = service.search_all_faces_by_image(
+                collection_id=collection,
+                image=read_image(image),
+                **given(face_match_threshold=threshold, max_faces=max_faces),
+            )
+            render.emit(response, as_json, render.all_face_matches)
+            return
         if image is not None:
             response = service.search_faces_by_image(
                 collection_id=collection,

@@ -135,6 +135,35 @@ def threshold_meaning(meaning: dict[str, Any] | None) -> None:
     )
 
 
+def all_face_matches(response: dict[str, Any]) -> None:
+    """SearchAllFacesByImage: each searched face (by its box) with its matches."""
+    threshold_meaning(response.get("FaceledgerThreshold"))
+    rows = []
+    for number, searched in enumerate(response["SearchedFaces"], start=1):
+        where = box_text(searched["FaceDetail"]["BoundingBox"])
+        if not searched["FaceMatches"]:
+            rows.append([number, where, None, None, None])
+        for match in searched["FaceMatches"]:
+            rows.append(
+                [number, where, match["Similarity"], match["Face"]["FaceId"], match["Face"].get("ExternalImageId")]
+            )
+    table(None, ("Face", "Box", "Similarity", "FaceId", "ExternalImageId"), rows)
+    for searched in response["SearchedFaces"]:
+        review = searched.get("FaceledgerReview")
+        if review is not None and searched["FaceMatches"]:
+            console.print(
+                f"[bold]UNVERIFIED candidates[/bold] of face {box_text(searched['FaceDetail']['BoundingBox'])}: review case {review['CaseId']}."
+            )
+    for unsearched in response["UnsearchedFaces"]:
+        console.print(
+            f"Not searched: face {box_text(unsearched['FaceDetails']['BoundingBox'])} ({', '.join(unsearched['Reasons'])})."
+        )
+    console.print(
+        "[dim]Each face searched is a search of its own: the more faces, the more false candidates to expect "
+        "(the threshold's meaning above counts them all). A match is a lead for a person to check.[/dim]"
+    )
+
+
 def matches(response: dict[str, Any]) -> None:
     rows = [
         [

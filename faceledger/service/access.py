@@ -92,6 +92,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "CompareFaces",
         "SearchFaces",
         "SearchFacesByImage",
+        "SearchAllFacesByImage",
         "SearchUsers",
         "SearchUsersByImage",
     ),

@@ -407,6 +407,28 @@ class FaceService:
 
         return self._run("SearchFacesByImage", effect, collection_id=collection_id, images=[image])
 
+    def search_all_faces_by_image(
+        self,
+        *,
+        collection_id: str,
+        image: ImageInput,
+        max_faces: int | None = None,
+        face_match_threshold: float | None = None,
+        quality_filter: str = "NONE",
+    ) -> Response:
+        """faceledger's extension: search the collection with every face of the image (at most
+        the 100 largest) in one call, each face with its bounding box and its matches (at most
+        ``max_faces`` each); faces that fail ``quality_filter`` are listed unsearched with the
+        reasons. Threshold, purpose, review and ledger as SearchFacesByImage; the threshold's
+        default and meaning count every face searched."""
+
+        def effect() -> Any:
+            _check_max(max_faces, "MaxFaces")
+            level = validation.quality_filter(quality_filter)
+            return self._search.all_faces_by_image(collection_id, image, max_faces, face_match_threshold, level)
+
+        return self._run("SearchAllFacesByImage", effect, collection_id=collection_id, images=[image])
+
     def search_users(
         self,
         *,

@@ -79,6 +79,7 @@ OPERATIONS: dict[str, Operation] = {
             "EraseFaces",
             "ListLedgerEntries",
             "VerifyLedger",
+            "SearchAllFacesByImage",
         ),
         *_operations(Door.CONSOLE, "StartConsoleSession", "EndConsoleSession"),
         *_operations(
@@ -118,7 +119,7 @@ def operation_names(*names: str) -> frozenset[str]:
 # milliseconds of CPU each, where the others take a millisecond or two. The HTTP API runs them on
 # workers of their own, so that cheap calls never queue behind them (api/app.py).
 IMAGE_OPERATIONS = operation_names(
-    "DetectFaces", "CompareFaces", "IndexFaces", "SearchFacesByImage", "SearchUsersByImage"
+    "DetectFaces", "CompareFaces", "IndexFaces", "SearchFacesByImage", "SearchUsersByImage", "SearchAllFacesByImage"
 )
 
 # Operations that change nothing but the ledger: a replay of them is harmless (api/replay.py),
@@ -133,6 +134,7 @@ READ_OPERATIONS = operation_names(
     "ListUsers",
     "SearchFaces",
     "SearchFacesByImage",
+    "SearchAllFacesByImage",
     "SearchUsers",
     "SearchUsersByImage",
     "GetCollectionPolicy",

@@ -173,11 +173,7 @@ class FaceSearchResult:
         if self.probe is not None:
             response["SearchedFaceBoundingBox"] = self.probe.box.relative(*self.probe_size)
             response["SearchedFaceConfidence"] = self.probe.confidence
-        matches = [{"Similarity": s, "Face": stored_face(r, self.model_version)} for s, r in self.matches]
-        if self.review is not None:
-            for match in matches:
-                match["Verified"] = False
-        response["FaceMatches"] = matches
+        response["FaceMatches"] = _face_matches(self.matches, self.model_version, self.review)
         response["FaceModelVersion"] = self.model_version
         response["FaceledgerThreshold"] = self.threshold.to_response()
         if self.review is not None:
@@ -196,6 +192,73 @@ class FaceSearchResult:
         if self.review is not None:
             summary["ReviewCaseId"] = self.review.case_id
         return summary
+
+
+def _face_matches(
+    matches: list[tuple[float, FaceRecord]], model_version: str, review: ReviewHold | None
+) -> list[Response]:
+    """FaceMatches, each marked unverified where a review case holds them."""
+    shaped = [{"Similarity": s, "Face": stored_face(r, model_version)} for s, r in matches]
+    if review is not None:
+        for match in shaped:
+            match["Verified"] = False
+    return shaped
+
+
+@dataclass(frozen=True)
+class SearchedFace:
+    """One face of an image searched by SearchAllFacesByImage, with its matches."""
+
+    face: Face
+    matches: list[tuple[float, FaceRecord]]  # most similar first
+    review: ReviewHold | None = None
+
+
+@dataclass(frozen=True)
+class AllFacesSearchResult:
+    """SearchAllFacesByImage: every face of an image that passed the quality filter, searched
+    (largest first), and those that did not, with the reasons."""
+
+    searched: list[SearchedFace]
+    unsearched: list[tuple[Face, list[str]]]
+    model_version: str
+    threshold: ThresholdMeaning
+    image_size: tuple[int, int]
+
+    def to_response(self) -> Response:
+        searched = []
+        for item in self.searched:
+            shaped: Response = {
+                "FaceDetail": face_detail(item.face, *self.image_size),
+                "FaceMatches": _face_matches(item.matches, self.model_version, item.review),
+            }
+            if item.review is not None:
+                shaped["FaceledgerReview"] = item.review.to_response()
+            searched.append(shaped)
+        return {
+            "SearchedFaces": searched,
+            "UnsearchedFaces": [
+                {"FaceDetails": face_detail(face, *self.image_size), "Reasons": reasons}
+                for face, reasons in self.unsearched
+            ],
+            "FaceModelVersion": self.model_version,
+            "FaceledgerThreshold": self.threshold.to_response(),
+        }
+
+    def ledger_summary(self) -> dict[str, Any]:
+        searched = []
+        for item in self.searched:
+            summary: dict[str, Any] = {
+                "FaceMatches": _matches_summary([(r.face_id, s) for s, r in item.matches], "FaceId")
+            }
+            if item.review is not None:
+                summary["ReviewCaseId"] = item.review.case_id
+            searched.append(summary)
+        return {
+            "SearchedFaces": searched,
+            "UnsearchedFacesCount": len(self.unsearched),
+            **self.threshold.ledger_summary(),
+        }
 
 
 @dataclass(frozen=True)

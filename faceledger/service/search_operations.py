@@ -5,17 +5,18 @@ is scored by AS-norm: the index's ``COHORT_CANDIDATES`` nearest faces are rescor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from faceledger.errors import InvalidParameterException
+from faceledger.errors import InvalidParameterException, NoUsableFaceException
 from faceledger.index import CollectionIndex, VectorIndexRegistry
 from faceledger.service import validation
 from faceledger.service.cohorts import Cohort, CohortCollections
-from faceledger.service.images import ImageInput, ImageReader
+from faceledger.service.images import MAX_FACES_PER_IMAGE, NO_FACE, ImageInput, ImageReader
 from faceledger.service.models import FaceModels
-from faceledger.service.results import FaceSearchResult, UserSearchResult
+from faceledger.service.results import AllFacesSearchResult, FaceSearchResult, SearchedFace, UserSearchResult
 from faceledger.service.review_operations import ReviewOperations
 from faceledger.service.search_limits import SearchLimits
 from faceledger.service.templates import TemplateVault
@@ -23,7 +24,7 @@ from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, Store
 from faceledger.vision.cohort import COHORT_CANDIDATES, clamped_similarity
 from faceledger.vision.crop import face_crop
-from faceledger.vision.quality import QualityFilter
+from faceledger.vision.quality import QualityFilter, quality_failures
 from faceledger.vision.similarity import SimilarityScale
 
 
@@ -101,6 +102,57 @@ class SearchOperations:
             probe=probe,
             probe_size=(decoded.width, decoded.height),
             review=review,
+        )
+
+    def all_faces_by_image(
+        self,
+        collection_id: str,
+        image: ImageInput,
+        max_faces: int | None,
+        threshold: float | None,
+        level: QualityFilter,
+    ) -> AllFacesSearchResult:
+        """Search the collection with every face of the image that passes ``level`` (at most the
+        100 largest), each as SearchFacesByImage searches its one face. The threshold's meaning
+        counts every face searched: N faces make N times the comparisons, so N times the false
+        candidates to expect. In a review_required collection each face with matches opens a
+        review case of its own."""
+        analyzer = self._models.for_collection(collection_id)
+        self._limits.check_purpose(collection_id)  # refused before the image is analysed
+        decoded = self._images.decode(image)
+        faces = analyzer.analyze(decoded.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)
+        if not faces:
+            raise NoUsableFaceException(NO_FACE)
+        failures = [quality_failures(face, level) for face in faces]
+        passing = [face for face, reasons in zip(faces, failures, strict=True) if not reasons]
+        meaning, max_faces = self._limits.resolve(
+            collection_id,
+            threshold,
+            max_faces,
+            "FaceMatchThreshold",
+            self._gallery_size(collection_id, max(1, len(passing))),
+        )
+        analyzer.embed_faces(passing)
+        searched = []
+        for face in passing:
+            matches = self._by_embedding(
+                collection_id,
+                analyzer.model.similarity,
+                face.embedding,  # type: ignore[arg-type]
+                meaning.threshold,
+                max_faces,  # type: ignore[arg-type]
+            )
+            review = self._reviews.hold(
+                collection_id,
+                "SearchAllFacesByImage",
+                decoded.sha256,
+                matches,
+                functools.partial(face_crop, decoded.pixels, face.box),
+            )
+            searched.append(SearchedFace(face, matches, review))
+        unsearched = [(face, reasons) for face, reasons in zip(faces, failures, strict=True) if reasons]
+        return AllFacesSearchResult(
+            searched, unsearched, analyzer.model.version, meaning, (decoded.width, decoded.height)
         )
 
     def users(
