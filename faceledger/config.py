@@ -42,6 +42,44 @@ class ImageLimits:
     max_pixels: int = 40_000_000
 
 
+S3_ENDPOINT_ENV = "FACELEDGER_S3_ENDPOINT_URL"
+S3_REGION_ENV = "FACELEDGER_S3_REGION"
+S3_BUCKETS_ENV = "FACELEDGER_S3_BUCKETS"
+S3_ACCESS_KEY_ENV = "FACELEDGER_S3_ACCESS_KEY_ID"
+S3_SECRET_KEY_ENV = "FACELEDGER_S3_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class ObjectStorage:
+    """The S3-compatible store that images and videos named by ``S3Object`` are read from
+    (service/objects.py), and nothing else: faceledger fetches no URL and reads no path it is
+    sent.
+
+    ``buckets``: the only buckets it may read (none by default: every S3Object is refused until
+    the operator names some). ``endpoint_url``: an S3-compatible server (MinIO, Ceph, ...;
+    None: AWS S3). Credentials: ``access_key_id`` and ``secret_access_key`` if set, else the usual
+    AWS configuration (environment, ``~/.aws``, instance role). From the environment:
+    FACELEDGER_S3_ENDPOINT_URL, FACELEDGER_S3_REGION, FACELEDGER_S3_BUCKETS (comma-separated),
+    FACELEDGER_S3_ACCESS_KEY_ID and FACELEDGER_S3_SECRET_ACCESS_KEY."""
+
+    buckets: tuple[str, ...] = ()
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_environment(cls) -> ObjectStorage:
+        buckets = tuple(b.strip() for b in os.environ.get(S3_BUCKETS_ENV, "").split(",") if b.strip())
+        return cls(
+            buckets,
+            os.environ.get(S3_ENDPOINT_ENV) or None,
+            os.environ.get(S3_REGION_ENV) or None,
+            os.environ.get(S3_ACCESS_KEY_ENV) or None,
+            os.environ.get(S3_SECRET_KEY_ENV) or None,
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a :class:`~faceledger.service.FaceService` needs to open.
@@ -52,6 +90,7 @@ class Settings:
 
     data_dir: Path = field(default_factory=default_data_dir)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    object_storage: ObjectStorage = field(default_factory=ObjectStorage.from_environment)
     region: str = "local"
     account_id: str = "000000000000"
     # Off only to measure what template encryption and the audit ledger cost (benchmarks); see

@@ -77,6 +77,14 @@ class ImageTooLargeException(FaceledgerError):
     exit_code = 3
 
 
+class InvalidS3ObjectException(FaceledgerError):
+    """An S3 object named as an image or video cannot be read: it does not exist (or not in that
+    version), its bucket is not one faceledger may read, or faceledger's credentials may not."""
+
+    code = "InvalidS3ObjectException"
+    exit_code = 3
+
+
 class ResourceNotFoundException(FaceledgerError):
     """The collection, face, user, consent record, review case or access key does not exist."""
 

@@ -151,8 +151,8 @@ def test_errors_are_the_sdks_own_exception_classes(server: RunningServer) -> Non
             admin.exceptions.InvalidParameterException,
             lambda: admin.search_faces_by_image(CollectionId="errors", Image={"Bytes": _blank_png()}),
         ),
-        (
-            admin.exceptions.InvalidParameterException,
+        (  # no bucket is allowed unless the operator names it
+            admin.exceptions.InvalidS3ObjectException,
             lambda: admin.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "n.jpg"}}),
         ),
         (admin.exceptions.InvalidImageFormatException, lambda: admin.detect_faces(Image={"Bytes": b"not an image"})),

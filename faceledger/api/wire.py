@@ -26,6 +26,7 @@ from faceledger.errors import (
     ImageTooLargeException,
     InvalidParameterException,
 )
+from faceledger.service.objects import S3Object
 from faceledger.service.operations import OPERATIONS, Door, offered_at
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -119,14 +120,15 @@ def request_arguments(
     return arguments
 
 
-def _image_bytes(member: str, image: dict[str, Any]) -> bytes:
+def _image_bytes(member: str, image: dict[str, Any]) -> bytes | S3Object:
+    """The image's bytes, or the S3 object the service reads them from (service/objects.py)."""
+    if ("Bytes" in image) == ("S3Object" in image):
+        raise InvalidParameterException(f"{member} takes either Bytes or S3Object (one of the two).")
     if "S3Object" in image:
-        raise InvalidParameterException(
-            f"{member}.S3Object is not supported: faceledger has no object storage yet; "
-            f"send the image itself as {member}.Bytes."
-        )
-    if "Bytes" not in image:
-        raise InvalidParameterException(f"{member}.Bytes is required.")
+        named = image["S3Object"]
+        if "Bucket" not in named or "Name" not in named:
+            raise InvalidParameterException(f"{member}.S3Object needs a Bucket and a Name.")
+        return S3Object(named["Bucket"], named["Name"], named.get("Version"))
     return image["Bytes"]
 
 

@@ -13,6 +13,7 @@ from faceledger.index import VectorIndexRegistry
 from faceledger.service import validation
 from faceledger.service.images import ImageInput, ImageReader
 from faceledger.service.models import FaceModels
+from faceledger.service.objects import S3Object
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.policy_operations import PolicyOperations
 from faceledger.service.results import Comparison, FaceDeletion, FaceListing, FacesInImage, IndexFacesResult
@@ -201,4 +202,6 @@ def _encoded(image: ImageInput) -> bytes | None:
     """The encoded file behind ``image``, where the caller still has it."""
     if isinstance(image, AnalyzedImage):
         return image.encoded
+    if isinstance(image, S3Object):
+        return image.content
     return None if isinstance(image, DecodedImage) else bytes(image)

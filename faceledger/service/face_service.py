@@ -44,6 +44,7 @@ from faceledger.service.ledger_operations import LedgerOperations, checked_filte
 from faceledger.service.migration import ModelMigration
 from faceledger.service.models import FaceModels
 from faceledger.service.node_keys import check_shared_keys, shared_keys
+from faceledger.service.objects import ObjectReader
 from faceledger.service.policy_operations import UNCHANGED, PolicyOperations, Unchanged
 from faceledger.service.results import IndexFacesResult, Reply
 from faceledger.service.review_operations import ReviewOperations
@@ -97,7 +98,7 @@ class FaceService:
         self._runner = OperationRunner(
             self.store, self.ledger if self.settings.audit_ledger else None, lambda: self.access
         )
-        images = ImageReader(self.analyzer, self.settings.image_limits)
+        images = ImageReader(self.analyzer, self.settings.image_limits, ObjectReader(self.settings.object_storage))
         reviews = ReviewOperations(self.store, self.templates, self.limits)
         self._reviews = reviews
         self._policies = PolicyOperations(self.store, self.indexes)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from faceledger.config import ImageLimits
 from faceledger.errors import InvalidParameterException, NoUsableFaceException
+from faceledger.service.objects import ObjectReader, S3Object
 from faceledger.vision import AnalyzedImage, DecodedImage, Face, FaceAnalyzer, decode_image
 from faceledger.vision.quality import QualityFilter, quality_failures
 
-# Encoded bytes from a request, an image decoded already, or (IndexFaces only) one analysed already.
-ImageInput = bytes | DecodedImage | AnalyzedImage
+# Encoded bytes from a request, an object of the configured store to read them from, an image
+# decoded already, or (IndexFaces only) one analysed already.
+ImageInput = bytes | S3Object | DecodedImage | AnalyzedImage
 MAX_FACES_PER_IMAGE = 100  # DetectFaces and CompareFaces report at most the 100 largest faces
 NO_FACE = "There are no faces in the image. Should be at least 1."
 
@@ -16,14 +18,19 @@ NO_FACE = "There are no faces in the image. Should be at least 1."
 class ImageReader:
     """Decodes request images and finds their faces with the service's analyzer."""
 
-    def __init__(self, analyzer: FaceAnalyzer, limits: ImageLimits) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, limits: ImageLimits, objects: ObjectReader) -> None:
         self.analyzer = analyzer
         self.limits = limits
+        self.objects = objects
 
     def decode(self, image: ImageInput) -> DecodedImage:
-        """Decode request bytes under the configured limits (already-decoded input passes)."""
+        """Decode request bytes, or an S3 object's, under the configured limits (already-decoded
+        input passes)."""
         if isinstance(image, DecodedImage):
             return image
+        if isinstance(image, S3Object):
+            image.content = self.objects.read(image, self.limits.max_bytes)
+            return decode_image(image.content, self.limits)
         if not isinstance(image, (bytes, bytearray, memoryview)):
             raise InvalidParameterException("Image must be the encoded bytes of a JPEG or PNG image.")
         return decode_image(bytes(image), self.limits)

@@ -19,6 +19,7 @@ from faceledger.errors import AccessDeniedException, FaceledgerError, InternalSe
 from faceledger.ledger.chain import Ledger, LedgerEntry
 from faceledger.service.access import AccessControl
 from faceledger.service.context import current_context
+from faceledger.service.objects import S3Object
 from faceledger.service.operations import OPERATIONS
 from faceledger.store import Store
 
@@ -51,25 +52,27 @@ class OperationRunner:
         images: Iterable[object] = (),
     ) -> T:
         """Run ``effect`` as ``operation`` on behalf of the current request context; ``images``
-        are its inputs as given (encoded bytes, or decoded with their SHA-256), hashed for the entry."""
+        are its inputs as given (encoded bytes, decoded with their SHA-256, or S3 objects), hashed
+        for the entry once it has run."""
         if getattr(self._running, "operation", None) is not None:
             # one operation, one entry: an operation built from others calls their effects
             raise RuntimeError(f"{operation} started inside {self._running.operation}")
         entry = self._new_entry(operation, collection_id)
-        entry.input_sha256 = [digest for digest in map(_sha256, images) if digest is not None]
+        inputs = tuple(images)
         self._running.operation = operation
         try:
             self._access().authorize(current_context().caller, operation, collection_id)
             with self._store.unit_of_work():
                 result = effect()
                 entry.ended_at, entry.result = time.time(), result.ledger_summary()
+                _note_inputs(entry, inputs)
                 self._append(entry)
             return result
         except FaceledgerError as error:
-            self._append_failure(entry, error)
+            self._append_failure(entry, error, inputs)
             raise
         except Exception:
-            self._append_failure(entry, InternalServerError("internal error"))
+            self._append_failure(entry, InternalServerError("internal error"), inputs)
             raise
         finally:
             self._running.operation = None
@@ -97,17 +100,27 @@ class OperationRunner:
         if self._ledger is not None:
             self._ledger.append(entry)
 
-    def _append_failure(self, entry: LedgerEntry, error: FaceledgerError) -> None:
+    def _append_failure(self, entry: LedgerEntry, error: FaceledgerError, inputs: tuple[object, ...] = ()) -> None:
         entry.ended_at = time.time()
         entry.outcome = "denied" if isinstance(error, AccessDeniedException) else "error"
         entry.error = error.code
         entry.result = {}
+        _note_inputs(entry, inputs)
         self._append(entry)
+
+
+def _note_inputs(entry: LedgerEntry, inputs: tuple[object, ...]) -> None:
+    """The SHA-256 of each input image as given or read, and where S3 objects were read from
+    (bucket, key, version): noted once the operation has read them."""
+    entry.input_sha256 = [digest for digest in map(_sha256, inputs) if digest is not None]
+    named = [image.ledger_record() for image in inputs if isinstance(image, S3Object)]
+    if named:
+        entry.result = {**entry.result, "S3Objects": named}
 
 
 def _sha256(image: object) -> str | None:
     """The SHA-256 of an input image; None for what is no image (refused by the operation)."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return hashlib.sha256(bytes(image)).hexdigest()
-    digest = getattr(image, "sha256", None)  # DecodedImage, AnalyzedImage
+    digest = getattr(image, "sha256", None)  # DecodedImage, AnalyzedImage, S3Object once read
     return digest if isinstance(digest, str) else None
