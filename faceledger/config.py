@@ -42,6 +42,22 @@ class ImageLimits:
     max_pixels: int = 40_000_000
 
 
+@dataclass(frozen=True)
+class VideoLimits:
+    """Stored videos (StartFaceDetection, StartFaceSearch; vision/video.py).
+
+    ``max_bytes``: the largest video file (checked before a byte is read; default 2 GiB);
+    ``max_duration_seconds`` (default 2 hours) and ``max_frame_pixels`` (default 4096x2160) are
+    checked when the video is opened. ``sample_fps``: how many frames a second of video are
+    analysed (default 5: a face on screen for a fifth of a second is seen; benchmarks/video.py
+    measures what it costs against every frame)."""
+
+    max_bytes: int = 2 * 1024**3
+    max_duration_seconds: float = 2 * 3600.0
+    max_frame_pixels: int = 4096 * 2160
+    sample_fps: float = 5.0
+
+
 S3_ENDPOINT_ENV = "FACELEDGER_S3_ENDPOINT_URL"
 S3_REGION_ENV = "FACELEDGER_S3_REGION"
 S3_BUCKETS_ENV = "FACELEDGER_S3_BUCKETS"
@@ -91,6 +107,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     object_storage: ObjectStorage = field(default_factory=ObjectStorage.from_environment)
+    video_limits: VideoLimits = field(default_factory=VideoLimits)
     region: str = "local"
     account_id: str = "000000000000"
     # Off only to measure what template encryption and the audit ledger cost (benchmarks); see

@@ -85,6 +85,14 @@ class InvalidS3ObjectException(FaceledgerError):
     exit_code = 3
 
 
+class VideoTooLargeException(FaceledgerError):
+    """A video over the byte-size limit (refused when its job is asked for, before a byte of it
+    is read)."""
+
+    code = "VideoTooLargeException"
+    exit_code = 3
+
+
 class ResourceNotFoundException(FaceledgerError):
     """The collection, face, user, consent record, review case or access key does not exist."""
 

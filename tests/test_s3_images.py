@@ -6,53 +6,38 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from faceledger.config import ImageLimits, ObjectStorage, Settings
 from faceledger.service import FaceService
 
-from api_server import free_loopback_port, running_server
+from api_server import running_server
 from conftest import image_bytes
+from s3_server import s3_client, s3_server, settings_reading
 
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
 OBAMA_PROBE = ("facerec_examples", "_test_unlabeled", "obama1.jpg")
 BIDEN = ("facerec_examples", "biden", "biden.jpg")
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    """An S3-compatible server on a loopback port, with bucket 'photos' (versioned, allowed) and
-    'private' (not allowed)."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
-    for bucket in ("photos", "private"):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket="photos", VersioningConfiguration={"Status": "Enabled"})
-    s3.put_object(Bucket="photos", Key="people/obama.jpg", Body=image_bytes(*OBAMA))
-    s3.put_object(Bucket="photos", Key="probe.jpg", Body=image_bytes(*OBAMA_PROBE))
-    s3.put_object(Bucket="photos", Key="notes.txt", Body=b"not an image")
-    s3.put_object(Bucket="private", Key="obama.jpg", Body=image_bytes(*OBAMA))
-    yield endpoint
-    server.stop()
+    """An S3-compatible server with bucket 'photos' (versioned, allowed) and 'private' (not allowed)."""
+    with s3_server() as endpoint:
+        s3 = s3_client(endpoint)
+        for bucket in ("photos", "private"):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket="photos", VersioningConfiguration={"Status": "Enabled"})
+        s3.put_object(Bucket="photos", Key="people/obama.jpg", Body=image_bytes(*OBAMA))
+        s3.put_object(Bucket="photos", Key="probe.jpg", Body=image_bytes(*OBAMA_PROBE))
+        s3.put_object(Bucket="photos", Key="notes.txt", Body=b"not an image")
+        s3.put_object(Bucket="private", Key="obama.jpg", Body=image_bytes(*OBAMA))
+        yield endpoint
 
 
 def _service(tmp_path: Path, endpoint: str, **limits: int) -> FaceService:
-    storage = ObjectStorage(
-        buckets=("photos",),
-        endpoint_url=endpoint,
-        region="us-east-1",
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
-    return FaceService(Settings(data_dir=tmp_path / "data", object_storage=storage, image_limits=ImageLimits(**limits)))
+    return FaceService(settings_reading(tmp_path / "data", endpoint, image_limits=ImageLimits(**limits)))
 
 
 def _photo(key: str, version: str | None = None) -> dict:
@@ -97,7 +82,7 @@ def test_every_image_operation_reads_s3_objects(tmp_path: Path, s3_endpoint: str
 
 
 def test_versions_missing_objects_and_buckets_not_allowed(tmp_path: Path, s3_endpoint: str) -> None:
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, **CREDENTIALS)
+    s3 = s3_client(s3_endpoint)
     first = s3.put_object(Bucket="photos", Key="changing.jpg", Body=image_bytes(*OBAMA))["VersionId"]
     s3.put_object(Bucket="photos", Key="changing.jpg", Body=image_bytes(*BIDEN))
     with _service(tmp_path, s3_endpoint) as service, running_server(service) as server:

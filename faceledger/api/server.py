@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
@@ -16,8 +17,11 @@ from faceledger.api.app import ApiSettings, create_app
 from faceledger.api.connections import ConnectionGuard, guarded_protocol
 from faceledger.errors import FaceledgerError
 from faceledger.service import FaceService
+from faceledger.service.video_operations import worker_name
 
 log = logging.getLogger("faceledger.api")
+VIDEO_POLL_SECONDS = 1.0  # how soon a node idle for video notices a new job
+VIDEO_WORKER_NICENESS = 10
 
 
 def configure_logging() -> None:
@@ -104,7 +108,7 @@ def background_duties(service: FaceService, sign_every: float = 60.0, purge_ever
     retention or consent every ``purge_every`` seconds, each duty done by one node at a time where
     several share the store (a node that finds another doing it skips its turn); sign once more
     when it stops. Apply the changes other nodes commit to this node's vector indexes as the store
-    announces them (PostgreSQL). First of all, load every collection's vector index, so the first
+    announces them (PostgreSQL). Run stored-video jobs, one at a time. First of all, load every collection's vector index, so the first
     searches do not wait for it (a search that comes earlier waits for its collection's index
     only)."""
     stop = threading.Event()
@@ -135,10 +139,25 @@ def background_duties(service: FaceService, sign_every: float = 60.0, purge_ever
             if stop.wait(sign_every):
                 return
 
+    def run_video_jobs() -> None:
+        """Stored-video jobs, one at a time, below the CPU priority of requests (like image
+        analysis); a job cut short by the server's stop is taken up again when its lease runs out."""
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VIDEO_WORKER_NICENESS)
+        worker = worker_name()
+        while not stop.is_set():
+            try:
+                ran = service.run_video_job(worker=worker)
+            except Exception:  # noqa: BLE001 - a failed turn must not stop the worker; it is logged
+                log.exception("video worker failed")
+                ran = False
+            if not ran:
+                stop.wait(VIDEO_POLL_SECONDS)
+
     stop_watching = service.store.watch_changes(service.indexes.refresh)
     threading.Thread(target=load_indexes, name="faceledger-index-loader", daemon=True).start()
     thread = threading.Thread(target=run, name="faceledger-duties", daemon=True)
     thread.start()
+    threading.Thread(target=run_video_jobs, name="faceledger-video", daemon=True).start()
     try:
         yield
     finally:

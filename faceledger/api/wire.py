@@ -114,6 +114,8 @@ def request_arguments(
             raise InvalidParameterException(f"{member} is not supported by faceledger's {operation.name}.")
         if shape is not None and shape.members[member].name == "Image":
             value = _image_bytes(member, value)
+        elif shape is not None and shape.members[member].name == "Video":
+            value = _video_object(member, value)
         elif shape is None and member == "Image":  # an extension's image: Rekognition's Image shape
             value = _image_bytes(member, _check(service_model().shape_for("Image"), value, member))
         arguments[name] = value
@@ -130,6 +132,14 @@ def _image_bytes(member: str, image: dict[str, Any]) -> bytes | S3Object:
             raise InvalidParameterException(f"{member}.S3Object needs a Bucket and a Name.")
         return S3Object(named["Bucket"], named["Name"], named.get("Version"))
     return image["Bytes"]
+
+
+def _video_object(member: str, video: dict[str, Any]) -> S3Object:
+    """A stored video: always an S3 object of the configured store (service/objects.py)."""
+    named = video.get("S3Object")
+    if not named or "Bucket" not in named or "Name" not in named:
+        raise InvalidParameterException(f"{member}.S3Object with a Bucket and a Name is required.")
+    return S3Object(named["Bucket"], named["Name"], named.get("Version"))
 
 
 def _check(shape: Shape, value: Any, path: str) -> Any:

@@ -36,6 +36,7 @@ from faceledger.cli.index_command import index
 from faceledger.cli.model_commands import models_app
 from faceledger.cli.policy_commands import collection_policy, consent_app, purge, review_app
 from faceledger.cli.server import keys_app, migrate, serve
+from faceledger.cli.video_commands import video_app
 from faceledger.config import DATA_DIR_ENV, DATABASE_URL_ENV
 from faceledger.errors import InvalidParameterException, NoUsableFaceException, ResourceNotFoundException
 from faceledger.service.context import RequestContext, local_caller
@@ -53,6 +54,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 app.add_typer(consent_app, name="consent")
 app.add_typer(review_app, name="review")
+app.add_typer(video_app, name="video")
 app.command("purge")(purge)
 app.command("check")(check)
 collection_app.command("policy")(collection_policy)

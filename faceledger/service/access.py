@@ -85,6 +85,9 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "WithdrawConsent",
         "ListConsents",
         "EraseFaces",
+        "StartFaceDetection",
+        "GetFaceDetection",
+        "FaceDetectionJob",
     ),
     Role.SEARCHER: _READ
     | operation_names(
@@ -95,6 +98,12 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
         "SearchAllFacesByImage",
         "SearchUsers",
         "SearchUsersByImage",
+        "StartFaceDetection",
+        "GetFaceDetection",
+        "FaceDetectionJob",
+        "StartFaceSearch",
+        "GetFaceSearch",
+        "FaceSearchJob",
     ),
     Role.AUDITOR: _READ
     | operation_names(

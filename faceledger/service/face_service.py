@@ -55,6 +55,9 @@ from faceledger.service.shapes import Response
 from faceledger.service.store_migration import StoreMigration
 from faceledger.service.templates import TemplateVault
 from faceledger.service.user_operations import UserOperations
+from faceledger.service.video_operations import MAX_RESULTS as MAX_VIDEO_RESULTS
+from faceledger.service.video_operations import Progress as VideoProgress
+from faceledger.service.video_operations import VideoInput, VideoOperations, worker_name
 from faceledger.store import CollectionPolicy, ImageRecord, LedgerEntry, Store, open_store, without_password
 from faceledger.vision import FaceAnalyzer
 from faceledger.vision.calibration import ThresholdTable
@@ -110,6 +113,17 @@ class FaceService:
         )
         self._users = UserOperations(self.store, self.templates, models)
         self._migration = ModelMigration(self.store, self.indexes, images, self.templates, models, self._policies)
+        self._video = VideoOperations(
+            self.store,
+            images,
+            models,
+            self._search,
+            self.limits,
+            reviews,
+            self.settings.video_limits,
+            data_dir / "video",
+            self._run_typed,
+        )
         self._ledger_reads = LedgerOperations(self.ledger, self.store.ledger)
         self.console_sessions = ConsoleSessions(self.store, lambda: self.access)
         self._admin = AdminOperations(self.store, lambda: self.access, self.templates, self.indexes, self.ledger)
@@ -466,6 +480,90 @@ class FaceService:
             return self._search.users_by_image(collection_id, image, user_match_threshold, max_users, level)
 
         return self._run("SearchUsersByImage", effect, collection_id=collection_id, images=[image])
+
+    # -- stored video ------------------------------------------------------------------------
+
+    def start_face_detection(
+        self,
+        *,
+        video: VideoInput,
+        client_request_token: str | None = None,
+        notification_channel: object = None,
+        face_attributes: str | None = None,
+        job_tag: str | None = None,
+    ) -> Response:
+        """Start finding the faces of a stored video (an S3Object of the configured store; a
+        local file from the CLI or Python); answers the JobId at once (service/video_operations.py).
+        ``face_attributes`` is accepted for compatibility: faceledger estimates no attribute."""
+
+        def effect() -> Reply:
+            if face_attributes not in (None, "DEFAULT", "ALL"):
+                raise InvalidParameterException("FaceAttributes must be DEFAULT or ALL.")
+            return self._video.start(
+                "FaceDetection", video, None, None, client_request_token, notification_channel, job_tag
+            )
+
+        return self._run("StartFaceDetection", effect)
+
+    def get_face_detection(
+        self, *, job_id: str, max_results: int = MAX_VIDEO_RESULTS, next_token: str | None = None
+    ) -> Response:
+        """A face detection job's status and, once SUCCEEDED, a page of its faces by timestamp."""
+        return self._run(
+            "GetFaceDetection", lambda: self._video.get("FaceDetection", job_id, max_results, next_token, "TIMESTAMP")
+        )
+
+    def start_face_search(
+        self,
+        *,
+        video: VideoInput,
+        collection_id: str,
+        face_match_threshold: float | None = None,
+        client_request_token: str | None = None,
+        notification_channel: object = None,
+        job_tag: str | None = None,
+    ) -> Response:
+        """Start searching a collection for the people of a stored video; answers the JobId at
+        once. ``face_match_threshold`` defaults to the collection's calibrated search threshold;
+        purpose and review as for SearchFacesByImage."""
+        return self._run(
+            "StartFaceSearch",
+            lambda: self._video.start(
+                "FaceSearch",
+                video,
+                collection_id,
+                face_match_threshold,
+                client_request_token,
+                notification_channel,
+                job_tag,
+            ),
+            collection_id=collection_id,
+        )
+
+    def get_face_search(
+        self,
+        *,
+        job_id: str,
+        max_results: int = MAX_VIDEO_RESULTS,
+        next_token: str | None = None,
+        sort_by: str = "TIMESTAMP",
+    ) -> Response:
+        """A face search job's status and, once SUCCEEDED, a page of its persons (each tracked
+        person at each sampled time, with its matches), by TIMESTAMP or by person INDEX."""
+        return self._run(
+            "GetFaceSearch",
+            lambda: self._video.get("FaceSearch", job_id, max_results, next_token, sort_by),
+            collection_id=self._video.collection_of(job_id),
+        )
+
+    def run_video_job(
+        self, *, job_id: str | None = None, worker: str | None = None, progress: VideoProgress | None = None
+    ) -> bool:
+        """Take a stored-video job (``job_id``, else the oldest waiting) and run it to its end,
+        which is ledgered (FaceDetectionJob, FaceSearchJob) under the key that started it; False
+        if there was none to take. ``faceledger serve`` calls this in a loop; ``progress(done,
+        total)`` in milliseconds of video."""
+        return self._video.run(worker or worker_name(), job_id, progress)
 
     # -- users -----------------------------------------------------------------------------
 

@@ -12,16 +12,21 @@ operation's ledger entry records the bucket, key, version and the SHA-256 of the
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from faceledger.config import ObjectStorage
 from faceledger.errors import (
+    FaceledgerError,
     ImageTooLargeException,
     InvalidParameterException,
     InvalidS3ObjectException,
     ServiceUnavailableException,
+    VideoTooLargeException,
 )
 
 _READ_CHUNK = 1024 * 1024
@@ -65,39 +70,67 @@ class ObjectReader:
         self._client: Any = None
         self._lock = threading.Lock()
 
-    def read(self, ref: S3Object, max_bytes: int, kind: str = "image") -> bytes:
+    def read(self, ref: S3Object, max_bytes: int) -> bytes:
         """The object's bytes (at most ``max_bytes``, else ImageTooLargeException without reading
         them); records the version read and their SHA-256 in ``ref``."""
+        data = bytearray()
+        self._stream(ref, max_bytes, data.extend, ImageTooLargeException, "an image")
+        return bytes(data)
+
+    def download(self, ref: S3Object, path: Path, max_bytes: int) -> None:
+        """Write the object (a video: at most ``max_bytes``, else VideoTooLargeException) to
+        ``path``, readable by the owner only; records the version read and the SHA-256."""
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            self._stream(ref, max_bytes, file.write, VideoTooLargeException, "a video")
+
+    def check(self, ref: S3Object, max_bytes: int) -> None:
+        """That the object exists, may be read and is at most ``max_bytes`` (a video: refused when
+        its job is asked for, not when it runs)."""
+        self._head(ref, max_bytes, VideoTooLargeException, "a video")
+
+    def _head(self, ref: S3Object, max_bytes: int, too_large: type[FaceledgerError], kind: str) -> dict[str, Any]:
         if not isinstance(ref, S3Object):
             raise InvalidParameterException(f"An S3Object names a Bucket and a Name, not {type(ref).__name__}.")
         self._check_allowed(ref)
-        client = self._s3()
         where: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.name}
         if ref.version:
             where["VersionId"] = ref.version
-        head = self._call(ref, lambda: client.head_object(**where))
+        head = self._call(ref, lambda: self._s3().head_object(**where))
         size = int(head.get("ContentLength", 0))
         if size > max_bytes:
-            raise ImageTooLargeException(
-                f"{ref.uri} is {size:,} bytes; the limit for an {kind} is {max_bytes:,} (nothing of it was read)."
+            raise too_large(
+                f"{ref.uri} is {size:,} bytes; the limit for {kind} is {max_bytes:,} (nothing of it was read)."
             )
         version = head.get("VersionId")
         if version and version != "null":
             where["VersionId"] = version
         if head.get("ETag"):
             where["IfMatch"] = head["ETag"]  # the object the HEAD saw, or none
-        body = self._call(ref, lambda: client.get_object(**where))["Body"]
-        data = bytearray()
+        return where
+
+    def _stream(
+        self,
+        ref: S3Object,
+        max_bytes: int,
+        write: Callable[[bytes], object],
+        too_large: type[FaceledgerError],
+        kind: str,
+    ) -> None:
+        where = self._head(ref, max_bytes, too_large, kind)
+        body = self._call(ref, lambda: self._s3().get_object(**where))["Body"]
+        digest, size = hashlib.sha256(), 0
         try:
             while chunk := body.read(_READ_CHUNK):
-                data += chunk
-                if len(data) > max_bytes:
-                    raise ImageTooLargeException(f"{ref.uri} is over the limit of {max_bytes:,} bytes for an {kind}.")
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_large(f"{ref.uri} is over the limit of {max_bytes:,} bytes for {kind}.")
+                digest.update(chunk)
+                write(chunk)
         finally:
             body.close()
-        ref.version_read = version if version and version != "null" else None
-        ref.sha256 = hashlib.sha256(data).hexdigest()
-        return bytes(data)
+        ref.version_read = where.get("VersionId")
+        ref.sha256 = digest.hexdigest()
 
     def _check_allowed(self, ref: S3Object) -> None:
         if ref.bucket not in self._storage.buckets:

@@ -19,6 +19,7 @@ class Door(str, Enum):
     FACELEDGER = "FaceledgerService"  # faceledger's own accountability operations over HTTP
     LOCAL = "local"  # the operator at the machine only (CLI, Python)
     CONSOLE = "console"  # the web console only (faceledger/console/): signing in and out
+    JOB = "job"  # the end of a job a Start operation asked for, ledgered as whoever asked
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ OPERATIONS: dict[str, Operation] = {
             "TagResource",
             "UntagResource",
             "ListTagsForResource",
+            "StartFaceDetection",
+            "GetFaceDetection",
+            "StartFaceSearch",
+            "GetFaceSearch",
         ),
         *_operations(
             Door.FACELEDGER,
@@ -82,6 +87,7 @@ OPERATIONS: dict[str, Operation] = {
             "SearchAllFacesByImage",
         ),
         *_operations(Door.CONSOLE, "StartConsoleSession", "EndConsoleSession"),
+        *_operations(Door.JOB, "FaceDetectionJob", "FaceSearchJob"),
         *_operations(
             Door.LOCAL,
             "SetThresholdTable",
@@ -142,6 +148,8 @@ READ_OPERATIONS = operation_names(
     "GetReviewCase",
     "ListLedgerEntries",
     "VerifyLedger",
+    "GetFaceDetection",
+    "GetFaceSearch",
 )
 
 

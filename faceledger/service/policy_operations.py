@@ -25,6 +25,7 @@ from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import CollectionPolicy, ConsentRecord, Store
 
 SECONDS_PER_DAY = 86_400.0
+VIDEO_RESULTS_KEPT_SECONDS = 7 * SECONDS_PER_DAY  # as Rekognition keeps a video job's results
 
 
 class Unchanged(enum.Enum):
@@ -181,6 +182,8 @@ class PolicyOperations:
         """Erase at most ``limit`` faces past their collection's retention period or their
         consent's expiry (fewer than ``limit``: nothing more is due)."""
         receipts: list[dict[str, Any]] = []
+        # a video job's results (who was seen and matched when) are kept as long as Rekognition keeps them
+        self._store.video_jobs.forget_finished(now - VIDEO_RESULTS_KEPT_SECONDS)
         # a review case's probe crop is a face kept like the collection's own: as long, no longer
         for collection_id, days in self._store.policies.retained_collections():
             self._store.reviews.drop_probe_crops(collection_id, now - days * SECONDS_PER_DAY)

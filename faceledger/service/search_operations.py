@@ -56,7 +56,7 @@ class SearchOperations:
         validation.face_id(face_id)
         analyzer = self._models.for_collection(collection_id)
         meaning, max_faces = self._limits.resolve(
-            collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
+            collection_id, threshold, max_faces, "FaceMatchThreshold", self.gallery_size(collection_id)
         )
         _, probe = self._store.get_face(collection_id, face_id)
         matches = self._by_embedding(
@@ -81,7 +81,7 @@ class SearchOperations:
         """Search the collection with the largest face of the image."""
         analyzer = self._models.for_collection(collection_id)
         meaning, max_faces = self._limits.resolve(
-            collection_id, threshold, max_faces, "FaceMatchThreshold", self._gallery_size(collection_id)
+            collection_id, threshold, max_faces, "FaceMatchThreshold", self.gallery_size(collection_id)
         )
         decoded = self._images.decode(image)
         probe, _ = self._images.largest_face(decoded, level, analyzer=analyzer)
@@ -130,7 +130,7 @@ class SearchOperations:
             threshold,
             max_faces,
             "FaceMatchThreshold",
-            self._gallery_size(collection_id, max(1, len(passing))),
+            self.gallery_size(collection_id, max(1, len(passing))),
         )
         analyzer.embed_faces(passing)
         searched = []
@@ -182,7 +182,7 @@ class SearchOperations:
             ]
             searched = {"SearchedUser": {"UserId": user_id}}
         meaning, max_users = self._limits.resolve(
-            collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id, len(probes))
+            collection_id, threshold, max_users, "UserMatchThreshold", self.gallery_size(collection_id, len(probes))
         )
         matches = self._user_matches(
             collection_id, analyzer.model.similarity, probes, meaning.threshold, max_users, exclude_user=user_id
@@ -200,7 +200,7 @@ class SearchOperations:
         """Users matching the largest face of the image; the other faces are listed as unsearched."""
         analyzer = self._models.for_collection(collection_id)
         meaning, max_users = self._limits.resolve(
-            collection_id, threshold, max_users, "UserMatchThreshold", self._gallery_size(collection_id)
+            collection_id, threshold, max_users, "UserMatchThreshold", self.gallery_size(collection_id)
         )
         decoded = self._images.decode(image)
         probe, others = self._images.largest_face(decoded, level, with_others=True, analyzer=analyzer)
@@ -220,7 +220,15 @@ class SearchOperations:
             image_size=(decoded.width, decoded.height),
         )
 
-    def _gallery_size(self, collection_id: str, probes: int = 1) -> Callable[[], int]:
+    def by_embedding(
+        self, collection_id: str, embedding: np.ndarray, threshold: float, max_faces: int
+    ) -> list[tuple[float, FaceRecord]]:
+        """The collection's faces with similarity >= ``threshold`` to ``embedding`` (made by the
+        collection's model), most similar first: a video's tracked face, searched."""
+        scale = self._models.for_collection(collection_id).model.similarity
+        return self._by_embedding(collection_id, scale, embedding, threshold, max_faces)
+
+    def gallery_size(self, collection_id: str, probes: int = 1) -> Callable[[], int]:
         """How many templates a search of the collection with ``probes`` probes compares."""
         return lambda: probes * len(self._indexes.for_search(collection_id))
 

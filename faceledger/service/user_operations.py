@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from faceledger.errors import IdempotentParameterMismatchException
 from faceledger.service import validation
+from faceledger.service.idempotency import run_once
 from faceledger.service.models import FaceModels
 from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply
@@ -17,8 +15,6 @@ from faceledger.service.shapes import Response
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import Store
-
-TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 
 class UserOperations:
@@ -156,25 +152,8 @@ class UserOperations:
     def _idempotent(
         self, operation: str, token: str | None, parameters: list[Any], perform: Callable[[], Response]
     ) -> Reply:
-        """Run ``perform`` once per ClientRequestToken: a retry with the same token and
-        parameters gets the recorded answer; the same token with other parameters is refused."""
-        if token is None:
-            return _association_reply(perform())
-        validation.client_request_token(token)
-        digest = hashlib.sha256(
-            json.dumps({"parameters": parameters}, sort_keys=True, default=str).encode()
-        ).hexdigest()
-        now = time.time()
-        recorded = self._store.request_tokens.find(operation, token, now - TOKEN_LIFETIME_SECONDS)
-        if recorded is not None:
-            if recorded[0] != digest:
-                raise IdempotentParameterMismatchException(
-                    f"ClientRequestToken {token!r} was used with other parameters."
-                )
-            return _association_reply(recorded[1])
-        response = perform()
-        self._store.request_tokens.record(operation, token, digest, response, now, now - TOKEN_LIFETIME_SECONDS)
-        return _association_reply(response)
+        """Run ``perform`` once per ClientRequestToken (service/idempotency.py)."""
+        return _association_reply(run_once(self._store, operation, token, parameters, perform))
 
 
 def _association_reply(response: Response) -> Reply:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 from faceledger.store.records import (
     AccessKey,
@@ -38,6 +39,8 @@ from faceledger.store.records import (
     LedgerEntry,
     ReviewCase,
     UserRecord,
+    VideoJob,
+    VideoJobResult,
 )
 
 # A sealed template and a function that re-seals it: (face_id, sealed) -> sealed under a new key.
@@ -110,6 +113,54 @@ class ReviewRepository(ABC):
     def drop_probe_crops(self, collection_id: str, opened_before: float) -> int:
         """Forget the probe crops of the collection's cases opened before ``opened_before`` (its
         retention period is over); returns how many."""
+
+
+class VideoJobRepository(ABC):
+    """Stored-video jobs and their results (service/video_operations.py)."""
+
+    @abstractmethod
+    def create(self, job: VideoJob) -> None: ...
+
+    @abstractmethod
+    def get(self, job_id: str) -> VideoJob | None: ...
+
+    @abstractmethod
+    def claim(
+        self, worker: str, now: float, lease_seconds: float, max_attempts: int, job_id: str | None = None
+    ) -> VideoJob | None:
+        """Take the oldest job in progress (or job ``job_id``) that nobody holds, or whose holder's
+        lease ran out, for ``worker`` until ``now + lease_seconds``, counting an attempt; a job
+        that has had ``max_attempts`` already is not taken (see :meth:`abandoned`)."""
+
+    @abstractmethod
+    def abandoned(self, now: float, max_attempts: int) -> list[VideoJob]:
+        """Jobs in progress whose last holder's lease ran out after ``max_attempts`` attempts."""
+
+    @abstractmethod
+    def renew(self, job_id: str, worker: str, until: float) -> bool:
+        """Extend ``worker``'s lease of the job; False if it no longer holds it."""
+
+    @abstractmethod
+    def finish(
+        self,
+        job_id: str,
+        worker: str | None,
+        status: str,
+        message: str | None,
+        metadata: dict[str, Any] | None,
+        results: Sequence[VideoJobResult],
+        at: float,
+    ) -> bool:
+        """End the job with ``status`` and its results (inside the caller's unit of work); False,
+        writing nothing, if ``worker`` no longer holds it (None: whoever holds it)."""
+
+    @abstractmethod
+    def results(self, job_id: str, by_person: bool, offset: int, limit: int) -> list[VideoJobResult]:
+        """A page of a job's results, by timestamp (or by person, then timestamp)."""
+
+    @abstractmethod
+    def forget_finished(self, before: float) -> int:
+        """Delete jobs (and results) that finished before ``before``; returns how many."""
 
 
 class ConsoleSessionRepository(ABC):
@@ -227,6 +278,7 @@ class Store(ABC):
     request_tokens: RequestTokenRepository
     ledger: LedgerRepository
     console_sessions: ConsoleSessionRepository
+    video_jobs: VideoJobRepository
 
     # -- transactions ----------------------------------------------------------------------
 

@@ -174,6 +174,41 @@ class ReviewCase:
 
 
 @dataclass(frozen=True)
+class VideoJob:
+    """A stored-video job: what was asked (``request``: the video, collection, threshold, job tag),
+    by whom and why (to ledger its end under the same key, purpose and case), and how it stands.
+    ``status``: IN_PROGRESS, SUCCEEDED or FAILED."""
+
+    job_id: str
+    kind: str  # FaceDetection | FaceSearch
+    status: str
+    status_message: str | None
+    collection_id: str | None
+    request: dict[str, Any]
+    access_key_id: str
+    role: str
+    collections: tuple[str, ...] | None
+    purpose: str | None
+    case_ref: str | None
+    created_at: float
+    finished_at: float | None = None
+    claimed_by: str | None = None
+    lease_expires_at: float | None = None
+    attempts: int = 0
+    video_metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class VideoJobResult:
+    """One item of a job's results (a face at a time; a tracked person and its matches), in the
+    shape GetFaceDetection / GetFaceSearch answer it."""
+
+    timestamp_ms: int
+    person: int | None
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ConsoleSession:
     """A sign-in to the web console: the SHA-256 of its token (the token itself is only in the
     browser's cookie), whose key, and until when it holds."""

@@ -261,6 +261,41 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
     """,
+    # 13: stored-video jobs (StartFaceDetection, StartFaceSearch), durable: a job outlives the
+    # process that runs it, which holds it by a lease it renews; a job whose lease ran out (its
+    # process died) is taken up again by another, or failed after too many attempts. Results are
+    # written with the job's end, in the same transaction as its ledger entry.
+    """
+    CREATE TABLE video_jobs (
+        job_id           TEXT PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        status_message   TEXT,
+        collection_id    TEXT REFERENCES collections(collection_id) ON DELETE CASCADE,
+        request          TEXT NOT NULL,
+        access_key_id    TEXT NOT NULL,
+        role             TEXT NOT NULL,
+        collections      TEXT,
+        purpose          TEXT,
+        case_ref         TEXT,
+        created_at       REAL NOT NULL,
+        finished_at      REAL,
+        claimed_by       TEXT,
+        lease_expires_at REAL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        video_metadata   TEXT
+    );
+    CREATE INDEX video_jobs_by_status ON video_jobs (status, created_at);
+    CREATE TABLE video_job_results (
+        job_id       TEXT NOT NULL REFERENCES video_jobs(job_id) ON DELETE CASCADE,
+        position     INTEGER NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        person       INTEGER,
+        result       TEXT NOT NULL,
+        PRIMARY KEY (job_id, position)
+    );
+    CREATE INDEX video_job_results_by_person ON video_job_results (job_id, person, timestamp_ms);
+    """,
 )
 
 

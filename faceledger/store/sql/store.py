@@ -40,6 +40,7 @@ from faceledger.store.sql.accountability import (
     SQLReviews,
 )
 from faceledger.store.sql.database import Connection, Database
+from faceledger.store.sql.video_jobs import SQLVideoJobs
 
 T = TypeVar("T")
 # How many of the store's latest changes the face change log keeps: a node that fell further
@@ -64,6 +65,7 @@ class SQLStore(Store):
         self.request_tokens = SQLRequestTokens(self.database)
         self.ledger = SQLLedger(self.database)
         self.console_sessions = SQLConsoleSessions(self.database)
+        self.video_jobs = SQLVideoJobs(self.database)
 
     def describe(self) -> str:
         """Where the store is, for messages (never with a password)."""

@@ -1,0 +1,34 @@
+"""Videos the tests make from the shared photos, with PyAV: who appears when is known exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def make_clip(
+    path: Path, scenes: list[tuple[Path | None, float]], *, fps: int = 10, size: tuple[int, int] = (640, 480)
+) -> Path:
+    """An H.264 MP4 at ``path``: each scene shows its photo (scaled to fit, on grey; None: grey
+    only) for its seconds, in order."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for photo, seconds in scenes:
+            canvas = Image.new("RGB", size, (128, 128, 128))
+            if photo is not None:
+                with Image.open(photo) as image:
+                    shown = image.convert("RGB")
+                    shown.thumbnail(size)
+                    canvas.paste(shown, ((width - shown.width) // 2, (height - shown.height) // 2))
+            pixels = np.asarray(canvas)
+            for _ in range(round(seconds * fps)):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
