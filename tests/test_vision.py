@@ -20,6 +20,7 @@ from faceledger.vision.crop import face_crop
 from faceledger.vision.detect import HogFaceDetector
 from faceledger.vision.quality import assess_quality
 from faceledger.vision.similarity import SimilarityScale
+from faceledger.vision.tracking import FaceTracker
 
 from conftest import data_path
 
@@ -253,3 +254,16 @@ def test_a_face_crop_is_a_small_jpeg_around_the_box_even_at_the_frame_edge() -> 
     for box in (BoundingBox(-50, -50, 120, 120), BoundingBox(image.width + 10, 5, 40, 40)):  # cut, or outside
         with Image.open(io.BytesIO(face_crop(image.pixels, box))) as crop:
             assert crop.format == "JPEG" and 1 <= max(crop.size) <= 160
+
+
+def test_a_face_keeps_its_track_while_it_moves_and_a_new_one_after_a_gap() -> None:
+    def face(left: float, top: float) -> Face:
+        return Face(BoundingBox(left, top, 100, 100), 1.0, 99.0)
+
+    tracker = FaceTracker(min_overlap=0.3, max_gap_ms=1000)
+    first = tracker.update(0, [face(0, 0), face(500, 0)])
+    moved = tracker.update(200, [face(520, 10), face(15, 5)])  # both moved a little, listed the other way
+    assert [t.index for t, _ in first] == [0, 1] and [t.index for t, _ in moved] == [1, 0]
+    assert [t.index for t, _ in tracker.update(400, [face(300, 300)])] == [2]  # nobody was there: someone new
+    assert [t.index for t, _ in tracker.update(2000, [face(15, 5)])] == [3]  # gone over a second: a new person
+    assert tracker.people == 4
