@@ -22,6 +22,7 @@ import argparse
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -44,9 +45,11 @@ def to_720p(source: Path, target: Path) -> Path:
         stream_in = reading.streams.video[0]
         stream_out = writing.add_stream("libx264", rate=stream_in.average_rate)
         stream_out.width, stream_out.height, stream_out.pix_fmt = 1280, 720, "yuv420p"
-        for frame in reading.decode(stream_in):
-            scaled = frame.reformat(width=1280, height=720, format="yuv420p")
-            scaled.pts = None
+        for number, frame in enumerate(reading.decode(stream_in)):
+            scaled = av.VideoFrame.from_ndarray(
+                frame.to_ndarray(width=1280, height=720, format="rgb24"), format="rgb24"
+            )
+            scaled.pts, scaled.time_base = number, 1 / Fraction(stream_in.average_rate)
             for packet in stream_out.encode(scaled):
                 writing.mux(packet)
         for packet in stream_out.encode():

@@ -23,7 +23,10 @@ from typer.testing import CliRunner
 import faceledger
 from faceledger.cli.main import app
 from faceledger.config import VideoLimits
+from faceledger.errors import AccessDeniedException
 from faceledger.service import FaceService
+from faceledger.service.access import Caller, Role
+from faceledger.service.context import RequestContext, acting_as
 from faceledger.service.data_directory import SQLITE_FILE
 
 from api_server import free_loopback_port, running_server
@@ -183,6 +186,10 @@ def test_corrupt_and_non_video_objects_fail_their_job_with_a_reason(tmp_path: Pa
     assert "the limit is 5 s" in answers["known.mp4"]["StatusMessage"]  # 6 s over a 5 s limit
     ends = list(service.ledger.entries(operation="FaceDetectionJob"))
     assert [e.result["JobStatus"] for e in ends] == ["FAILED"] * 3
+    # a key scoped to some collections reads no other key's detection job
+    with acting_as(RequestContext(Caller("FLSCOPED000000000000", Role.SEARCHER, ("c",)))):
+        with pytest.raises(AccessDeniedException):
+            service.get_face_detection(job_id=jobs["known.mp4"])
 
 
 @pytest.mark.parametrize("name", REAL_CLIPS)

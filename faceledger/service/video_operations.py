@@ -36,6 +36,7 @@ from typing import Any
 
 from faceledger.config import VideoLimits
 from faceledger.errors import (
+    AccessDeniedException,
     ConflictException,
     FaceledgerError,
     InvalidParameterException,
@@ -374,6 +375,10 @@ class VideoOperations:
         job = self._store.video_jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None or job.kind != kind:
             raise ResourceNotFoundException(f"There is no {kind} job {job_id!r}.")
+        caller = current_context().caller
+        if job.collection_id is None and caller.collections is not None and caller.access_key_id != job.access_key_id:
+            # a detection job belongs to no collection: a key scoped to some sees its own jobs only
+            raise AccessDeniedException(f"Access key {caller.access_key_id} may not read another key's video job.")
         limit = validation.integer(max_results, "MaxResults", 1, MAX_RESULTS)
         if sort_by not in ("TIMESTAMP", "INDEX"):
             raise InvalidParameterException("SortBy must be TIMESTAMP or INDEX.")
