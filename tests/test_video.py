@@ -61,6 +61,13 @@ def s3_endpoint(clip: Path) -> Iterator[str]:
         s3.put_object(Bucket="photos", Key="known.mp4", Body=clip.read_bytes())
         s3.put_object(Bucket="photos", Key="notes.txt", Body=b"not a video")
         s3.put_object(Bucket="photos", Key="broken.mp4", Body=clip.read_bytes()[: len(clip.read_bytes()) // 3])
+        headerless = make_clip(
+            clip.parent / "headerless.m4v",
+            [(data_path("facerec_examples", "obama", "obama2.jpg"), 6)],
+            codec="mpeg4",
+            container_format="m4v",
+        )
+        s3.put_object(Bucket="photos", Key="headerless.m4v", Body=headerless.read_bytes())
         for name in REAL_CLIPS:
             s3.put_object(Bucket="photos", Key=name, Body=data_path("detection_multi", "video", name).read_bytes())
         yield endpoint
@@ -161,6 +168,11 @@ def test_refusals_when_a_job_is_asked_for(tmp_path: Path, s3_endpoint: str) -> N
                     Video=_video("known.mp4"), CollectionId="c", ClientRequestToken="t1", FaceMatchThreshold=99
                 )
             assert mismatch.value.response["Error"]["Code"] == "IdempotentParameterMismatchException"
+            # a token is its key's own: another key's same token starts a job of its own
+            other = server.client_with_role("searcher")
+            assert other.start_face_search(Video=_video("known.mp4"), CollectionId="c", ClientRequestToken="t1")[
+                "JobId"
+            ]
             with pytest.raises(ClientError) as missing:
                 rekognition.get_face_search(JobId="0" * 32)
             assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
@@ -173,7 +185,7 @@ def test_corrupt_and_non_video_objects_fail_their_job_with_a_reason(tmp_path: Pa
             rekognition = server.client_with_role("searcher")
             jobs = {
                 name: rekognition.start_face_detection(Video=_video(name))["JobId"]
-                for name in ("notes.txt", "broken.mp4", "known.mp4")
+                for name in ("notes.txt", "broken.mp4", "known.mp4", "headerless.m4v")
             }
             while service.run_video_job():
                 pass
@@ -184,8 +196,10 @@ def test_corrupt_and_non_video_objects_fail_their_job_with_a_reason(tmp_path: Pa
         "corrupt" in answers["broken.mp4"]["StatusMessage"] or "not a video" in answers["broken.mp4"]["StatusMessage"]
     )
     assert "the limit is 5 s" in answers["known.mp4"]["StatusMessage"]  # 6 s over a 5 s limit
+    # a stream whose header says nothing of its length is stopped where it passes the limit
+    assert "runs past 5 s" in answers["headerless.m4v"]["StatusMessage"]
     ends = list(service.ledger.entries(operation="FaceDetectionJob"))
-    assert [e.result["JobStatus"] for e in ends] == ["FAILED"] * 3
+    assert [e.result["JobStatus"] for e in ends] == ["FAILED"] * 4
     # a key scoped to some collections reads no other key's detection job
     with acting_as(RequestContext(Caller("FLSCOPED000000000000", Role.SEARCHER, ("c",)))):
         with pytest.raises(AccessDeniedException):

@@ -10,13 +10,20 @@ from PIL import Image
 
 
 def make_clip(
-    path: Path, scenes: list[tuple[Path | None, float]], *, fps: int = 10, size: tuple[int, int] = (640, 480)
+    path: Path,
+    scenes: list[tuple[Path | None, float]],
+    *,
+    fps: int = 10,
+    size: tuple[int, int] = (640, 480),
+    codec: str = "libx264",
+    container_format: str | None = None,
 ) -> Path:
-    """An H.264 MP4 at ``path``: each scene shows its photo (scaled to fit, on grey; None: grey
-    only) for its seconds, in order."""
+    """An H.264 MP4 at ``path`` (or ``codec`` in ``container_format``: a raw MPEG-4 stream,
+    ``mpeg4`` in ``m4v``, says nothing of its length): each scene shows its photo (scaled to fit,
+    on grey; None: grey only) for its seconds, in order."""
     width, height = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for photo, seconds in scenes:
             canvas = Image.new("RGB", size, (128, 128, 128))

@@ -21,6 +21,7 @@ from faceledger.cli.common import (
     open_service,
     reports_errors,
 )
+from faceledger.service.video_operations import worker_name
 
 video_app = command_group(help="Faces in stored videos (StartFaceSearch, run on this machine).", no_args_is_help=True)
 
@@ -39,9 +40,13 @@ def video_search(
     person, one Index) and searched when it appears and every 2 s; prints who was matched when.
     The job and its end are ledgered, as StartFaceSearch over the API."""
     declare(purpose, case)
+    worker = worker_name()
     with open_service() as service:
         job_id = service.start_face_search(
-            video=video.expanduser(), collection_id=collection, **given(face_match_threshold=threshold)
+            video=video.expanduser(),
+            collection_id=collection,
+            held_by=worker,  # run here, at once: no server on the same store takes it first
+            **given(face_match_threshold=threshold),
         )["JobId"]
         with Progress(
             TextColumn("[progress.description]{task.description}"),
@@ -57,7 +62,7 @@ def video_search(
             def advance(done_ms: int, total_ms: int) -> None:
                 progress.update(task, completed=done_ms, total=total_ms or None, done=f"{done_ms / 1000:.1f} s")
 
-            service.run_video_job(job_id=job_id, progress=advance)
+            service.run_video_job(job_id=job_id, worker=worker, progress=advance)
         pages = [service.get_face_search(job_id=job_id, sort_by="INDEX")]
         while "NextToken" in pages[-1]:
             pages.append(service.get_face_search(job_id=job_id, sort_by="INDEX", next_token=pages[-1]["NextToken"]))

@@ -522,10 +522,12 @@ class FaceService:
         client_request_token: str | None = None,
         notification_channel: object = None,
         job_tag: str | None = None,
+        held_by: str | None = None,
     ) -> Response:
         """Start searching a collection for the people of a stored video; answers the JobId at
         once. ``face_match_threshold`` defaults to the collection's calibrated search threshold;
-        purpose and review as for SearchFacesByImage."""
+        purpose and review as for SearchFacesByImage. ``held_by`` (not over the API): the worker
+        that runs the job at once (run_video_job with that worker), so no server takes it first."""
         return self._run(
             "StartFaceSearch",
             lambda: self._video.start(
@@ -536,6 +538,7 @@ class FaceService:
                 client_request_token,
                 notification_channel,
                 job_tag,
+                held_by,
             ),
             collection_id=collection_id,
         )

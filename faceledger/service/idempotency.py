@@ -10,6 +10,7 @@ from typing import Any
 
 from faceledger.errors import IdempotentParameterMismatchException
 from faceledger.service import validation
+from faceledger.service.context import current_context
 from faceledger.service.shapes import Response
 from faceledger.store import Store
 
@@ -19,11 +20,13 @@ TOKEN_LIFETIME_SECONDS = 24 * 3600.0  # as Rekognition keeps them
 def run_once(
     store: Store, operation: str, token: str | None, parameters: list[Any], perform: Callable[[], Response]
 ) -> Response:
-    """Run ``perform`` once per ClientRequestToken: a retry with the same token and parameters
-    gets the recorded answer; the same token with other parameters is refused."""
+    """Run ``perform`` once per ClientRequestToken of the calling key: a retry with the same token
+    and parameters gets the recorded answer; the same token with other parameters is refused."""
     if token is None:
         return perform()
     validation.client_request_token(token)
+    # a token is the caller's own: another key using the same one neither learns of it nor gets its answer
+    operation = f"{operation}@{current_context().caller.access_key_id}"
     digest = hashlib.sha256(json.dumps({"parameters": parameters}, sort_keys=True, default=str).encode()).hexdigest()
     now = time.time()
     recorded = store.request_tokens.find(operation, token, now - TOKEN_LIFETIME_SECONDS)

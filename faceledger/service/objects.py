@@ -12,6 +12,7 @@ operation's ledger entry records the bucket, key, version and the SHA-256 of the
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from faceledger.errors import (
     VideoTooLargeException,
 )
 
+log = logging.getLogger("faceledger.objects")
 _READ_CHUNK = 1024 * 1024
 # S3's error codes that mean "there is no such object (in that version) to read"
 _MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound", "InvalidArgument"}
@@ -133,6 +135,15 @@ class ObjectReader:
         ref.sha256 = digest.hexdigest()
 
     def _check_allowed(self, ref: S3Object) -> None:
+        if (
+            not isinstance(ref.name, str)
+            or not 1 <= len(ref.name) <= 1024
+            or not ref.name.isprintable()
+            or ".." in ref.name.split("/")
+        ):
+            raise InvalidS3ObjectException(
+                "An S3Object's Name must be 1-1024 printable characters, without '..' parts."
+            )
         if ref.bucket not in self._storage.buckets:
             allowed = ", ".join(self._storage.buckets) or "none"
             raise InvalidS3ObjectException(
@@ -179,5 +190,6 @@ class ObjectReader:
                 "faceledger has no credentials for the object store (FACELEDGER_S3_ACCESS_KEY_ID or the AWS "
                 "configuration)."
             ) from None
-        except BotoCoreError as error:  # unreachable endpoint, timeouts
-            raise ServiceUnavailableException(f"The object store cannot be reached just now: {error}.") from None
+        except BotoCoreError as error:  # unreachable endpoint, timeouts: the details are the operator's
+            log.warning("object store unreachable for %s: %s", ref.uri, error)
+            raise ServiceUnavailableException("The object store cannot be reached just now; try again.") from None

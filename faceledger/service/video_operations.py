@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -41,6 +44,8 @@ from faceledger.errors import (
     FaceledgerError,
     InvalidParameterException,
     ResourceNotFoundException,
+    ServiceUnavailableException,
+    ThrottlingException,
 )
 from faceledger.service import validation
 from faceledger.service.access import Caller, Role
@@ -69,7 +74,9 @@ MAX_ATTEMPTS = 3  # a job whose worker died this many times is failed, not taken
 SEARCH_EVERY_MS = 2000  # a tracked face is searched when it appears, then at most this often
 MATCHES_PER_PERSON = 10  # FaceMatches reported for a person at a time
 MAX_RESULTS = 1000  # GetFaceDetection / GetFaceSearch page, as Rekognition's
-_JOB_TAG_MAX_CHARS = 256
+# results a job may keep (a face at a time): held in memory until the job ends, written with it
+MAX_RESULTS_PER_JOB = 50_000
+_JOB_TAG = re.compile(r"[a-zA-Z0-9_.\-:+=/]{1,1024}")  # Rekognition's JobTag
 KINDS = {"FaceDetection": "FaceDetectionJob", "FaceSearch": "FaceSearchJob"}  # job -> its ledgered end
 
 # A video to process: an object of the configured store (the API), or a file on this machine (the
@@ -139,15 +146,17 @@ class VideoOperations:
         token: str | None,
         notification_channel: object,
         job_tag: str | None,
+        held_by: str | None = None,
     ) -> Reply:
-        """Check the request and record the job (once per ClientRequestToken)."""
+        """Check the request and record the job (once per ClientRequestToken); ``held_by``: the
+        worker that will run it at once (the CLI), which holds it from the start."""
         if notification_channel is not None:
             raise InvalidParameterException(
                 "NotificationChannel is not supported: faceledger sends no Amazon SNS notifications; call "
                 f"Get{kind} until JobStatus is no longer IN_PROGRESS."
             )
-        if job_tag is not None and (not isinstance(job_tag, str) or not 1 <= len(job_tag) <= _JOB_TAG_MAX_CHARS):
-            raise InvalidParameterException(f"JobTag must be 1-{_JOB_TAG_MAX_CHARS} characters.")
+        if job_tag is not None and (not isinstance(job_tag, str) or not _JOB_TAG.fullmatch(job_tag)):
+            raise InvalidParameterException("JobTag must be 1-1024 characters of a-z, A-Z, 0-9 and _ . - : + = /.")
         source = self._check_video(video)
         if collection_id is not None:
             self._models.for_collection(collection_id)  # exists, and its model is run here
@@ -172,6 +181,8 @@ class VideoOperations:
                 purpose=context.purpose,
                 case_ref=context.case_ref,
                 created_at=time.time(),
+                claimed_by=held_by,
+                lease_expires_at=time.time() + LEASE_SECONDS if held_by is not None else None,
             )
             self._store.video_jobs.create(job)
             return {"JobId": job.job_id}
@@ -194,40 +205,56 @@ class VideoOperations:
 
     def run(self, worker: str, job_id: str | None = None, progress: Progress | None = None) -> bool:
         """Take one job (``job_id``, or the oldest waiting) and run it to its end; False if there
-        was none to take. Jobs whose workers died ``MAX_ATTEMPTS`` times are failed first."""
+        was none to take. Jobs whose workers died ``MAX_ATTEMPTS`` times are failed first, and
+        downloads that dead workers of this machine left behind are removed."""
         now = time.time()
         for job in self._store.video_jobs.abandoned(now, MAX_ATTEMPTS):
             message = f"The job was taken up {job.attempts} times and its worker stopped each time (a crash?)."
             self._end(job, None, "FAILED", message, None, [], {})
+        self._sweep_downloads()
         job = self._store.video_jobs.claim(worker, now, LEASE_SECONDS, MAX_ATTEMPTS, job_id)
         if job is None:
             return False
-        self._process(job, worker, progress)
+        with acting_as(_context(job)):  # review cases and searches are the requester's, not the server's
+            self._process(job, worker, progress)
         return True
 
     def _process(self, job: VideoJob, worker: str, progress: Progress | None) -> None:
         source = job.request["Video"]
         stored = source.get("S3Object")
         named = S3Object(stored["Bucket"], stored["Name"], stored.get("Version")) if stored else None
-        download = self._work_dir / f"{job.job_id}.video"
-        lease = _Lease(self._store, job.job_id, worker)
         metadata, results, summary = None, [], {}
+        download: Path | None = None
         try:
-            path = download if named is not None else Path(source["LocalFile"])
-            if named is not None:
-                self._work_dir.mkdir(mode=0o700, exist_ok=True)
-                self._images.objects.download(named, download, self._video_limits.max_bytes)
-            elif not path.is_file():
-                raise UnreadableVideo(f"The video file {path} is not there (the job ran on another machine?).")
-            with StoredVideo(path, self._video_limits) as video:
-                metadata = video.metadata.to_response()
-                if job.kind == "FaceSearch":
-                    results, summary = self._search_video(job, video, lease, progress)
+            with _Lease(self._store, job.job_id, worker) as lease:
+                if named is not None:
+                    self._work_dir.mkdir(mode=0o700, exist_ok=True)
+                    handle, name = tempfile.mkstemp(
+                        prefix=f"{job.job_id}.{os.getpid()}.", suffix=".video", dir=self._work_dir
+                    )
+                    os.close(handle)
+                    download = Path(name)
+                    self._images.objects.download(named, download, self._video_limits.max_bytes)
+                    path = download
                 else:
-                    results, summary = self._detect_in_video(video, lease, progress)
+                    path = Path(source["LocalFile"])
+                    if not path.is_file():
+                        raise UnreadableVideo(f"The video file {path} is not there (the job ran on another machine?).")
+                with StoredVideo(path, self._video_limits) as video:
+                    metadata = video.metadata.to_response()
+                    if job.kind == "FaceSearch":
+                        results, summary = self._search_video(job, video, lease, progress)
+                    else:
+                        results, summary = self._detect_in_video(video, lease, progress)
+                lease.check()
             status, message = "SUCCEEDED", None
         except _LeaseLost:
             log.warning("video job %s: another worker took it", job.job_id)
+            return
+        except (ServiceUnavailableException, ThrottlingException) as error:
+            # the store or the object store is busy or away for now: the job is taken up again once
+            # its lease runs out (within MAX_ATTEMPTS), not failed for what may pass
+            log.warning("video job %s given back: %s", job.job_id, error.message)
             return
         except (UnreadableVideo, FaceledgerError) as error:
             status, message = "FAILED", str(getattr(error, "message", error))
@@ -235,8 +262,21 @@ class VideoOperations:
             log.exception("video job %s failed", job.job_id)
             status, message = "FAILED", "Internal error while processing the video."
         finally:
-            download.unlink(missing_ok=True)
+            if download is not None:
+                download.unlink(missing_ok=True)
         self._end(job, worker, status, message, metadata, results, summary, named)
+
+    def _sweep_downloads(self) -> None:
+        """Remove the downloads of workers of this machine that are gone (killed mid-job)."""
+        if not self._work_dir.is_dir():
+            return
+        for leftover in self._work_dir.glob("*.video"):
+            try:
+                os.kill(int(leftover.name.split(".")[1]), 0)
+            except (ValueError, IndexError, ProcessLookupError):
+                leftover.unlink(missing_ok=True)
+            except PermissionError:  # a live process of another account
+                pass
 
     def _end(
         self,
@@ -250,15 +290,17 @@ class VideoOperations:
         named: S3Object | None = None,
     ) -> None:
         """Write the job's end and results with its one ledger entry, as whoever started it."""
+        current = self._store.video_jobs.get(job.job_id)
+        if current is None or current.status != "IN_PROGRESS" or (worker is not None and current.claimed_by != worker):
+            log.warning("video job %s: ended elsewhere, or taken by another worker", job.job_id)
+            return  # not this worker's to end: no second entry for it
 
         def finish() -> JobEnd:
             if not self._store.video_jobs.finish(job.job_id, worker, status, message, metadata, results, time.time()):
                 raise ConflictException(f"Video job {job.job_id} was taken by another worker before it ended here.")
             return JobEnd(job, status, message, summary)
 
-        role = next((r for r in Role if r.value == job.role), None)
-        caller = Caller(job.access_key_id, role, job.collections)
-        with acting_as(RequestContext(caller, purpose=job.purpose, case_ref=job.case_ref)):
+        with acting_as(_context(job)):
             try:
                 self._ledgered(
                     KINDS[job.kind], finish, collection_id=job.collection_id, images=[named] if named else []
@@ -270,20 +312,21 @@ class VideoOperations:
         self, video: StoredVideo, lease: _Lease, progress: Progress | None
     ) -> tuple[list[VideoJobResult], dict[str, Any]]:
         analyzer = self._images.analyzer
-        results = []
-        meta = video.metadata
+        results: list[VideoJobResult] = []
         for frame in video.frames(self._video_limits.sample_fps):
-            lease.keep()
+            lease.check()
+            height, width = frame.pixels.shape[:2]  # the frame's own size, whatever the header said
             for face in analyzer.analyze(frame.pixels, embed=False, limit=100):
-                results.append(
+                _add(
+                    results,
                     VideoJobResult(
                         frame.timestamp_ms,
                         None,
-                        {"Timestamp": frame.timestamp_ms, "Face": face_detail(face, meta.width, meta.height)},
-                    )
+                        {"Timestamp": frame.timestamp_ms, "Face": face_detail(face, width, height)},
+                    ),
                 )
             if progress is not None:
-                progress(frame.timestamp_ms, meta.duration_ms)
+                progress(frame.timestamp_ms, video.metadata.duration_ms)
         return results, {"FacesCount": len(results)}
 
     def _search_video(
@@ -293,14 +336,16 @@ class VideoOperations:
         assert collection_id is not None
         analyzer = self._models.for_collection(collection_id)
         threshold = float(job.request["FaceMatchThreshold"])
+        policy = self._store.policies.policy(collection_id)
+        reported = min(MATCHES_PER_PERSON, policy.max_results or MATCHES_PER_PERSON)
         tracker = FaceTracker()
-        meta = video.metadata
         version = analyzer.model.version
         results: list[VideoJobResult] = []
         people: dict[int, _Person] = {}
         searches = 0
         for frame in video.frames(self._video_limits.sample_fps):
-            lease.keep()
+            lease.check()
+            height, width = frame.pixels.shape[:2]
             tracked = tracker.update(frame.timestamp_ms, analyzer.analyze(frame.pixels, embed=False, limit=100))
             due = [
                 (track, face)
@@ -310,14 +355,19 @@ class VideoOperations:
             ]
             analyzer.embed_faces([face for _, face in due])
             for track, face in due:
-                track.matches = self._search.by_embedding(collection_id, face.embedding, threshold, MATCHES_PER_PERSON)
+                track.matches = self._search.by_embedding(collection_id, face.embedding, threshold, reported)
                 track.searched_ms = frame.timestamp_ms
                 searches += 1
                 person = people.setdefault(track.index, _Person(track.index, frame.timestamp_ms))
                 person.found(track.matches, lambda f=face, px=frame.pixels: face_crop(px, f.box))
             for track, face in tracked:
                 people.setdefault(track.index, _Person(track.index, frame.timestamp_ms)).seen(frame.timestamp_ms)
-                results.append(
+                matches = [{"Similarity": s, "Face": stored_face(r, version)} for s, r in track.matches]
+                if policy.review_required:  # unverified until two reviewers confirm (the case below)
+                    for match in matches:
+                        match["Verified"] = False
+                _add(
+                    results,
                     VideoJobResult(
                         frame.timestamp_ms,
                         track.index,
@@ -325,24 +375,22 @@ class VideoOperations:
                             "Timestamp": frame.timestamp_ms,
                             "Person": {
                                 "Index": track.index,
-                                "BoundingBox": face.box.relative(meta.width, meta.height),
-                                "Face": face_detail(face, meta.width, meta.height),
+                                "BoundingBox": face.box.relative(width, height),
+                                "Face": face_detail(face, width, height),
                             },
-                            "FaceMatches": [
-                                {"Similarity": s, "Face": stored_face(r, version)} for s, r in track.matches
-                            ],
+                            "FaceMatches": matches,
                         },
-                    )
+                    ),
                 )
             if progress is not None:
-                progress(frame.timestamp_ms, meta.duration_ms)
+                progress(frame.timestamp_ms, video.metadata.duration_ms)
         gallery = self._search.gallery_size(collection_id)()
         meaning = self._limits.meaning(collection_id, max(1, searches) * gallery, threshold)
         matched = []
         for person in sorted(people.values(), key=lambda p: p.index):
             if not person.best:
                 continue
-            matches = sorted(person.best.values(), key=lambda m: m[0], reverse=True)
+            matches = sorted(person.best.values(), key=lambda m: m[0], reverse=True)[:reported]
             review = self._reviews.hold(
                 collection_id, "StartFaceSearch", f"{job.job_id}#{person.index}", matches, person.crop
             )
@@ -382,9 +430,11 @@ class VideoOperations:
         limit = validation.integer(max_results, "MaxResults", 1, MAX_RESULTS)
         if sort_by not in ("TIMESTAMP", "INDEX"):
             raise InvalidParameterException("SortBy must be TIMESTAMP or INDEX.")
+        if job.collection_id is not None:  # who was matched when: read as a search is made
+            self._limits.check_purpose(job.collection_id)
         listing = f"video:{job_id}:{sort_by}"
         offset = decode_token(listing, next_token) or 0
-        if not isinstance(offset, int) or offset < 0:
+        if not isinstance(offset, int) or not 0 <= offset <= MAX_RESULTS_PER_JOB:
             raise InvalidParameterException("NextToken is not valid for this request.")
         response: dict[str, Any] = {"JobId": job.job_id, "JobStatus": job.status}
         source = job.request["Video"]
@@ -422,20 +472,38 @@ class VideoOperations:
 
 
 class _Lease:
-    """A worker's hold on its job, renewed as it goes."""
+    """A worker's hold on its job, renewed every RENEW_EVERY_SECONDS by a thread of its own while
+    the job runs (downloading, decoding, ending alike); :meth:`check` raises _LeaseLost once it
+    is lost (another worker has taken the job)."""
 
     def __init__(self, store: Store, job_id: str, worker: str) -> None:
         self._store = store
         self._job_id = job_id
         self._worker = worker
-        self._renewed = time.monotonic()
+        self._stop = threading.Event()
+        self._lost = False
+        self._thread = threading.Thread(target=self._renew, name=f"faceledger-lease-{job_id[:8]}", daemon=True)
 
-    def keep(self) -> None:
-        if time.monotonic() - self._renewed < RENEW_EVERY_SECONDS:
-            return
-        if not self._store.video_jobs.renew(self._job_id, self._worker, time.time() + LEASE_SECONDS):
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=LEASE_SECONDS)
+
+    def check(self) -> None:
+        if self._lost:
             raise _LeaseLost
-        self._renewed = time.monotonic()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_EVERY_SECONDS):
+            try:
+                if not self._store.video_jobs.renew(self._job_id, self._worker, time.time() + LEASE_SECONDS):
+                    self._lost = True
+                    return
+            except FaceledgerError as error:  # the store away for a moment: try again at the next turn
+                log.warning("video job %s: lease not renewed: %s", self._job_id, error.message)
 
 
 class _Person:
@@ -464,6 +532,21 @@ class _Person:
         return self._crop
 
 
+def _add(results: list[VideoJobResult], result: VideoJobResult) -> None:
+    if len(results) >= MAX_RESULTS_PER_JOB:
+        raise UnreadableVideo(
+            f"The video shows more than {MAX_RESULTS_PER_JOB:,} faces at the sampled times: split it into shorter videos."
+        )
+    results.append(result)
+
+
 def worker_name() -> str:
-    """This process, as the worker that holds a job."""
-    return f"{os.uname().nodename}:{os.getpid()}"
+    """This process, as the worker that holds a job (the random part tells apart processes of
+    two containers that share a host name and a pid)."""
+    return f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _context(job: VideoJob) -> RequestContext:
+    """Who asked for the job, and why: the job runs, and its end is ledgered, as them."""
+    role = next((r for r in Role if r.value == job.role), None)
+    return RequestContext(Caller(job.access_key_id, role, job.collections), purpose=job.purpose, case_ref=job.case_ref)

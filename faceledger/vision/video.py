@@ -92,16 +92,30 @@ class StoredVideo:
         self._container.close()
 
     def frames(self, sample_fps: float | None) -> Iterator[VideoFrame]:
-        """The frames at ``sample_fps`` (None: every frame), in order, as RGB pixels."""
+        """The frames at ``sample_fps`` (None: every frame), in order, as RGB pixels. The limits
+        hold for what is decoded, not only for what the header says: a frame larger than the limit,
+        or one past the longest duration, ends the video with UnreadableVideo (a header may say
+        nothing of its length, or state a small frame size that the stream then changes)."""
         import av
 
         step_ms = 1000.0 / sample_fps if sample_fps else 0.0
         next_ms = 0.0
+        longest_ms = self._limits.max_duration_seconds * 1000
         try:
             for frame in self._container.decode(self._stream):
                 if frame.time is None:
                     continue
                 timestamp_ms = frame.time * 1000.0
+                if timestamp_ms > longest_ms:
+                    raise UnreadableVideo(
+                        f"The video runs past {self._limits.max_duration_seconds:,.0f} s, the limit (its header "
+                        "did not say so)."
+                    )
+                if frame.width * frame.height > self._limits.max_frame_pixels:
+                    raise UnreadableVideo(
+                        f"A frame of the video is {frame.width}x{frame.height}; the limit is "
+                        f"{self._limits.max_frame_pixels:,} pixels a frame."
+                    )
                 if timestamp_ms + 1e-6 < next_ms:
                     continue
                 next_ms = max(next_ms, timestamp_ms) + step_ms

@@ -34,10 +34,13 @@ class SQLVideoJobs(VideoJobRepository):
         self, worker: str, now: float, lease_seconds: float, max_attempts: int, job_id: str | None = None
     ) -> VideoJob | None:
         with self._db.write() as db:
-            which, params = ("AND job_id = ? ", [job_id]) if job_id is not None else ("", [])
+            # a job asked for by id may be one this worker holds already (started for it to run)
+            which, params = (
+                ("OR claimed_by = ?) AND job_id = ? ", [worker, job_id]) if job_id is not None else (") ", [])
+            )
             row = db.execute(
                 "SELECT job_id FROM video_jobs WHERE status = 'IN_PROGRESS' AND attempts < ?"
-                f" AND (claimed_by IS NULL OR lease_expires_at < ?) {which}ORDER BY created_at LIMIT 1",
+                f" AND (claimed_by IS NULL OR lease_expires_at < ? {which}ORDER BY created_at LIMIT 1",
                 (max_attempts, now, *params),
             ).fetchone()
             if row is None:
@@ -99,7 +102,8 @@ class SQLVideoJobs(VideoJobRepository):
             return True
 
     def results(self, job_id: str, by_person: bool, offset: int, limit: int) -> list[VideoJobResult]:
-        order = "person, timestamp_ms, position" if by_person else "timestamp_ms, position"
+        # positions follow the timestamps (results are written in frame order): the primary key's order
+        order = "person, timestamp_ms, position" if by_person else "position"
         rows = self._db.connection().execute(
             f"SELECT timestamp_ms, person, result FROM video_job_results WHERE job_id = ? ORDER BY {order}"
             " LIMIT ? OFFSET ?",
