@@ -138,10 +138,13 @@ def test_a_known_person_is_matched_at_the_right_times(tmp_path: Path, s3_endpoin
         assert person["FaceMatches"][0]["FaceId"] == obama_id and person["FirstSeenMillis"] == min(matched)
         assert end.result["S3Objects"][0]["Name"] == "known.mp4" and end.input_sha256
 
-        # a face erased since is left out of the job's results
+        assert {m["Face"]["ExternalImageId"] for p in persons for m in p["FaceMatches"]} == {"obama"}
+        # a face erased since is left out of the job's results, and they keep nothing of it but its id
         service.erase_faces(collection_id="c", face_ids=[obama_id])
         after = rekognition.get_face_search(JobId=job_id)
         assert all(p["FaceMatches"] == [] for p in after["Persons"])
+        stored = [r.result for r in service.store.video_jobs.results(job_id, False, 0, 1000)]
+        assert "obama" not in json.dumps(stored)
 
 
 def test_refusals_when_a_job_is_asked_for(tmp_path: Path, s3_endpoint: str) -> None:

@@ -339,7 +339,6 @@ class VideoOperations:
         policy = self._store.policies.policy(collection_id)
         reported = min(MATCHES_PER_PERSON, policy.max_results or MATCHES_PER_PERSON)
         tracker = FaceTracker()
-        version = analyzer.model.version
         results: list[VideoJobResult] = []
         people: dict[int, _Person] = {}
         searches = 0
@@ -362,7 +361,9 @@ class VideoOperations:
                 person.found(track.matches, lambda f=face, px=frame.pixels: face_crop(px, f.box))
             for track, face in tracked:
                 people.setdefault(track.index, _Person(track.index, frame.timestamp_ms)).seen(frame.timestamp_ms)
-                matches = [{"Similarity": s, "Face": stored_face(r, version)} for s, r in track.matches]
+                # the face id only: what the collection holds of the face is read when the results
+                # are (an erased face then leaves nothing of it here, not even its ExternalImageId)
+                matches: list[dict[str, Any]] = [{"Similarity": s, "FaceId": r.face_id} for s, r in track.matches]
                 if policy.review_required:  # unverified until two reviewers confirm (the case below)
                     for match in matches:
                         match["Verified"] = False
@@ -454,21 +455,33 @@ class VideoOperations:
                 rows = rows[:limit]
         items = [row.result for row in rows]
         if kind == "FaceSearch":
-            self._drop_erased(job, items)
+            self._with_faces(job, items)
             response["Persons"] = items
         else:
             response["Faces"] = items
         return Reply(response, {"JobId": job.job_id, "JobStatus": job.status, "ItemsCount": len(items)})
 
-    def _drop_erased(self, job: VideoJob, persons: list[dict[str, Any]]) -> None:
-        """Leave out of ``persons`` the matches of faces erased since the job ran."""
+    def _with_faces(self, job: VideoJob, persons: list[dict[str, Any]]) -> None:
+        """Each match of ``persons`` with the face as the collection holds it now (Rekognition's
+        ``Face``); the matches of faces erased since the job ran are left out."""
         assert job.collection_id is not None
-        named = list({m["Face"]["FaceId"] for p in persons for m in p["FaceMatches"]})
-        if not named:
-            return
-        present = {r.face_id for _, r in self._store.list_faces(job.collection_id, face_ids=named, limit=len(named))}
+        named = list({m["FaceId"] for p in persons for m in p["FaceMatches"]})
+        records = (
+            {r.face_id: r for _, r in self._store.list_faces(job.collection_id, face_ids=named, limit=len(named))}
+            if named
+            else {}
+        )
+        version = self._store.face_model_version(job.collection_id)
         for person in persons:
-            person["FaceMatches"] = [m for m in person["FaceMatches"] if m["Face"]["FaceId"] in present]
+            person["FaceMatches"] = [
+                {
+                    "Similarity": m["Similarity"],
+                    "Face": stored_face(records[m["FaceId"]], version),
+                    **({"Verified": m["Verified"]} if "Verified" in m else {}),
+                }
+                for m in person["FaceMatches"]
+                if m["FaceId"] in records
+            ]
 
 
 class _Lease:
