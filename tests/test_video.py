@@ -342,3 +342,21 @@ def rekognition_status(rekognition, job_id: str, *, expect_failure: bool) -> str
         if expect_failure:
             return None
         raise
+
+
+def test_a_portrait_phone_video_is_searched_upright(tmp_path: Path) -> None:
+    """Stored sideways with a display rotation, as phones store portrait video."""
+    turned = make_clip(
+        tmp_path / "portrait.mp4",
+        [(data_path("facerec_examples", "obama", "obama2.jpg"), 2)],
+        size=(480, 640),
+        stored_turned=True,
+    )
+    with faceledger.open(tmp_path / "data") as service:
+        obama_id = _gallery(service)
+        job_id = service.start_face_search(video=turned, collection_id="c")["JobId"]
+        service.run_video_job(job_id=job_id)
+        persons = service.get_face_search(job_id=job_id)["Persons"]
+    assert persons and all([m["Face"]["FaceId"] for m in p["FaceMatches"]] == [obama_id] for p in persons)
+    box = persons[0]["Person"]["BoundingBox"]
+    assert box["Height"] > 0 and box["Top"] + box["Height"] <= 1.01  # relative to the upright frame

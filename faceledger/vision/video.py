@@ -49,7 +49,7 @@ class VideoMetadata:
 @dataclass(frozen=True)
 class VideoFrame:
     timestamp_ms: int
-    pixels: np.ndarray  # RGB uint8, (height, width, 3)
+    pixels: np.ndarray  # RGB uint8, (height, width, 3), turned upright as the video says to show it
 
 
 class StoredVideo:
@@ -119,7 +119,13 @@ class StoredVideo:
                 if timestamp_ms + 1e-6 < next_ms:
                     continue
                 next_ms = max(next_ms, timestamp_ms) + step_ms
-                yield VideoFrame(int(round(timestamp_ms)), frame.to_ndarray(format="rgb24"))
+                pixels = frame.to_ndarray(format="rgb24")
+                # a phone stores a portrait video sideways and says how to turn it (display matrix,
+                # counter-clockwise degrees): faces are only found upright
+                turns = round((frame.rotation or 0) / 90) % 4
+                if turns:
+                    pixels = np.ascontiguousarray(np.rot90(pixels, turns))
+                yield VideoFrame(int(round(timestamp_ms)), pixels)
         except av.error.FFmpegError as error:
             raise UnreadableVideo(f"The video is corrupt ({_reason(error)}).") from None
 
