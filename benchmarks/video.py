@@ -12,6 +12,8 @@ same clips with the same detector and face analysis (BlazeFace, 5-point landmark
 - face detection at the default sampling rate (what a StartFaceDetection job computes);
 - face detection on every frame (the peer: no sampling).
 
+Frames are analysed as jobs analyse them: in order, on one thread per core.
+
 Printed: video seconds, wall seconds, video seconds per wall second, and the speed-up of the
 default rate over every frame.
 """
@@ -33,6 +35,7 @@ from _data import require  # noqa: E402
 import faceledger  # noqa: E402
 from faceledger.config import Settings, VideoLimits  # noqa: E402
 from faceledger.service import FaceService  # noqa: E402
+from faceledger.service.video_operations import analysed_frames  # noqa: E402
 from faceledger.vision import FaceAnalyzer  # noqa: E402
 from faceledger.vision.video import StoredVideo  # noqa: E402
 
@@ -58,12 +61,13 @@ def to_720p(source: Path, target: Path) -> Path:
 
 
 def detect(path: Path, fps: float | None, analyzer: FaceAnalyzer) -> tuple[float, int]:
-    """(wall seconds, faces found) of face detection and analysis at ``fps`` (None: every frame)."""
+    """(wall seconds, faces found) of face detection and analysis at ``fps`` (None: every frame),
+    as a job analyses frames (one thread per core, in order)."""
     started = time.perf_counter()
     faces = 0
     with StoredVideo(path, VideoLimits()) as video:
-        for frame in video.frames(fps):
-            faces += len(analyzer.analyze(frame.pixels, embed=False, limit=100))
+        for _, found in analysed_frames(video, analyzer, fps):
+            faces += len(found)
     return time.perf_counter() - started, faces
 
 

@@ -32,7 +32,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,10 @@ from faceledger.service.shapes import face_detail, stored_face
 from faceledger.store import FaceRecord, Store
 from faceledger.store.records import VideoJob, VideoJobResult
 from faceledger.vision.crop import face_crop
+from faceledger.vision.face import Face
+from faceledger.vision.pipeline import FaceAnalyzer
 from faceledger.vision.tracking import FaceTracker
-from faceledger.vision.video import StoredVideo, UnreadableVideo
+from faceledger.vision.video import StoredVideo, UnreadableVideo, VideoFrame
 
 log = logging.getLogger("faceledger.video")
 
@@ -313,10 +317,10 @@ class VideoOperations:
     ) -> tuple[list[VideoJobResult], dict[str, Any]]:
         analyzer = self._images.analyzer
         results: list[VideoJobResult] = []
-        for frame in video.frames(self._video_limits.sample_fps):
+        for frame, faces in analysed_frames(video, analyzer, self._video_limits.sample_fps):
             lease.check()
             height, width = frame.pixels.shape[:2]  # the frame's own size, whatever the header said
-            for face in analyzer.analyze(frame.pixels, embed=False, limit=100):
+            for face in faces:
                 _add(
                     results,
                     VideoJobResult(
@@ -342,10 +346,10 @@ class VideoOperations:
         results: list[VideoJobResult] = []
         people: dict[int, _Person] = {}
         searches = 0
-        for frame in video.frames(self._video_limits.sample_fps):
+        for frame, faces in analysed_frames(video, analyzer, self._video_limits.sample_fps):
             lease.check()
             height, width = frame.pixels.shape[:2]
-            tracked = tracker.update(frame.timestamp_ms, analyzer.analyze(frame.pixels, embed=False, limit=100))
+            tracked = tracker.update(frame.timestamp_ms, faces)
             due = [
                 (track, face)
                 for track, face in tracked
@@ -543,6 +547,25 @@ class _Person:
     def crop(self) -> bytes:
         assert self._crop is not None
         return self._crop
+
+
+def analysed_frames(
+    video: StoredVideo, analyzer: FaceAnalyzer, sample_fps: float | None
+) -> Iterator[tuple[VideoFrame, list[Face]]]:
+    """The sampled frames, in order, each with its faces (detected, landmarks, chips, quality; not
+    embedded), analysed on one thread per core a few frames ahead of the one given (the models
+    release the interpreter lock; the threads keep the calling thread's CPU priority)."""
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="faceledger-video-frame") as pool:
+        pending: deque[tuple[VideoFrame, Future[list[Face]]]] = deque()
+        for frame in video.frames(sample_fps):
+            pending.append((frame, pool.submit(analyzer.analyze, frame.pixels, embed=False, limit=100)))
+            if len(pending) > 2 * workers:
+                done, faces = pending.popleft()
+                yield done, faces.result()
+        while pending:
+            done, faces = pending.popleft()
+            yield done, faces.result()
 
 
 def _add(results: list[VideoJobResult], result: VideoJobResult) -> None:
