@@ -288,7 +288,7 @@ def test_an_auditor_sees_the_searches_and_verifies_the_ledger(browser, console: 
     with auditor.expect_download() as download:
         auditor.get_by_role("link", name="Export as JSON Lines").click()
     exported = Path(download.value.path()).read_text().splitlines()
-    assert len(exported) == 1 and '"case_ref":"AUDIT-1"' in exported[0]
+    assert len(exported) == 1 and '"case_ref": "AUDIT-1"' in exported[0]  # as faceledger audit export writes it
 
     auditor.get_by_role("link", name="Audit").click()
     auditor.get_by_role("link", name="Verify the chain now").click()

@@ -179,7 +179,7 @@ def audit_export(
     filters = _filters(since, until, key, collection, case)  # a bad time must not truncate OUT
     with open_service() as service, _private_text_file(out) as handle:
         response = service.export_ledger(
-            write=lambda entry: handle.write(render.to_json(asdict(entry), indent=None, sort_keys=True) + "\n"),
+            write=lambda entry: handle.write(entry.export_line() + "\n"),
             **filters,
         )
     render.console.print(f"Exported {response['ExportedCount']} entries to {out}")

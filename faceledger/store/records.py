@@ -255,6 +255,11 @@ class LedgerEntry:
     result: dict[str, Any] = field(default_factory=dict)
     seq: int | None = None
 
+    def export_line(self) -> str:
+        """The entry as one line of an export (JSON Lines: ``faceledger audit export`` and the web
+        console's export alike)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
     def content(self) -> str:
         """The canonical text the chain hashes (ledger/chain.py)."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str)

@@ -12,12 +12,11 @@ safe.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -423,7 +422,7 @@ class Console:
         spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
 
         def write(entry: LedgerEntry) -> None:
-            spool.write((json.dumps(asdict(entry), sort_keys=True, separators=(",", ":")) + "\n").encode())
+            spool.write((entry.export_line() + "\n").encode())
 
         await self._run(visitor, self._service.export_ledger, write=write, **filters)
         spool.seek(0)
