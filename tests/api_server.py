@@ -66,3 +66,22 @@ def send_raw(request, body: bytes | None = None) -> tuple[int, dict]:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def call_extension(server: RunningServer, key: dict, operation: str, body: dict) -> tuple[int, dict]:
+    """Call faceledger's own operation ``operation`` (X-Amz-Target FaceledgerService.*) with a
+    SigV4-signed request of ``key`` (as create_access_key answers it); (status, JSON)."""
+    import json
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"FaceledgerService.{operation}"},
+    )
+    SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "rekognition", "us-east-1").add_auth(request)
+    return send_raw(request)

@@ -9,9 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from typer.testing import CliRunner
 
 import faceledger
@@ -21,7 +18,7 @@ from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
 
-from api_server import running_server, send_raw
+from api_server import call_extension, running_server
 from conftest import data_path, image_bytes
 
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
@@ -93,22 +90,10 @@ def test_over_http_and_on_the_command_line(tmp_path: Path) -> None:
             service.index_faces(collection_id="c", image=image_bytes(*photo), external_image_id=photo[1])
         key = service.create_access_key(role="searcher")
         with running_server(service) as server:
-            body = json.dumps(
-                {"CollectionId": "c", "Image": {"Bytes": base64.b64encode(image_bytes(*BOTH)).decode()}}
-            ).encode()
-            request = AWSRequest(
-                method="POST",
-                url=server.url + "/",
-                data=body,
-                headers={
-                    "Content-Type": "application/x-amz-json-1.1",
-                    "X-Amz-Target": "FaceledgerService.SearchAllFacesByImage",
-                },
+            image = {"Bytes": base64.b64encode(image_bytes(*BOTH)).decode()}
+            status, response = call_extension(
+                server, key, "SearchAllFacesByImage", {"CollectionId": "c", "Image": image}
             )
-            SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "rekognition", "us-east-1").add_auth(
-                request
-            )
-            status, response = send_raw(request)
     assert status == 200 and len(response["SearchedFaces"]) == 3
     result = CliRunner().invoke(
         app,

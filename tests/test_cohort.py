@@ -212,24 +212,22 @@ def test_the_shipped_cohort_table_names_its_scoring_and_cohort_size() -> None:
 
 
 def test_over_http_a_key_scoped_to_one_collection_cannot_name_another_as_its_cohort(cohorts: FaceService) -> None:
-    from test_review import _extension
-
-    from api_server import running_server
+    from api_server import call_extension, running_server
 
     with running_server(cohorts) as server:
         scoped = cohorts.create_access_key(role="admin", collections=["g"])
         admin = cohorts.create_access_key(role="admin")
         asked = {"CollectionId": "g", "CohortCollectionId": "k"}
-        status, error = _extension(server, scoped, "PutCollectionCohort", asked)
+        status, error = call_extension(server, scoped, "PutCollectionCohort", asked)
         assert (status, error["__type"]) == (400, "AccessDeniedException")
-        status, error = _extension(server, admin, "PutCollectionCohort", {**asked, "CohortCollectionId": 5})
+        status, error = call_extension(server, admin, "PutCollectionCohort", {**asked, "CohortCollectionId": 5})
         assert (status, error["__type"]) == (400, "InvalidParameterException")
-        status, reply = _extension(server, admin, "PutCollectionCohort", asked)
+        status, reply = call_extension(server, admin, "PutCollectionCohort", asked)
         assert status == 200 and reply["Changes"] == {"Before": None, "After": "k"}
         searcher = cohorts.create_access_key(role="searcher", collections=["g"])
-        status, reply = _extension(server, searcher, "GetCollectionCohort", {"CollectionId": "g"})
+        status, reply = call_extension(server, searcher, "GetCollectionCohort", {"CollectionId": "g"})
         assert (status, reply["CohortCollectionId"]) == (200, "k")
-        status, error = _extension(server, searcher, "PutCollectionCohort", {"CollectionId": "g"})
+        status, error = call_extension(server, searcher, "PutCollectionCohort", {"CollectionId": "g"})
         assert (status, error["__type"]) == (400, "AccessDeniedException")
     refused = [e for e in cohorts.ledger.entries() if e.operation == "PutCollectionCohort" and e.outcome != "ok"]
     assert len(refused) == 3

@@ -9,9 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from PIL import Image
 
 import faceledger
@@ -20,7 +17,7 @@ from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
 
-from api_server import running_server, send_raw
+from api_server import call_extension, running_server
 from conftest import data_path, image_bytes
 
 OBAMA = ("facerec_examples", "obama", "obama.jpg")
@@ -96,7 +93,7 @@ def test_review_over_http(tmp_path: Path) -> None:
         face_id = admin.index_faces(CollectionId="c", Image={"Bytes": image_bytes(*OBAMA)})["FaceRecords"][0]["Face"][
             "FaceId"
         ]
-        policy = _extension(
+        policy = call_extension(
             server,
             service.create_access_key(role="admin"),
             "PutCollectionPolicy",
@@ -108,7 +105,7 @@ def test_review_over_http(tmp_path: Path) -> None:
         case_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-review-case"]
         statuses = []
         for _ in range(2):
-            status, case = _extension(
+            status, case = call_extension(
                 server,
                 service.create_access_key(role="reviewer"),
                 "DecideReview",
@@ -117,25 +114,13 @@ def test_review_over_http(tmp_path: Path) -> None:
             assert status == 200
             statuses.append(case["Candidates"][0]["Status"])
         assert statuses == ["UNVERIFIED", "VERIFIED"]
-        status, error = _extension(
+        status, error = call_extension(
             server,
             service.create_access_key(role="searcher"),
             "DecideReview",
             {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "x"},
         )
         assert (status, error["__type"]) == (400, "AccessDeniedException")
-
-
-def _extension(server, key: dict, operation: str, body: dict) -> tuple[int, dict]:
-    data = json.dumps(body).encode()
-    request = AWSRequest(
-        method="POST",
-        url=server.url + "/",
-        data=data,
-        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"FaceledgerService.{operation}"},
-    )
-    SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "rekognition", "us-east-1").add_auth(request)
-    return send_raw(request)
 
 
 def test_a_reviewer_scoped_to_one_collection_sees_and_decides_only_its_cases(service: FaceService) -> None:
@@ -319,21 +304,25 @@ def test_crops_the_ledger_and_erasure_over_http(tmp_path: Path) -> None:
         )
         case_id = reply["ResponseMetadata"]["HTTPHeaders"]["x-faceledger-review-case"]
         reviewer = service.create_access_key(role="reviewer")
-        status, case = _extension(server, reviewer, "GetReviewCase", {"CaseId": case_id, "IncludeFaceCrops": True})
+        status, case = call_extension(server, reviewer, "GetReviewCase", {"CaseId": case_id, "IncludeFaceCrops": True})
         assert status == 200
         assert base64.b64decode(case["Candidates"][0]["FaceCrop"])[:2] == b"\xff\xd8"
         assert base64.b64decode(case["ProbeFaceCrop"])[:2] == b"\xff\xd8"
         assert case["Candidates"][0]["FalseMatchRate"] is not None
 
         auditor = service.create_access_key(role="auditor")
-        status, page = _extension(server, auditor, "ListLedgerEntries", {"Operation": "GetReviewCase", "MaxResults": 5})
+        status, page = call_extension(
+            server, auditor, "ListLedgerEntries", {"Operation": "GetReviewCase", "MaxResults": 5}
+        )
         assert status == 200 and [e["operation"] for e in page["Entries"]] == ["GetReviewCase"]
         assert page["Entries"][0]["result"]["FaceCropsShown"] == 2
-        status, verified = _extension(server, auditor, "VerifyLedger", {})
+        status, verified = call_extension(server, auditor, "VerifyLedger", {})
         assert status == 200 and verified["Intact"] is True
-        assert _extension(server, reviewer, "VerifyLedger", {})[0] == 400  # AccessDeniedException
+        assert call_extension(server, reviewer, "VerifyLedger", {})[0] == 400  # AccessDeniedException
 
         indexer = service.create_access_key(role="indexer")
-        status, receipt = _extension(server, indexer, "EraseFaces", {"CollectionId": "c", "ExternalImageId": "obama"})
+        status, receipt = call_extension(
+            server, indexer, "EraseFaces", {"CollectionId": "c", "ExternalImageId": "obama"}
+        )
         assert status == 200 and len(receipt["ErasedFaceIds"]) == 1
         assert service.list_faces(collection_id="c")["Faces"] == []

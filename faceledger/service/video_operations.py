@@ -100,11 +100,7 @@ class JobEnd:
 
     job: VideoJob
     status: str
-    message: str | None
     summary: dict[str, Any]
-
-    def to_response(self) -> dict[str, Any]:
-        return {"JobId": self.job.job_id, "JobStatus": self.status, "StatusMessage": self.message}
 
     def ledger_summary(self) -> dict[str, Any]:
         return {
@@ -302,7 +298,7 @@ class VideoOperations:
         def finish() -> JobEnd:
             if not self._store.video_jobs.finish(job.job_id, worker, status, message, metadata, results, time.time()):
                 raise ConflictException(f"Video job {job.job_id} was taken by another worker before it ended here.")
-            return JobEnd(job, status, message, summary)
+            return JobEnd(job, status, summary)
 
         with acting_as(_context(job)):
             try:
