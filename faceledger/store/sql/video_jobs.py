@@ -33,16 +33,18 @@ class SQLVideoJobs(VideoJobRepository):
     def claim(
         self, worker: str, now: float, lease_seconds: float, max_attempts: int, job_id: str | None = None
     ) -> VideoJob | None:
+        # a job asked for by id may be one this worker holds already (started for it to run)
+        which, params = ("OR claimed_by = ?) AND job_id = ? ", [worker, job_id]) if job_id is not None else (") ", [])
+        waiting = (
+            "SELECT job_id FROM video_jobs WHERE status = 'IN_PROGRESS' AND attempts < ?"
+            f" AND (claimed_by IS NULL OR lease_expires_at < ? {which}ORDER BY created_at LIMIT 1"
+        )
+        # looked for outside a write first: an idle worker polls every second, and a write
+        # transaction each time would queue the requests' writes behind it for nothing
+        if self._db.connection().execute(waiting, (max_attempts, now, *params)).fetchone() is None:
+            return None
         with self._db.write() as db:
-            # a job asked for by id may be one this worker holds already (started for it to run)
-            which, params = (
-                ("OR claimed_by = ?) AND job_id = ? ", [worker, job_id]) if job_id is not None else (") ", [])
-            )
-            row = db.execute(
-                "SELECT job_id FROM video_jobs WHERE status = 'IN_PROGRESS' AND attempts < ?"
-                f" AND (claimed_by IS NULL OR lease_expires_at < ? {which}ORDER BY created_at LIMIT 1",
-                (max_attempts, now, *params),
-            ).fetchone()
+            row = db.execute(waiting, (max_attempts, now, *params)).fetchone()  # again, under the write lock
             if row is None:
                 return None
             db.execute(
