@@ -465,3 +465,40 @@ def test_rates_are_shown_to_two_significant_figures_and_times_read_as_utc() -> N
     assert display.parse_date("2026-12-31", "Expires on") == 1_798_761_599.0  # the whole day
     with pytest.raises(InvalidParameterException):
         display.parse_time("yesterday", "From")
+
+
+def test_bad_form_input_gets_a_clear_refusal(browser, console: Console) -> None:
+    page = _signed_in(browser, console, "admin")
+    page.goto(f"{console.url}/console/search")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    origin = {"Origin": console.url}
+    # a purpose with a control character (it would reach the ledger and terminals): refused, ledgered
+    page.get_by_label("Collection").select_option("missing")
+    page.get_by_label("Photo").set_input_files(str(data_path(*OBAMA_PROBE)))
+    page.get_by_label("Purpose").fill("reunion\u202eeno")
+    page.get_by_label("Case reference").fill("R-1")
+    with page.expect_response(lambda r: r.url.endswith("/console/search") and r.request.method == "POST") as sent:
+        page.get_by_role("button", name="Search").click()
+    assert sent.value.status == 400 and "printable" in page.get_by_role("alert").inner_text()
+    # no photo at all
+    answer = page.request.post(
+        f"{console.url}/console/search",
+        multipart={"csrf": csrf, "collection_id": "missing", "purpose": "p", "case": "c"},
+        headers=origin,
+    )
+    assert answer.status == 400 and "Choose a photo" in answer.text()
+    # a policy number that is no number; an audit time that is no time; a page token from nowhere
+    answer = page.request.post(
+        f"{console.url}/console/collections/archive/policy",
+        form={"csrf": csrf, "max_results": "many"},
+        headers=origin,
+    )
+    assert answer.status == 400 and "Maximum results must be a whole number" in answer.text()
+    assert page.goto(f"{console.url}/console/audit?since=yesterday").status == 400
+    assert page.goto(f"{console.url}/console/audit?next=forged").status == 400
+    page.context.close()
+    with sqlite3.connect(console.data_dir / SQLITE_FILE) as db:
+        refused = db.execute(
+            "SELECT error FROM ledger WHERE operation = 'SearchFacesByImage' AND outcome = 'error' ORDER BY seq DESC"
+        ).fetchone()
+    assert refused == ("InvalidParameterException",)

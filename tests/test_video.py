@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import faceledger
 from faceledger.cli.main import app
 from faceledger.config import VideoLimits
-from faceledger.errors import AccessDeniedException
+from faceledger.errors import AccessDeniedException, FaceledgerError
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
@@ -360,3 +360,41 @@ def test_a_portrait_phone_video_is_searched_upright(tmp_path: Path) -> None:
     assert persons and all([m["Face"]["FaceId"] for m in p["FaceMatches"]] == [obama_id] for p in persons)
     box = persons[0]["Person"]["BoundingBox"]
     assert box["Height"] > 0 and box["Top"] + box["Height"] <= 1.01  # relative to the upright frame
+
+
+def test_bad_video_requests_get_clear_errors(tmp_path: Path, clip: Path) -> None:
+    from faceledger.errors import InvalidParameterException, InvalidS3ObjectException
+    from faceledger.service.objects import S3Object
+
+    with faceledger.open(tmp_path / "data") as service:
+        _gallery(service)
+        job_id = service.start_face_search(video=clip, collection_id="c")["JobId"]
+        service.run_video_job(job_id=job_id)
+        refused = [
+            lambda: service.start_face_detection(video=clip, job_tag="not a tag!"),
+            lambda: service.start_face_detection(video=clip, face_attributes="AGE"),
+            lambda: service.start_face_detection(video=tmp_path / "nothing.mp4"),
+            lambda: service.start_face_detection(video="s3://photos/known.mp4"),
+            lambda: service.get_face_search(job_id=job_id, sort_by="NAME"),
+            lambda: service.get_face_search(job_id=job_id, next_token="not a token"),
+            lambda: service.get_face_search(job_id=job_id, max_results=0),
+            lambda: service.get_face_search(job_id=job_id, max_results=1001),
+            lambda: service.get_face_detection(job_id=job_id),  # a search job is no detection job
+        ]
+        codes = []
+        for call in refused:
+            with pytest.raises(FaceledgerError) as error:
+                call()
+            codes.append(error.value.code)
+        assert codes == [
+            *["InvalidParameterException"] * 5,
+            "InvalidPaginationTokenException",
+            *["InvalidParameterException"] * 2,
+            "ResourceNotFoundException",
+        ]
+        # an S3 name that climbs out of its folder is refused before anything is asked of the store
+        for name in ("people/../secrets/x.mp4", "bad\nname.mp4"):
+            with pytest.raises(InvalidS3ObjectException):
+                service.start_face_detection(video=S3Object("photos", name))
+        with pytest.raises(InvalidParameterException):
+            service.list_ledger_entries(since="yesterday")
