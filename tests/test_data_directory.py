@@ -136,6 +136,34 @@ def test_processes_opening_a_new_data_directory_at_once_migrate_it_once(tmp_path
         assert all(code == 0 for code, _ in results), [err[-300:] for code, err in results if code]
 
 
+def _open_sqlite_at(path: str, start: float) -> str | None:
+    from faceledger.store.sqlite.connection import SQLiteDatabase
+
+    while time.time() < start:  # all at one instant, where the race is
+        pass
+    try:
+        SQLiteDatabase(path).close()
+    except Exception as error:  # noqa: BLE001 - the test reports whichever error it was
+        return repr(error)
+    return None
+
+
+@pytest.mark.backends("sqlite")
+def test_processes_turning_a_new_sqlite_file_to_wal_at_once_all_open_it(tmp_path: Path) -> None:
+    """PRAGMA journal_mode = WAL on a new file reads its header and then upgrades to a write;
+    SQLite refuses one of two such upgrades at once, without waiting ('database is locked'), and
+    CI saw an open of a new data directory fail so."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        for round_ in range(40):
+            path = tmp_path / f"{round_}.sqlite3"
+            path.touch()
+            start = time.time() + 0.05
+            errors = [error for error in pool.starmap(_open_sqlite_at, [(str(path), start)] * 6) if error]
+            assert errors == [], round_
+
+
 def test_a_database_busy_past_the_timeout_is_a_one_line_try_again(
     tmp_path: Path, monkeypatch, store_backend: str
 ) -> None:

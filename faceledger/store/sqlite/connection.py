@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ class SQLiteDatabase(Database):
         # the owner's alone; SQLite gives its -wal and -shm files the database file's mode
         self.path.touch(mode=0o600, exist_ok=True)
         connection = self.connection()
-        connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection)
         migrate(self, connection)
         _refuse_read_only(connection)
 
@@ -121,6 +122,22 @@ class SQLiteDatabase(Database):
 
     def set_schema_version(self, connection: Connection, version: int) -> None:
         connection.execute(f"PRAGMA user_version = {int(version)}")
+
+
+def _use_wal(connection: Connection) -> None:
+    """Turn the file to WAL mode (a no-op once it is). On a new file the pragma reads the header
+    and then upgrades to a write; of two processes doing so at once SQLite refuses one at once,
+    without its busy handler (to avoid a deadlock between upgrades), 'database is locked': try
+    again, within the busy timeout, until the other's change is seen."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _refuse_read_only(connection: Connection) -> None:
