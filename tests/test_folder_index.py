@@ -242,12 +242,23 @@ def test_ctrl_c_during_a_ray_run_keeps_whole_images_and_leaves_no_ray_behind(tmp
         assert 0 < kept < 700 and service.check_data_directory()["Problems"] == []
         # the store and the index agree on what was kept (whole images, each in one transaction)
         assert len(service.indexes.for_search("c")) == kept
-    left = [
-        cmdline
-        for cmdline in (Path(f"/proc/{pid}/cmdline") for pid in os.listdir("/proc") if pid.isdigit())
-        if cmdline.exists() and any(name in _read(cmdline) for name in (b"raylet", b"gcs_server", b"ray::"))
-    ]
+    deadline = time.monotonic() + 10  # a Ray worker whose raylet ended leaves on its own, within moments
+    while (left := _ray_processes_of_session(command.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert left == []
+
+
+def _ray_processes_of_session(session: int) -> list[bytes]:
+    """The command lines of Ray's processes in one session: those the command started (an earlier
+    test's in-process cluster may still be ending, and is no concern of this one)."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        stat, cmdline = _read(Path(f"/proc/{pid}/stat")), _read(Path(f"/proc/{pid}/cmdline"))
+        fields = stat.rpartition(b")")[2].split()  # after the command name: state ppid pgrp session ...
+        in_session = len(fields) > 3 and int(fields[3]) == session
+        if in_session and any(name in cmdline for name in (b"raylet", b"gcs_server", b"ray::")):
+            left.append(cmdline)
+    return left
 
 
 def _read(path: Path) -> bytes:
