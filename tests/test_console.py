@@ -252,8 +252,15 @@ def test_a_search_is_verified_by_two_other_reviewers(browser, console: Console) 
     candidate.get_by_role("button", name="Confirm: same person").click()
     alice.wait_for_load_state()
     assert alice.get_by_test_id(f"status-{face_id}").inner_text() == "UNVERIFIED"  # one person is not two
+    # decided by her, the case leaves her queue while it waits for a second reviewer
+    alice.goto(f"{console.url}/console/reviews")
+    assert alice.get_by_role("link", name=f"Open case {case_id}").count() == 0
+    alice.get_by_role("link", name="Open", exact=True).click()
+    alice.wait_for_load_state()
+    assert alice.get_by_role("link", name=f"Open case {case_id}").count() == 1
 
     bob = _signed_in(browser, console, "bob")
+    assert bob.get_by_role("link", name=f"Open case {case_id}").count() == 1  # bob's queue: still undecided by him
     bob.goto(f"{console.url}/console/reviews/{case_id}")
     assert "Same scar above the left eyebrow" in bob.content()  # decisions so far, with notes
     card = bob.locator("article.candidate").first

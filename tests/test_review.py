@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import faceledger
-from faceledger.errors import AccessDeniedException
+from faceledger.errors import AccessDeniedException, InvalidPaginationTokenException, InvalidParameterException
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
@@ -121,6 +121,13 @@ def test_review_over_http(tmp_path: Path) -> None:
             {"CaseId": case_id, "FaceId": face_id, "Decision": "confirm", "Note": "x"},
         )
         assert (status, error["__type"]) == (400, "AccessDeniedException")
+        status, listing = call_extension(
+            server,
+            service.create_access_key(role="reviewer"),
+            "ListReviewCases",
+            {"Status": "CLOSED", "AwaitingMyDecision": False, "MaxResults": 1},
+        )
+        assert status == 200 and [c["CaseId"] for c in listing["Cases"]] == [case_id] and "NextToken" not in listing
 
 
 def test_a_reviewer_scoped_to_one_collection_sees_and_decides_only_its_cases(service: FaceService) -> None:
@@ -326,3 +333,51 @@ def test_crops_the_ledger_and_erasure_over_http(tmp_path: Path) -> None:
         )
         assert status == 200 and len(receipt["ErasedFaceIds"]) == 1
         assert service.list_faces(collection_id="c")["Faces"] == []
+
+
+def test_a_reviewers_queue_lists_only_what_awaits_their_decision_a_page_at_a_time(service: FaceService) -> None:
+    """ListReviewCases pages (MaxResults, NextToken) and filters: a reviewer's queue holds the
+    open cases of others' searches with a candidate they have not decided yet, so a case they
+    confirmed leaves it while it waits for a second reviewer."""
+    service.create_collection(collection_id="c")
+    service.put_collection_policy(collection_id="c", review_required=True)
+    obama, _ = (
+        service.index_faces(collection_id="c", image=image_bytes(*p))["FaceRecords"][0]["Face"]["FaceId"]
+        for p in (OBAMA, OBAMA_2)
+    )
+    carol = Caller("FLADMINCAROL00000000", Role.ADMIN, None)  # searches, and may review others' searches
+    cases = []
+    for who in (SEARCHER, SEARCHER, carol, SEARCHER):
+        with acting_as(RequestContext(who)):
+            found = service.search_faces(collection_id="c", face_id=obama)
+        cases.append((found["FaceledgerReview"]["CaseId"], found["FaceMatches"][0]["Face"]["FaceId"]))
+
+    def listed(who: Caller, **filters) -> list[str]:
+        with acting_as(RequestContext(who)):
+            return [c["CaseId"] for c in service.list_review_cases(**filters)["Cases"]]
+
+    ids = [case_id for case_id, _ in cases]
+    assert listed(ALICE) == ids  # oldest first
+    assert listed(carol, awaiting_my_decision=True) == [ids[0], ids[1], ids[3]]  # not her own search
+    _decide(service, ALICE, *cases[0], "confirm")
+    assert listed(ALICE, awaiting_my_decision=True) == ids[1:]  # decided by her: out of her queue
+    assert listed(BOB, awaiting_my_decision=True) == ids  # still open: waiting for a second reviewer
+    _decide(service, BOB, *cases[0], "confirm")
+    _decide(service, BOB, *cases[1], "reject")
+    assert listed(ALICE, status="CLOSED") == ids[:2] and listed(ALICE, status="OPEN") == ids[2:]
+    assert listed(ALICE, opened_by=SEARCHER.access_key_id, status="OPEN") == [ids[3]]
+
+    pages, token = [], None
+    with acting_as(RequestContext(BOB)):
+        while True:
+            page = service.list_review_cases(max_results=3, next_token=token)
+            pages.append([c["CaseId"] for c in page["Cases"]])
+            if not (token := page.get("NextToken")):
+                break
+        assert pages == [ids[:3], ids[3:]]
+        first = service.list_review_cases(status="OPEN", max_results=1)
+        with pytest.raises(InvalidPaginationTokenException):  # a token of another listing
+            service.list_review_cases(status="CLOSED", next_token=first["NextToken"])
+        for bad in ({"status": "PENDING"}, {"max_results": 0}, {"max_results": 1001}, {"awaiting_my_decision": "yes"}):
+            with pytest.raises(InvalidParameterException):
+                service.list_review_cases(**bad)

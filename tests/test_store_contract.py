@@ -305,6 +305,56 @@ def test_review_cases_keep_every_decision(store: Store) -> None:
     assert store.reviews.case("nope") is None
 
 
+def test_review_case_listing_filters_as_each_case_reads(store: Store) -> None:
+    """The listing decides OPEN and CLOSED in SQL; it must agree with Candidate.status, case by
+    case, over random decisions (REJECT by anyone, two confirmations, a changed mind)."""
+    import random
+
+    chance = random.Random(7)
+    reviewers = ("R1", "R2", "R3")
+    for collection in ("c", "d"):
+        store.create_collection(collection, "model-v1", time.time())
+    for n in range(40):
+        opener = chance.choice(("S1", "R1"))
+        case = ReviewCase(
+            f"case-{n:02}", chance.choice("cd"), "SearchFacesByImage", opener, float(n // 2), None, None, "sha",
+            [Candidate(f"f{k}", 90.0 + k) for k in range(chance.randint(1, 3))],
+        )  # fmt: skip
+        store.reviews.open_case(case)
+        for candidate in case.candidates:
+            for reviewer in chance.sample(reviewers, chance.randint(0, 3)):
+                decision = chance.choice(("confirm", "confirm", "reject"))
+                store.reviews.decide(case.case_id, candidate.face_id, reviewer, decision, "", float(n))
+    cases = [store.reviews.case(case_id) for case_id in store.reviews.case_ids()]
+    assert [c.case_id for c in cases] == [f"case-{n:02}" for n in range(40)]  # oldest first, then by id
+    is_open = {c.case_id: any(k.status == "UNVERIFIED" for k in c.candidates) for c in cases}
+    assert 5 < sum(is_open.values()) < 35  # both kinds are met
+    assert store.reviews.case_ids(status="OPEN") == [i for i, o in is_open.items() if o]
+    assert store.reviews.case_ids(status="CLOSED") == [i for i, o in is_open.items() if not o]
+    for reviewer in reviewers:
+        awaiting = [
+            c.case_id
+            for c in cases
+            if c.opened_by != reviewer
+            and any(
+                k.status == "UNVERIFIED" and all(d["reviewer"] != reviewer for d in k.decisions) for k in c.candidates
+            )
+        ]
+        assert store.reviews.case_ids(awaiting=reviewer) == awaiting
+    assert store.reviews.case_ids("d", opened_by="S1") == [
+        c.case_id for c in cases if c.collection_id == "d" and c.opened_by == "S1"
+    ]
+    assert store.reviews.case_ids(visible=["d"]) == store.reviews.case_ids("d")
+    assert store.reviews.case_ids(visible=[]) == []
+    # pages of 7 from the last (opened_at, case_id) seen, equal cases at one time included
+    walked, after = [], None
+    while page := store.reviews.case_ids(after=after, limit=7):
+        walked += page
+        last = store.reviews.case(page[-1])
+        after = (last.opened_at, last.case_id)
+    assert walked == [c.case_id for c in cases]
+
+
 def test_access_keys_keep_only_sealed_secrets(store: Store) -> None:
     key = AccessKey("FLKEY", "searcher", ("c",), True, 1.0, "for tests")
     store.access_keys.add(key, b"n" * 12 + b"sealed secret")

@@ -11,6 +11,7 @@ from faceledger.cli.common import (
     AccessKeyOption,
     CollectionOption,
     JsonOption,
+    all_pages,
     command_group,
     given,
     iso_time,
@@ -19,6 +20,7 @@ from faceledger.cli.common import (
 )
 from faceledger.errors import InvalidParameterException
 from faceledger.service.policy_operations import UNCHANGED
+from faceledger.service.review_operations import MAX_CASES_PAGE
 
 consent_app = command_group(
     help="Consent records: required before indexing where a policy says so.", no_args_is_help=True
@@ -219,11 +221,19 @@ def _show_case(case: dict[str, Any]) -> None:
 @reports_errors
 def review_list(
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="OPEN (a candidate is still unverified) or CLOSED.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Review cases, oldest first."""
     with open_service() as service:
-        response = service.list_review_cases(collection_id=collection)
+        response = all_pages(
+            lambda token: service.list_review_cases(
+                collection_id=collection, status=status, max_results=MAX_CASES_PAGE, next_token=token
+            ),
+            "Cases",
+        )
     render.emit(
         response,
         as_json,

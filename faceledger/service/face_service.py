@@ -765,12 +765,34 @@ class FaceService:
             collection_id=self._reviews.collection_of(case_id),
         )
 
-    def list_review_cases(self, *, collection_id: str | None = None) -> Response:
-        """Review cases, oldest first: of one collection, or of every collection the caller covers."""
+    def list_review_cases(
+        self,
+        *,
+        collection_id: str | None = None,
+        status: str | None = None,
+        opened_by: str | None = None,
+        awaiting_my_decision: bool = False,
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> Response:
+        """Review cases, oldest first, 100 a page by default (MaxResults up to 1,000): of one
+        collection, or of every collection the caller covers; ``status`` OPEN or CLOSED;
+        ``opened_by`` one key's searches; ``awaiting_my_decision`` the caller's queue (open cases
+        of others' searches with a candidate the caller has not decided yet)."""
         visible = current_context().caller.collections
-        return self._run(
-            "ListReviewCases", lambda: self._reviews.list(collection_id, visible), collection_id=collection_id
-        )
+
+        def listing() -> Reply:
+            return self._reviews.list(
+                collection_id,
+                visible,
+                status=status,
+                opened_by=opened_by,
+                awaiting_my_decision=awaiting_my_decision,
+                max_results=max_results,
+                next_token=next_token,
+            )
+
+        return self._run("ListReviewCases", listing, collection_id=collection_id)
 
     # -- erasure -----------------------------------------------------------------------------
 

@@ -13,10 +13,13 @@ from typing import Any
 from faceledger.errors import (
     AccessDeniedException,
     FaceledgerError,
+    InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
 )
+from faceledger.service import validation
 from faceledger.service.context import current_context
+from faceledger.service.pagination import decode_token, encode_token
 from faceledger.service.results import Reply, ReviewHold
 from faceledger.service.search_limits import SearchLimits
 from faceledger.service.templates import TemplateVault
@@ -25,6 +28,8 @@ from faceledger.store.interface import crop_label, probe_crop_label
 from faceledger.vision.calibration import ThresholdTable
 
 DECISIONS = ("confirm", "reject")
+CASE_STATUSES = ("OPEN", "CLOSED")
+MAX_CASES_PAGE = 1000
 
 
 class ReviewOperations:
@@ -148,35 +153,76 @@ class ReviewOperations:
         case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
         return None if case is None else case.collection_id
 
-    def list(self, collection_id: str | None, visible: tuple[str, ...] | None) -> Reply:
-        """Cases of ``collection_id`` (or of all), only among the ``visible`` collections (None: all)."""
-        cases = [self._case(case_id) for case_id in self._store.reviews.case_ids(collection_id)]
-        cases = [case for case in cases if visible is None or case.collection_id in visible]
-        return Reply(
-            {
-                "Cases": [
-                    {
-                        "CaseId": c.case_id,
-                        "CollectionId": c.collection_id,
-                        "Status": c.status,
-                        "Operation": c.operation,
-                        "OpenedBy": c.opened_by,
-                        "OpenedAt": c.opened_at,
-                        "Purpose": c.purpose,
-                        "CaseReference": c.case_ref,
-                        "Candidates": len(c.candidates),
-                    }
-                    for c in cases
-                ]
-            },
-            {"CasesCount": len(cases)},
+    def list(
+        self,
+        collection_id: str | None,
+        visible: tuple[str, ...] | None,
+        *,
+        status: str | None,
+        opened_by: str | None,
+        awaiting_my_decision: bool,
+        max_results: int | None,
+        next_token: str | None,
+    ) -> Reply:
+        """Cases oldest first, a page at a time: of ``collection_id`` (or of all), only among the
+        ``visible`` collections (None: all), OPEN or CLOSED, opened by one key, or awaiting the
+        caller's decision (open, not the caller's own search, a candidate still UNVERIFIED that the
+        caller has not decided: a reviewer's queue)."""
+        if status is not None and status not in CASE_STATUSES:
+            raise InvalidParameterException(f"Status must be one of {', '.join(CASE_STATUSES)}, not {status!r}.")
+        if opened_by is not None and (not isinstance(opened_by, str) or not 1 <= len(opened_by) <= 128):
+            raise InvalidParameterException("OpenedBy must be an access key id.")
+        if not isinstance(awaiting_my_decision, bool):
+            raise InvalidParameterException("AwaitingMyDecision must be true or false.")
+        limit = validation.integer(max_results, "MaxResults", 1, MAX_CASES_PAGE) if max_results is not None else 100
+        listing = f"reviews:{collection_id or ''}:{status or ''}:{opened_by or ''}:{int(awaiting_my_decision)}"
+        after = _case_position(decode_token(listing, next_token))
+        ids = self._store.reviews.case_ids(
+            collection_id,
+            visible=visible,
+            status=status,
+            opened_by=opened_by,
+            awaiting=current_context().caller.access_key_id if awaiting_my_decision else None,
+            after=after,
+            limit=limit + 1,
         )
+        cases = [case for case in map(self._store.reviews.case, ids[:limit]) if case is not None]
+        response: dict[str, Any] = {
+            "Cases": [
+                {
+                    "CaseId": c.case_id,
+                    "CollectionId": c.collection_id,
+                    "Status": c.status,
+                    "Operation": c.operation,
+                    "OpenedBy": c.opened_by,
+                    "OpenedAt": c.opened_at,
+                    "Purpose": c.purpose,
+                    "CaseReference": c.case_ref,
+                    "Candidates": len(c.candidates),
+                }
+                for c in cases
+            ]
+        }
+        if len(ids) > limit and cases:
+            response["NextToken"] = encode_token(listing, f"{cases[-1].opened_at!r} {cases[-1].case_id}")
+        return Reply(response, {"CasesCount": len(cases)})
 
     def _case(self, case_id: str) -> ReviewCase:
         case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
         if case is None:
             raise ResourceNotFoundException(f"Review case {case_id!r} does not exist.")
         return case
+
+
+def _case_position(position: str | int | None) -> tuple[float, str] | None:
+    """The (opened_at, case_id) a NextToken of ListReviewCases stopped at."""
+    if position is None:
+        return None
+    opened_at, _, case_id = str(position).partition(" ")
+    try:
+        return float(opened_at), case_id
+    except ValueError:
+        raise InvalidPaginationTokenException("NextToken is not valid for this request.") from None
 
 
 def similarity_meaning(table: ThresholdTable | None, similarity: float) -> dict[str, float | None]:

@@ -98,8 +98,22 @@ class ReviewRepository(ABC):
     def case(self, case_id: str) -> ReviewCase | None: ...
 
     @abstractmethod
-    def case_ids(self, collection_id: str | None = None) -> list[str]:
-        """Case ids, oldest first, of one collection or of all."""
+    def case_ids(
+        self,
+        collection_id: str | None = None,
+        *,
+        visible: Sequence[str] | None = None,
+        status: str | None = None,
+        opened_by: str | None = None,
+        awaiting: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Case ids, oldest first (by opening time, then id), of one collection or of all, only
+        among the ``visible`` collections (None: all); ``status`` OPEN (a candidate is still
+        UNVERIFIED) or CLOSED; ``opened_by`` one key's searches; ``awaiting`` a reviewer: the open
+        cases that reviewer did not open and that have an UNVERIFIED candidate they have not
+        decided; ``after`` the (opened_at, case_id) of the last case of the page before."""
 
     @abstractmethod
     def decide(self, case_id: str, face_id: str, reviewer: str, decision: str, note: str, at: float) -> None:

@@ -133,6 +133,11 @@ class ConsentRecord:
         )
 
 
+# a candidate is VERIFIED by this many different reviewers' confirmations (and no rejection); the
+# store's listing of open cases counts the same (store/sql/accountability.py)
+CONFIRMATIONS_TO_VERIFY = 2
+
+
 @dataclass
 class Candidate:
     face_id: str
@@ -146,7 +151,7 @@ class Candidate:
         confirmers = {d["reviewer"] for d in self.decisions if d["decision"] == "confirm"}
         if any(d["decision"] == "reject" for d in self.decisions):
             return "REJECTED"
-        return "VERIFIED" if len(confirmers) >= 2 else "UNVERIFIED"
+        return "VERIFIED" if len(confirmers) >= CONFIRMATIONS_TO_VERIFY else "UNVERIFIED"
 
 
 @dataclass

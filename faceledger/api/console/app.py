@@ -59,6 +59,14 @@ from faceledger.service.review_operations import similarity_meaning
 log = logging.getLogger("faceledger.console")
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+# the review page's views: what the tab says, and the ListReviewCases filters it is
+REVIEW_VIEWS: dict[str, tuple[str, dict[str, object]]] = {
+    "waiting": ("Waiting for you", {"awaiting_my_decision": True}),
+    "open": ("Open", {"status": "OPEN"}),
+    "mine": ("Your own searches", {}),
+    "closed": ("Closed", {"status": "CLOSED"}),
+    "all": ("All cases", {}),
+}
 # where each role lands after signing in: the work it is there for
 HOME = {
     Role.REVIEWER: "/console/reviews",
@@ -348,17 +356,35 @@ class Console:
     # -- review ------------------------------------------------------------------------------
 
     async def reviews(self, request: Request, visitor: Visitor) -> Response:
-        cases = (await self._run(visitor, self._service.list_review_cases))["Cases"]
-        cases.sort(key=lambda c: c["OpenedAt"], reverse=True)
-        mine = visitor.caller.access_key_id
+        """The review cases, one view at a time, a page of them oldest first: for a reviewer first
+        the queue (others' open searches with a candidate they have not decided yet)."""
         deciding = visitor.may("DecideReview")
+        hidden = set() if deciding else {"waiting"}
+        if not (deciding and visitor.may("SearchFacesByImage")):  # only a key that also searches has its own
+            hidden.add("mine")
+        views = {key: view for key, view in REVIEW_VIEWS.items() if key not in hidden}
+        show = request.query_params.get("show") or next(iter(views))
+        if show not in views:
+            raise InvalidParameterException(f"There is no review view {show!r}: one of {', '.join(views)}.")
+        filters = dict(views[show][1])
+        if show == "mine":
+            filters["opened_by"] = visitor.caller.access_key_id
+        page = await self._run(
+            visitor,
+            self._service.list_review_cases,
+            **filters,
+            next_token=request.query_params.get("next") or None,
+            max_results=PAGE_SIZE,
+        )
         return self._render(
             request,
             visitor,
             "reviews.html",
-            reviewable=[c for c in cases if c["Status"] == "OPEN" and c["OpenedBy"] != mine] if deciding else [],
-            own_open=[c for c in cases if c["Status"] == "OPEN" and c["OpenedBy"] == mine],
-            others=[c for c in cases if not deciding or c["Status"] != "OPEN"],
+            cases=page["Cases"],
+            next_token=page.get("NextToken"),
+            views={k: label for k, (label, _) in views.items()},
+            show=show,
+            mine=visitor.caller.access_key_id,
             deciding=deciding,
         )
 

@@ -18,6 +18,7 @@ from faceledger.store.interface import (
     ReviewRepository,
 )
 from faceledger.store.records import (
+    CONFIRMATIONS_TO_VERIFY,
     GENESIS,
     AccessKey,
     Candidate,
@@ -97,6 +98,15 @@ class SQLPolicies(PolicyRepository):
 
 
 _CASE_COLUMNS = "case_id, collection_id, operation, opened_by, opened_at, purpose, case_ref, probe"
+# the candidates of a case (review_cases in the outer query) still UNVERIFIED, as Candidate.status
+# decides: nobody rejected, fewer than CONFIRMATIONS_TO_VERIFY confirmed (one decision per reviewer)
+_UNVERIFIED_CANDIDATES = (
+    "SELECT 1 FROM review_candidates c WHERE c.case_id = review_cases.case_id"
+    " AND NOT EXISTS (SELECT 1 FROM review_decisions d"
+    " WHERE d.case_id = c.case_id AND d.face_id = c.face_id AND d.decision = 'reject')"
+    " AND (SELECT COUNT(*) FROM review_decisions d"
+    f" WHERE d.case_id = c.case_id AND d.face_id = c.face_id AND d.decision = 'confirm') < {CONFIRMATIONS_TO_VERIFY}"
+)
 
 
 class SQLReviews(ReviewRepository):
@@ -149,12 +159,48 @@ class SQLReviews(ReviewRepository):
             )
         return ReviewCase(*row, candidates=list(candidates.values()))
 
-    def case_ids(self, collection_id: str | None = None) -> list[str]:
-        sql, params = "SELECT case_id FROM review_cases", []
+    def case_ids(
+        self,
+        collection_id: str | None = None,
+        *,
+        visible: Sequence[str] | None = None,
+        status: str | None = None,
+        opened_by: str | None = None,
+        awaiting: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        where: list[str] = []
+        params: list[object] = []
         if collection_id is not None:
-            sql += " WHERE collection_id = ?"
+            where.append("collection_id = ?")
             params.append(collection_id)
-        return [row[0] for row in self._db.connection().execute(sql + " ORDER BY opened_at", params)]
+        if visible is not None:
+            if not visible:
+                return []
+            where.append(f"collection_id IN ({', '.join('?' * len(visible))})")
+            params.extend(visible)
+        if status is not None:
+            where.append(("" if status == "OPEN" else "NOT ") + f"EXISTS ({_UNVERIFIED_CANDIDATES})")
+        if opened_by is not None:
+            where.append("opened_by = ?")
+            params.append(opened_by)
+        if awaiting is not None:
+            where.append(
+                f"opened_by <> ? AND EXISTS ({_UNVERIFIED_CANDIDATES} AND NOT EXISTS (SELECT 1 FROM review_decisions d"
+                " WHERE d.case_id = c.case_id AND d.face_id = c.face_id AND d.reviewer = ?))"
+            )
+            params.extend([awaiting, awaiting])
+        if after is not None:
+            where.append("(opened_at > ? OR (opened_at = ? AND case_id > ?))")
+            params.extend([after[0], after[0], after[1]])
+        sql = "SELECT case_id FROM review_cases"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY opened_at, case_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [row[0] for row in self._db.connection().execute(sql, params)]
 
     def decide(self, case_id: str, face_id: str, reviewer: str, decision: str, note: str, at: float) -> None:
         with self._db.write() as db:
