@@ -296,6 +296,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX video_job_results_by_person ON video_job_results (job_id, person, timestamp_ms);
     """,
+    # 14: review cases are listed a page at a time in the order they were opened (ListReviewCases)
+    """
+    CREATE INDEX review_cases_by_opening ON review_cases (opened_at, case_id);
+    CREATE INDEX review_cases_by_collection ON review_cases (collection_id, opened_at, case_id);
+    """,
 )
 
 
