@@ -16,6 +16,7 @@ from faceledger.errors import AccessDeniedException, InvalidPaginationTokenExcep
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
+from faceledger.service.pagination import encode_token
 
 from api_server import call_extension, running_server
 from conftest import data_path, image_bytes
@@ -335,7 +336,9 @@ def test_crops_the_ledger_and_erasure_over_http(tmp_path: Path) -> None:
         assert service.list_faces(collection_id="c")["Faces"] == []
 
 
-def test_a_reviewers_queue_lists_only_what_awaits_their_decision_a_page_at_a_time(service: FaceService) -> None:
+def test_a_reviewers_queue_lists_only_what_awaits_their_decision_a_page_at_a_time(
+    service: FaceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ListReviewCases pages (MaxResults, NextToken) and filters: a reviewer's queue holds the
     open cases of others' searches with a candidate they have not decided yet, so a case they
     confirmed leaves it while it waits for a second reviewer."""
@@ -375,9 +378,25 @@ def test_a_reviewers_queue_lists_only_what_awaits_their_decision_a_page_at_a_tim
             if not (token := page.get("NextToken")):
                 break
         assert pages == [ids[:3], ids[3:]]
+        pages_token = service.list_review_cases(max_results=3)["NextToken"]
         first = service.list_review_cases(status="OPEN", max_results=1)
         with pytest.raises(InvalidPaginationTokenException):  # a token of another listing
             service.list_review_cases(status="CLOSED", next_token=first["NextToken"])
-        for bad in ({"status": "PENDING"}, {"max_results": 0}, {"max_results": 1001}, {"awaiting_my_decision": "yes"}):
+        bad_values = [
+            {"status": "PENDING"},
+            {"max_results": 0},
+            {"max_results": 1001},
+            {"awaiting_my_decision": "yes"},
+            {"opened_by": "FL\x00"},  # PostgreSQL's text takes no NUL: was a 500
+            {"opened_by": "FL\ud800"},  # a lone surrogate, which JSON can carry: was a 500 on both stores
+        ]
+        for bad in bad_values:
             with pytest.raises(InvalidParameterException):
                 service.list_review_cases(**bad)
+        for forged in ("0 \x00", "0 \ud800", "0 ../x", "nan", "0"):
+            with pytest.raises(InvalidPaginationTokenException):
+                service.list_review_cases(next_token=encode_token("reviews::::0", forged))
+        # cases erased between the listing's two reads (their collection deleted) leave the page short, not the end
+        monkeypatch.setattr(service.store.reviews, "case", lambda case_id: None)
+        page = service.list_review_cases(max_results=3)
+        assert page["Cases"] == [] and page["NextToken"] == pages_token

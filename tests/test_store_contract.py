@@ -301,7 +301,7 @@ def test_review_cases_keep_every_decision(store: Store) -> None:
         ("FLREVIEWER1", "reject"),
         ("FLREVIEWER2", "confirm"),
     ]
-    assert store.reviews.case_ids("c") == ["case-1"] and store.reviews.case_ids("other") == []
+    assert store.reviews.case_positions("c") == [(1.0, "case-1")] and store.reviews.case_positions("other") == []
     assert store.reviews.case("nope") is None
 
 
@@ -325,12 +325,17 @@ def test_review_case_listing_filters_as_each_case_reads(store: Store) -> None:
             for reviewer in chance.sample(reviewers, chance.randint(0, 3)):
                 decision = chance.choice(("confirm", "confirm", "reject"))
                 store.reviews.decide(case.case_id, candidate.face_id, reviewer, decision, "", float(n))
-    cases = [store.reviews.case(case_id) for case_id in store.reviews.case_ids()]
+    cases = [
+        store.reviews.case(case_id)
+        for case_id in _case_ids(
+            store,
+        )
+    ]
     assert [c.case_id for c in cases] == [f"case-{n:02}" for n in range(40)]  # oldest first, then by id
     is_open = {c.case_id: any(k.status == "UNVERIFIED" for k in c.candidates) for c in cases}
     assert 5 < sum(is_open.values()) < 35  # both kinds are met
-    assert store.reviews.case_ids(status="OPEN") == [i for i, o in is_open.items() if o]
-    assert store.reviews.case_ids(status="CLOSED") == [i for i, o in is_open.items() if not o]
+    assert _case_ids(store, status="OPEN") == [i for i, o in is_open.items() if o]
+    assert _case_ids(store, status="CLOSED") == [i for i, o in is_open.items() if not o]
     for reviewer in reviewers:
         awaiting = [
             c.case_id
@@ -340,19 +345,22 @@ def test_review_case_listing_filters_as_each_case_reads(store: Store) -> None:
                 k.status == "UNVERIFIED" and all(d["reviewer"] != reviewer for d in k.decisions) for k in c.candidates
             )
         ]
-        assert store.reviews.case_ids(awaiting=reviewer) == awaiting
-    assert store.reviews.case_ids("d", opened_by="S1") == [
+        assert _case_ids(store, awaiting=reviewer) == awaiting
+    assert _case_ids(store, "d", opened_by="S1") == [
         c.case_id for c in cases if c.collection_id == "d" and c.opened_by == "S1"
     ]
-    assert store.reviews.case_ids(visible=["d"]) == store.reviews.case_ids("d")
-    assert store.reviews.case_ids(visible=[]) == []
+    assert _case_ids(store, visible=["d"]) == _case_ids(store, "d")
+    assert _case_ids(store, visible=[]) == []
     # pages of 7 from the last (opened_at, case_id) seen, equal cases at one time included
     walked, after = [], None
-    while page := store.reviews.case_ids(after=after, limit=7):
+    while page := store.reviews.case_positions(after=after, limit=7):
         walked += page
-        last = store.reviews.case(page[-1])
-        after = (last.opened_at, last.case_id)
-    assert walked == [c.case_id for c in cases]
+        after = page[-1]
+    assert walked == [(c.opened_at, c.case_id) for c in cases]
+
+
+def _case_ids(store: Store, collection_id: str | None = None, **filters) -> list[str]:
+    return [case_id for _, case_id in store.reviews.case_positions(collection_id, **filters)]
 
 
 def test_access_keys_keep_only_sealed_secrets(store: Store) -> None:

@@ -170,14 +170,16 @@ class ReviewOperations:
         caller has not decided: a reviewer's queue)."""
         if status is not None and status not in CASE_STATUSES:
             raise InvalidParameterException(f"Status must be one of {', '.join(CASE_STATUSES)}, not {status!r}.")
-        if opened_by is not None and (not isinstance(opened_by, str) or not 1 <= len(opened_by) <= 128):
+        if opened_by is not None and (
+            not isinstance(opened_by, str) or not 1 <= len(opened_by) <= 128 or not opened_by.isprintable()
+        ):
             raise InvalidParameterException("OpenedBy must be an access key id.")
         if not isinstance(awaiting_my_decision, bool):
             raise InvalidParameterException("AwaitingMyDecision must be true or false.")
         limit = validation.integer(max_results, "MaxResults", 1, MAX_CASES_PAGE) if max_results is not None else 100
         listing = f"reviews:{collection_id or ''}:{status or ''}:{opened_by or ''}:{int(awaiting_my_decision)}"
         after = _case_position(decode_token(listing, next_token))
-        ids = self._store.reviews.case_ids(
+        positions = self._store.reviews.case_positions(
             collection_id,
             visible=visible,
             status=status,
@@ -186,7 +188,8 @@ class ReviewOperations:
             after=after,
             limit=limit + 1,
         )
-        cases = [case for case in map(self._store.reviews.case, ids[:limit]) if case is not None]
+        # a case deleted since (with its collection) is left out; the page goes on from where it was
+        cases = [case for _, case_id in positions[:limit] if (case := self._store.reviews.case(case_id)) is not None]
         response: dict[str, Any] = {
             "Cases": [
                 {
@@ -203,8 +206,9 @@ class ReviewOperations:
                 for c in cases
             ]
         }
-        if len(ids) > limit and cases:
-            response["NextToken"] = encode_token(listing, f"{cases[-1].opened_at!r} {cases[-1].case_id}")
+        if len(positions) > limit:
+            opened_at, case_id = positions[limit - 1]
+            response["NextToken"] = encode_token(listing, f"{opened_at!r} {case_id}")
         return Reply(response, {"CasesCount": len(cases)})
 
     def _case(self, case_id: str) -> ReviewCase:
@@ -220,6 +224,8 @@ def _case_position(position: str | int | None) -> tuple[float, str] | None:
         return None
     opened_at, _, case_id = str(position).partition(" ")
     try:
+        if not validation.FACE_ID.fullmatch(case_id):  # case ids are UUIDs, as face ids
+            raise ValueError(case_id)
         return float(opened_at), case_id
     except ValueError:
         raise InvalidPaginationTokenException("NextToken is not valid for this request.") from None

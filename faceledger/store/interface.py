@@ -98,7 +98,7 @@ class ReviewRepository(ABC):
     def case(self, case_id: str) -> ReviewCase | None: ...
 
     @abstractmethod
-    def case_ids(
+    def case_positions(
         self,
         collection_id: str | None = None,
         *,
@@ -108,8 +108,8 @@ class ReviewRepository(ABC):
         awaiting: str | None = None,
         after: tuple[float, str] | None = None,
         limit: int | None = None,
-    ) -> list[str]:
-        """Case ids, oldest first (by opening time, then id), of one collection or of all, only
+    ) -> list[tuple[float, str]]:
+        """The (opened_at, case_id) of cases, oldest first, of one collection or of all, only
         among the ``visible`` collections (None: all); ``status`` OPEN (a candidate is still
         UNVERIFIED) or CLOSED; ``opened_by`` one key's searches; ``awaiting`` a reviewer: the open
         cases that reviewer did not open and that have an UNVERIFIED candidate they have not

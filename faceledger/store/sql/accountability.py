@@ -159,7 +159,7 @@ class SQLReviews(ReviewRepository):
             )
         return ReviewCase(*row, candidates=list(candidates.values()))
 
-    def case_ids(
+    def case_positions(
         self,
         collection_id: str | None = None,
         *,
@@ -169,7 +169,7 @@ class SQLReviews(ReviewRepository):
         awaiting: str | None = None,
         after: tuple[float, str] | None = None,
         limit: int | None = None,
-    ) -> list[str]:
+    ) -> list[tuple[float, str]]:
         where: list[str] = []
         params: list[object] = []
         if collection_id is not None:
@@ -194,13 +194,13 @@ class SQLReviews(ReviewRepository):
         if after is not None:
             where.append("(opened_at > ? OR (opened_at = ? AND case_id > ?))")
             params.extend([after[0], after[0], after[1]])
-        sql = "SELECT case_id FROM review_cases"
+        sql = "SELECT opened_at, case_id FROM review_cases"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY opened_at, case_id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [row[0] for row in self._db.connection().execute(sql, params)]
+        return [(float(opened_at), case_id) for opened_at, case_id in self._db.connection().execute(sql, params)]
 
     def decide(self, case_id: str, face_id: str, reviewer: str, decision: str, note: str, at: float) -> None:
         with self._db.write() as db:
