@@ -304,6 +304,42 @@ def test_deeply_nested_json_is_a_serialization_exception_and_ledgered(server: Ru
     assert [(e.operation, e.error) for e in entries] == [("ListCollections", "SerializationException")]
 
 
+@pytest.mark.parametrize("text", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize(
+    ("operation", "document"),
+    [
+        ("FaceledgerService.GetReviewCase", {"CaseId": "{}"}),
+        ("FaceledgerService.ListReviewCases", {"OpenedBy": "FL{}"}),
+        ("FaceledgerService.ListLedgerEntries", {"Purpose": "p{}"}),
+        ("RekognitionService.ListCollections", {"NextToken": "t{}"}),
+    ],
+    ids=["case-id", "opened-by", "ledger-filter", "token"],
+)
+def test_a_string_no_text_store_keeps_is_a_clear_refusal(
+    server: RunningServer, operation: str, document: dict, text: str
+) -> None:
+    """JSON can carry a NUL (PostgreSQL's text refuses it) and a lone surrogate (no UTF-8 encodes
+    it) in any string; either reached the database as a 500. Refused at the door, ledgered."""
+    service = server.service
+    filled = {name: value.format(text) for name, value in document.items()}
+    body = json.dumps(filled).encode()
+    if operation.endswith("ListCollections"):  # JSON's decoder reads UTF-16 too: a lone surrogate needs no escape
+        body = json.dumps(filled, ensure_ascii=False).encode("utf-16-le", "surrogatepass")
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": operation},
+    )
+    SigV4Auth(Credentials(*_key(service)), "rekognition", "us-east-1").add_auth(request)
+    before = len(_entries(service))
+
+    status, error = send_raw(request)
+
+    assert (status, error["__type"]) == (400, "InvalidParameterException"), error
+    assert [e.error for e in _entries(service)[before:]] == ["InvalidParameterException"]
+
+
 # -- 4: slow and stalled clients ------------------------------------------------------------------
 
 HEADERS = (

@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 
 import faceledger
-from faceledger.errors import AccessDeniedException, InvalidPaginationTokenException, InvalidParameterException
+from faceledger.errors import (
+    AccessDeniedException,
+    InvalidPaginationTokenException,
+    InvalidParameterException,
+    ResourceNotFoundException,
+)
 from faceledger.service import FaceService
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as
@@ -400,3 +405,13 @@ def test_a_reviewers_queue_lists_only_what_awaits_their_decision_a_page_at_a_tim
         monkeypatch.setattr(service.store.reviews, "case", lambda case_id: None)
         page = service.list_review_cases(max_results=3)
         assert page["Cases"] == [] and page["NextToken"] == pages_token
+
+
+@pytest.mark.parametrize("text", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_a_case_id_or_ledger_filter_no_text_store_keeps_is_refused_by_name(service: FaceService, text: str) -> None:
+    """The web console's addresses and forms reach the service without the API's JSON check: a
+    NUL or a lone surrogate there reached the database (a 500 on PostgreSQL, or on both)."""
+    with pytest.raises(ResourceNotFoundException):
+        service.get_review_case(case_id=f"case{text}")
+    with pytest.raises(InvalidParameterException):
+        service.list_ledger_entries(operation=f"SearchFaces{text}")

@@ -96,7 +96,27 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise SerializationException("The request body is nested too deeply to be a request.") from None
     if not isinstance(document, dict):
         raise SerializationException("The request body must be a JSON object.")
+    _refuse_what_no_text_keeps(document)
     return document
+
+
+def _refuse_what_no_text_keeps(value: Any) -> None:
+    """A NUL character (PostgreSQL's text refuses it) or a lone surrogate (no UTF-8 encodes it)
+    in any string of the request is refused here, by name, not met by the store as a 500."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_what_no_text_keeps(key)
+            _refuse_what_no_text_keeps(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_what_no_text_keeps(item)
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidParameterException("A string of the request holds a lone surrogate: it is not text.") from None
+        if "\x00" in value:
+            raise InvalidParameterException("A string of the request holds a NUL character, which no text field takes.")
 
 
 def request_arguments(

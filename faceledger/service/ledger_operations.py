@@ -80,7 +80,9 @@ def checked_filters(filters: dict[str, Any]) -> dict[str, Any]:
         elif name == "outcome":
             if value not in OUTCOMES:
                 raise InvalidParameterException(f"outcome must be one of {', '.join(OUTCOMES)}, not {value!r}.")
-        elif not isinstance(value, str) or len(value) > _TEXT_FILTER_MAX_CHARS:
-            raise InvalidParameterException(f"{name} must be text of at most {_TEXT_FILTER_MAX_CHARS} characters.")
+        elif not isinstance(value, str) or len(value) > _TEXT_FILTER_MAX_CHARS or not value.isprintable():
+            raise InvalidParameterException(
+                f"{name} must be printable text of at most {_TEXT_FILTER_MAX_CHARS} characters."
+            )
         checked[name] = value
     return checked

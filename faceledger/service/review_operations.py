@@ -150,8 +150,15 @@ class ReviewOperations:
 
     def collection_of(self, case_id: str) -> str | None:
         """The collection a case belongs to, so that access is decided by it (None: no such case)."""
-        case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
+        case = self._stored_case(case_id)
         return None if case is None else case.collection_id
+
+    def _stored_case(self, case_id: object) -> ReviewCase | None:
+        """The case, or None; a case id is a UUID, and nothing else is looked up (a NUL, which the
+        web console's address can carry, is refused by PostgreSQL's text as an error)."""
+        if not isinstance(case_id, str) or not validation.FACE_ID.fullmatch(case_id):
+            return None
+        return self._store.reviews.case(case_id)
 
     def list(
         self,
@@ -212,7 +219,7 @@ class ReviewOperations:
         return Reply(response, {"CasesCount": len(cases)})
 
     def _case(self, case_id: str) -> ReviewCase:
-        case = self._store.reviews.case(case_id) if isinstance(case_id, str) else None
+        case = self._stored_case(case_id)
         if case is None:
             raise ResourceNotFoundException(f"Review case {case_id!r} does not exist.")
         return case
