@@ -197,22 +197,7 @@ class ReviewOperations:
         )
         # a case deleted since (with its collection) is left out; the page goes on from where it was
         cases = [case for _, case_id in positions[:limit] if (case := self._store.reviews.case(case_id)) is not None]
-        response: dict[str, Any] = {
-            "Cases": [
-                {
-                    "CaseId": c.case_id,
-                    "CollectionId": c.collection_id,
-                    "Status": c.status,
-                    "Operation": c.operation,
-                    "OpenedBy": c.opened_by,
-                    "OpenedAt": c.opened_at,
-                    "Purpose": c.purpose,
-                    "CaseReference": c.case_ref,
-                    "Candidates": len(c.candidates),
-                }
-                for c in cases
-            ]
-        }
+        response: dict[str, Any] = {"Cases": [{**_case_summary(c), "Candidates": len(c.candidates)} for c in cases]}
         if len(positions) > limit:
             opened_at, case_id = positions[limit - 1]
             response["NextToken"] = encode_token(listing, f"{opened_at!r} {case_id}")
@@ -249,17 +234,24 @@ def similarity_meaning(table: ThresholdTable | None, similarity: float) -> dict[
     }
 
 
-def _case_reply(case: ReviewCase, sources: dict[str, dict[str, Any]]) -> Reply:
-    response: dict[str, Any] = {
+def _case_summary(case: ReviewCase) -> dict[str, Any]:
+    """What ListReviewCases and GetReviewCase both answer of a case."""
+    return {
         "CaseId": case.case_id,
         "CollectionId": case.collection_id,
+        "Status": case.status,
         "Operation": case.operation,
         "OpenedBy": case.opened_by,
         "OpenedAt": case.opened_at,
         "Purpose": case.purpose,
         "CaseReference": case.case_ref,
+    }
+
+
+def _case_reply(case: ReviewCase, sources: dict[str, dict[str, Any]]) -> Reply:
+    response: dict[str, Any] = {
+        **_case_summary(case),
         "Probe": case.probe,
-        "Status": case.status,
         "Candidates": [
             {
                 "FaceId": c.face_id,
