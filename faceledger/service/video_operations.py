@@ -53,7 +53,7 @@ from faceledger.service import validation
 from faceledger.service.access import Caller, Role
 from faceledger.service.context import RequestContext, acting_as, current_context
 from faceledger.service.idempotency import run_once
-from faceledger.service.images import ImageReader
+from faceledger.service.images import MAX_FACES_PER_IMAGE, ImageReader
 from faceledger.service.models import FaceModels
 from faceledger.service.objects import S3Object
 from faceledger.service.pagination import decode_token, encode_token
@@ -415,13 +415,16 @@ class VideoOperations:
 
     def collection_of(self, job_id: object) -> str | None:
         """The collection a job searched (for access), None for a detection job or none."""
-        job = self._store.video_jobs.get(job_id) if isinstance(job_id, str) else None
+        job = self._stored_job(job_id)
         return None if job is None else job.collection_id
+
+    def _stored_job(self, job_id: object) -> VideoJob | None:
+        return self._store.video_jobs.get(job_id) if isinstance(job_id, str) else None
 
     def get(self, kind: str, job_id: str, max_results: int, next_token: str | None, sort_by: str) -> Reply:
         """A page of the job's results (none while it is in progress), GetFaceDetection's or
         GetFaceSearch's shape; matches of faces erased since are left out."""
-        job = self._store.video_jobs.get(job_id) if isinstance(job_id, str) else None
+        job = self._stored_job(job_id)
         if job is None or job.kind != kind:
             raise ResourceNotFoundException(f"There is no {kind} job {job_id!r}.")
         caller = current_context().caller
@@ -555,7 +558,7 @@ def analysed_frames(
     with ThreadPoolExecutor(workers, thread_name_prefix="faceledger-video-frame") as pool:
         pending: deque[tuple[VideoFrame, Future[list[Face]]]] = deque()
         for frame in video.frames(sample_fps):
-            pending.append((frame, pool.submit(analyzer.analyze, frame.pixels, embed=False, limit=100)))
+            pending.append((frame, pool.submit(analyzer.analyze, frame.pixels, embed=False, limit=MAX_FACES_PER_IMAGE)))
             if len(pending) > 2 * workers:
                 done, faces = pending.popleft()
                 yield done, faces.result()
