@@ -107,6 +107,10 @@ def test_versions_missing_objects_and_buckets_not_allowed(tmp_path: Path, s3_end
         assert _error(lambda: rekognition.detect_faces(Image=_photo("notes.txt"))) == "InvalidImageFormatException"
         both = {"Bytes": image_bytes(*OBAMA), "S3Object": {"Bucket": "photos", "Name": "probe.jpg"}}
         assert _error(lambda: rekognition.detect_faces(Image=both)) == "InvalidParameterException"
+        nameless = {"S3Object": {"Bucket": "photos"}}
+        assert _error(lambda: rekognition.detect_faces(Image=nameless)) == "InvalidParameterException"
+        for video in (nameless, {}):  # a stored video is always an S3 object, named in full
+            assert _error(lambda v=video: rekognition.start_face_detection(Video=v)) == "InvalidParameterException"
         refused = service.ledger.entries(operation="DetectFaces", outcome="error")
         named = [e.result["S3Objects"][0] for e in refused if "S3Objects" in e.result]
         assert {"Bucket": "private", "Name": "obama.jpg", "Version": None, "Sha256": None} in named  # nothing read

@@ -147,18 +147,18 @@ def _image_bytes(member: str, image: dict[str, Any]) -> bytes | S3Object:
     if ("Bytes" in image) == ("S3Object" in image):
         raise InvalidParameterException(f"{member} takes either Bytes or S3Object (one of the two).")
     if "S3Object" in image:
-        named = image["S3Object"]
-        if "Bucket" not in named or "Name" not in named:
-            raise InvalidParameterException(f"{member}.S3Object needs a Bucket and a Name.")
-        return S3Object(named["Bucket"], named["Name"], named.get("Version"))
+        return _s3_object(member, image["S3Object"])
     return image["Bytes"]
 
 
 def _video_object(member: str, video: dict[str, Any]) -> S3Object:
     """A stored video: always an S3 object of the configured store (service/objects.py)."""
-    named = video.get("S3Object")
-    if not named or "Bucket" not in named or "Name" not in named:
-        raise InvalidParameterException(f"{member}.S3Object with a Bucket and a Name is required.")
+    return _s3_object(member, video.get("S3Object") or {})
+
+
+def _s3_object(member: str, named: dict[str, Any]) -> S3Object:
+    if "Bucket" not in named or "Name" not in named:
+        raise InvalidParameterException(f"{member}.S3Object needs a Bucket and a Name.")
     return S3Object(named["Bucket"], named["Name"], named.get("Version"))
 
 
