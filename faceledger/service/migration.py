@@ -24,7 +24,7 @@ from faceledger.service.results import Reply
 from faceledger.service.templates import TemplateVault
 from faceledger.service.validation import MAX_PAGE_SIZE
 from faceledger.store import FaceRecord, ImageRecord, Store
-from faceledger.vision import Face
+from faceledger.vision import BoundingBox, Face
 
 SAME_FACE_OVERLAP = 0.5  # intersection over union of a stored box and a new detection
 
@@ -120,21 +120,13 @@ class ModelMigration:
 
 def _same_face(record: FaceRecord, detected: list[Face], width: int, height: int) -> Face | None:
     """The detection at the stored face's place (best overlap, at least SAME_FACE_OVERLAP)."""
+    stored = BoundingBox.from_relative(record.bounding_box, width, height)
     best, best_overlap = None, SAME_FACE_OVERLAP
     for face in detected:
-        overlap = _iou(record.bounding_box, face.box.relative(width, height))
+        overlap = stored.overlap(face.box)
         if overlap >= best_overlap:
             best, best_overlap = face, overlap
     return best
-
-
-def _iou(a: dict[str, float], b: dict[str, float]) -> float:
-    left, top = max(a["Left"], b["Left"]), max(a["Top"], b["Top"])
-    right = min(a["Left"] + a["Width"], b["Left"] + b["Width"])
-    bottom = min(a["Top"] + a["Height"], b["Top"] + b["Height"])
-    inter = max(0.0, right - left) * max(0.0, bottom - top)
-    union = a["Width"] * a["Height"] + b["Width"] * b["Height"] - inter
-    return inter / union if union > 0 else 0.0
 
 
 __all__ = ["ModelMigration"]

@@ -28,9 +28,28 @@ class BoundingBox:
             "Top": self.top / image_height,
         }
 
+    @classmethod
+    def from_relative(cls, box: dict[str, float], image_width: int, image_height: int) -> BoundingBox:
+        """The box in pixels of an image of that size, from its :meth:`relative` form."""
+        return cls(
+            box["Left"] * image_width,
+            box["Top"] * image_height,
+            box["Width"] * image_width,
+            box["Height"] * image_height,
+        )
+
     @property
     def area(self) -> float:
         return self.width * self.height
+
+    def overlap(self, other: BoundingBox) -> float:
+        """Intersection over union of the two boxes."""
+        width = min(self.left + self.width, other.left + other.width) - max(self.left, other.left)
+        height = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
+        if width <= 0 or height <= 0:
+            return 0.0
+        shared = width * height
+        return shared / (self.area + other.area - shared)
 
 
 @dataclass(frozen=True)

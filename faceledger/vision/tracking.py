@@ -40,7 +40,7 @@ class FaceTracker:
         self._active = [t for t in self._active if timestamp_ms - t.last_seen_ms <= self._max_gap_ms]
         pairs = sorted(
             (
-                (overlap(track.box, face.box), t, f)
+                (track.box.overlap(face.box), t, f)
                 for t, track in enumerate(self._active)
                 for f, face in enumerate(faces)
             ),
@@ -66,13 +66,3 @@ class FaceTracker:
             track.box, track.last_seen_ms = face.box, timestamp_ms
             result.append((track, face))
         return result
-
-
-def overlap(a: BoundingBox, b: BoundingBox) -> float:
-    """Intersection over union of two boxes."""
-    width = min(a.left + a.width, b.left + b.width) - max(a.left, b.left)
-    height = min(a.top + a.height, b.top + b.height) - max(a.top, b.top)
-    if width <= 0 or height <= 0:
-        return 0.0
-    shared = width * height
-    return shared / (a.area + b.area - shared)
